@@ -1,0 +1,328 @@
+//! Daemon configuration: TOML parsed into [`RawConfig`] (unknown keys rejected), then validated
+//! into [`Config`] with errors that name the offending key. Command-line flags override the file.
+//!
+//! Every key, its default and its rule is documented in `docs/configuration.md`, and the
+//! annotated default file is `systemd/config.toml`; a test keeps the three in step.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The config file read when `--config` is not given (absent = all defaults).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/augur/config.toml";
+/// Default state directory.
+pub const DEFAULT_ROOT: &str = "/var/lib/augur";
+/// Default gRPC socket (what containerd's `proxy_plugins` stanza names).
+pub const DEFAULT_ADDRESS: &str = "/run/augur/snapshotter.sock";
+/// Default socket permissions: owner and group read/write.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+/// Default log filter.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// The config format this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// A config file larger than this is refused (it is surely not a config file).
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH_BYTES: usize = 107;
+
+/// The file as written, before validation. Field names are the TOML keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Config format version.
+    pub version: Option<u32>,
+    /// State directory.
+    pub root: Option<PathBuf>,
+    /// Log filter (`error`…`trace`, or a `tracing` filter directive).
+    pub log_level: Option<String>,
+    /// `[grpc]` table.
+    #[serde(default)]
+    pub grpc: RawGrpc,
+}
+
+/// The `[grpc]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGrpc {
+    /// Unix socket path.
+    pub address: Option<PathBuf>,
+    /// Socket permissions, an octal string such as `"0660"`.
+    pub socket_mode: Option<String>,
+}
+
+/// Command-line overrides (each `None` keeps the file's value).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--root`.
+    pub root: Option<PathBuf>,
+    /// `--address`.
+    pub address: Option<PathBuf>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// State directory (absolute).
+    pub root: PathBuf,
+    /// Unix socket path (absolute).
+    pub address: PathBuf,
+    /// Socket permission bits (a subset of 0660).
+    pub socket_mode: u32,
+    /// Log filter directive.
+    pub log_level: String,
+}
+
+/// Why a configuration was refused. Each message names the key (or the file).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {reason}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        reason: String,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("config file {path}: {reason}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (it names the key and line).
+        reason: String,
+    },
+    /// A value is out of its allowed range.
+    #[error("config key `{key}` = {value:?}: {rule}")]
+    Invalid {
+        /// The key, in TOML dotted form (`grpc.address`).
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// What a valid value looks like.
+        rule: String,
+    },
+}
+
+impl RawConfig {
+    /// Reads `path`. A missing file is an error only if `required` (it was named explicitly).
+    pub fn load(path: &Path, required: bool) -> Result<RawConfig, ConfigError> {
+        let read_err = |reason: String| ConfigError::Read {
+            path: path.to_path_buf(),
+            reason,
+        };
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(RawConfig::default());
+            }
+            Err(e) => return Err(read_err(e.to_string())),
+            Ok(m) if m.len() > MAX_CONFIG_BYTES => {
+                return Err(read_err(format!(
+                    "{} bytes is over the {MAX_CONFIG_BYTES}-byte limit",
+                    m.len()
+                )));
+            }
+            Ok(_) => {}
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| read_err(e.to_string()))?;
+        RawConfig::parse(&text).map_err(|reason| ConfigError::Parse {
+            path: path.to_path_buf(),
+            reason,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn parse(text: &str) -> Result<RawConfig, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Applies `overrides` and validates every value.
+    pub fn validate(self, overrides: Overrides) -> Result<Config, ConfigError> {
+        if let Some(v) = self.version
+            && v != CONFIG_VERSION
+        {
+            return Err(invalid(
+                "version",
+                v.to_string(),
+                format!("this build reads version {CONFIG_VERSION}"),
+            ));
+        }
+        let root = overrides
+            .root
+            .or(self.root)
+            .unwrap_or_else(|| DEFAULT_ROOT.into());
+        check_absolute("root", &root)?;
+        let address = overrides
+            .address
+            .or(self.grpc.address)
+            .unwrap_or_else(|| DEFAULT_ADDRESS.into());
+        check_absolute("grpc.address", &address)?;
+        if address.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+            return Err(invalid(
+                "grpc.address",
+                address.display().to_string(),
+                format!("a unix socket path must be at most {MAX_SOCKET_PATH_BYTES} bytes"),
+            ));
+        }
+        let socket_mode = match self.grpc.socket_mode {
+            None => DEFAULT_SOCKET_MODE,
+            Some(s) => parse_socket_mode(&s)?,
+        };
+        let log_level = overrides
+            .log_level
+            .or(self.log_level)
+            .unwrap_or_else(|| DEFAULT_LOG_LEVEL.into());
+        if !is_log_filter(&log_level) {
+            return Err(invalid(
+                "log_level",
+                log_level,
+                "use error, warn, info, debug or trace, or a tracing filter such as \"augur=debug,info\"".into(),
+            ));
+        }
+        Ok(Config {
+            root,
+            address,
+            socket_mode,
+            log_level,
+        })
+    }
+}
+
+fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
+    ConfigError::Invalid { key, value, rule }
+}
+
+/// A level, or comma-separated `target=level` directives, that `tracing` accepts. (A bare word
+/// that is not a level would be taken as a target name and silently log everything: refuse it.)
+fn is_log_filter(s: &str) -> bool {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let directive_ok = |d: &str| {
+        let level = d.rsplit_once('=').map_or(d, |(_, l)| l);
+        LEVELS.contains(&level.trim().to_ascii_lowercase().as_str())
+    };
+    !s.trim().is_empty()
+        && s.split(',').all(directive_ok)
+        && tracing_subscriber::EnvFilter::try_new(s).is_ok()
+}
+
+fn check_absolute(key: &'static str, path: &Path) -> Result<(), ConfigError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(invalid(
+            key,
+            path.display().to_string(),
+            "must be an absolute path".into(),
+        ))
+    }
+}
+
+fn parse_socket_mode(s: &str) -> Result<u32, ConfigError> {
+    let rule =
+        || "an octal mode such as \"0660\" or \"0600\", granting nothing beyond 0660".to_owned();
+    let mode = u32::from_str_radix(s.trim_start_matches("0o"), 8)
+        .map_err(|_| invalid("grpc.socket_mode", s.into(), rule()))?;
+    if mode & !DEFAULT_SOCKET_MODE != 0 || mode & 0o600 != 0o600 {
+        return Err(invalid(
+            "grpc.socket_mode",
+            s.into(),
+            rule() + "; the owner needs read and write",
+        ));
+    }
+    Ok(mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(text: &str) -> Result<Config, ConfigError> {
+        RawConfig::parse(text)
+            .expect("parses")
+            .validate(Overrides::default())
+    }
+
+    #[test]
+    fn empty_file_gives_the_documented_defaults() {
+        let c = validate("").unwrap();
+        assert_eq!(c.root, Path::new(DEFAULT_ROOT));
+        assert_eq!(c.address, Path::new(DEFAULT_ADDRESS));
+        assert_eq!(c.socket_mode, 0o660);
+        assert_eq!(c.log_level, "info");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let err = RawConfig::parse("[grpc]\nadress = \"/x\"\n").unwrap_err();
+        assert!(err.contains("adress"), "{err}");
+        let err = RawConfig::parse("rooot = \"/x\"").unwrap_err();
+        assert!(err.contains("rooot"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            ("root = \"relative/dir\"", "root"),
+            ("version = 2", "version"),
+            ("log_level = \"loud\"", "log_level"),
+            ("[grpc]\naddress = \"sock\"", "grpc.address"),
+            ("[grpc]\nsocket_mode = \"0666\"", "grpc.socket_mode"),
+            ("[grpc]\nsocket_mode = \"0400\"", "grpc.socket_mode"),
+            ("[grpc]\nsocket_mode = \"rw\"", "grpc.socket_mode"),
+        ];
+        for (text, key) in cases {
+            match validate(text) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),
+                other => panic!("{text}: expected an error naming {key}, got {other:?}"),
+            }
+        }
+        let long = format!("[grpc]\naddress = \"/{}\"", "s".repeat(120));
+        assert!(matches!(
+            validate(&long),
+            Err(ConfigError::Invalid {
+                key: "grpc.address",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let raw = RawConfig::parse("root = \"/a\"\nlog_level = \"warn\"").unwrap();
+        let c = raw
+            .validate(Overrides {
+                root: Some("/b".into()),
+                address: Some("/c.sock".into()),
+                log_level: None,
+            })
+            .unwrap();
+        assert_eq!(
+            (c.root.as_path(), c.address.as_path()),
+            (Path::new("/b"), Path::new("/c.sock"))
+        );
+        assert_eq!(c.log_level, "warn");
+    }
+
+    #[test]
+    fn stricter_socket_modes_are_accepted() {
+        assert_eq!(
+            validate("[grpc]\nsocket_mode = \"0600\"")
+                .unwrap()
+                .socket_mode,
+            0o600
+        );
+    }
+
+    #[test]
+    fn a_named_but_missing_file_is_an_error_and_the_default_is_optional() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.toml");
+        assert!(matches!(
+            RawConfig::load(&missing, true),
+            Err(ConfigError::Read { .. })
+        ));
+        assert!(RawConfig::load(&missing, false).is_ok());
+    }
+}

@@ -1,0 +1,133 @@
+//! Daemon lifecycle: open the root, bind the socket safely, serve gRPC, notify systemd, stop
+//! gracefully.
+//!
+//! Start-up order matters to containerd and systemd: the metadata store is opened (and leftovers
+//! swept) before the socket exists, and `READY=1` is sent only once the socket is listening, so
+//! `Before=containerd.service` really means containerd's first call finds a working daemon.
+//!
+//! The socket is bound under a temporary name, given its mode, then renamed into place, so no
+//! one can ever connect to it with looser permissions than configured.
+
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::Config;
+use crate::grpc::SnapshotService;
+use crate::notify::notify;
+use crate::snapshotter::Snapshotter;
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The snapshot store could not be opened.
+    #[error("cannot open snapshotter root {root}")]
+    Open {
+        /// The root directory.
+        root: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::error::Error,
+    },
+    /// Another process is serving on the socket path.
+    #[error(
+        "{0} is in use: another snapshotter is serving there (stop it, or pick another --address)"
+    )]
+    AddressInUse(PathBuf),
+    /// The socket could not be created.
+    #[error("cannot listen on {path}")]
+    Listen {
+        /// The socket path.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs the daemon until `shutdown` resolves, then stops accepting calls, lets in-flight calls
+/// finish and removes the socket.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), DaemonError> {
+    let root = config.root.clone();
+    let sn = tokio::task::spawn_blocking(move || Snapshotter::open(&root))
+        .await
+        .map_err(|e| DaemonError::Open {
+            root: config.root.clone(),
+            source: crate::error::Error::InvalidArgument(e.to_string()),
+        })?
+        .map_err(|source| DaemonError::Open {
+            root: config.root.clone(),
+            source,
+        })?;
+    let listener = bind(&config.address, config.socket_mode)?;
+    tracing::info!(
+        address = %config.address.display(),
+        root = %config.root.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "augur-snapshotter ready"
+    );
+    if let Err(e) = notify("READY=1") {
+        tracing::warn!(error = %e, "could not notify systemd of readiness");
+    }
+    let service = SnapshotService::new(Arc::new(sn));
+    let served = tonic::transport::Server::builder()
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
+            shutdown.await;
+            let _ = notify("STOPPING=1");
+            tracing::info!("shutting down: finishing in-flight calls");
+        })
+        .await;
+    let _ = std::fs::remove_file(&config.address);
+    served?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Binds `path` with `mode`, refusing to steal a socket another process is serving.
+fn bind(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
+    let listen_err = |source| DaemonError::Listen {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o711)
+            .create(dir)
+            .map_err(listen_err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(DaemonError::AddressInUse(path.to_path_buf()));
+        }
+        // A stale socket from a daemon that was killed: nobody is listening on it.
+        std::fs::remove_file(path).map_err(listen_err)?;
+    }
+    let tmp = path.with_file_name(format!(
+        ".{}.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&tmp);
+    let listener = UnixListener::bind(&tmp).map_err(listen_err)?;
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(listen_err(e));
+    }
+    Ok(listener)
+}

@@ -1,0 +1,252 @@
+//! The containerd Snapshots gRPC service: a thin adapter from protobuf to [`Snapshotter`].
+//!
+//! Each call converts its request, runs the snapshot operation on tokio's blocking pool (it
+//! fsyncs and walks directories), and converts the answer; errors become the gRPC codes chosen
+//! in [`crate::error`]. Every call is logged at debug with its latency, failures at info.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use augur_proto::snapshots::{self as pb, snapshots_server::Snapshots};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::error::Error;
+use crate::mounts::Mount;
+use crate::snapshotter::Snapshotter;
+use crate::store::{Info, Kind, Labels, Timestamp};
+
+/// How many snapshot infos one List response message carries (containerd's proxy uses 100).
+const LIST_BATCH: usize = 100;
+
+/// The gRPC service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SnapshotService {
+    sn: Arc<Snapshotter>,
+}
+
+impl SnapshotService {
+    /// Serves `sn`.
+    pub fn new(sn: Arc<Snapshotter>) -> SnapshotService {
+        SnapshotService { sn }
+    }
+
+    /// The tonic server for this service.
+    pub fn into_server(self) -> pb::snapshots_server::SnapshotsServer<SnapshotService> {
+        pb::snapshots_server::SnapshotsServer::new(self)
+    }
+
+    /// Runs `f` on the blocking pool and logs the outcome under `op`.
+    async fn run<T, F>(&self, op: &'static str, key: &str, f: F) -> Result<T, Status>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Snapshotter) -> Result<T, Error> + Send + 'static,
+    {
+        let sn = Arc::clone(&self.sn);
+        let start = Instant::now();
+        let joined = tokio::task::spawn_blocking(move || f(&sn)).await;
+        let elapsed_us = start.elapsed().as_micros() as u64;
+        match joined {
+            Ok(Ok(v)) => {
+                tracing::debug!(op, key, elapsed_us, "ok");
+                Ok(v)
+            }
+            Ok(Err(e)) => {
+                let status = Status::from(e);
+                tracing::info!(op, key, elapsed_us, code = ?status.code(), error = status.message(), "failed");
+                Err(status)
+            }
+            Err(join) => {
+                tracing::error!(op, key, error = %join, "snapshot operation panicked");
+                Err(Status::internal(format!(
+                    "{op} {key:?}: internal error: {join}"
+                )))
+            }
+        }
+    }
+}
+
+type ListStream = Pin<Box<dyn Stream<Item = Result<pb::ListSnapshotsResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Snapshots for SnapshotService {
+    async fn prepare(
+        &self,
+        req: Request<pb::PrepareSnapshotRequest>,
+    ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        let mounts = self
+            .run("prepare", &key, move |sn| {
+                sn.prepare(&r.key, &r.parent, labels(r.labels))
+            })
+            .await?;
+        Ok(Response::new(pb::PrepareSnapshotResponse {
+            mounts: to_pb_mounts(mounts),
+        }))
+    }
+
+    async fn view(
+        &self,
+        req: Request<pb::ViewSnapshotRequest>,
+    ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        let mounts = self
+            .run("view", &key, move |sn| {
+                sn.view(&r.key, &r.parent, labels(r.labels))
+            })
+            .await?;
+        Ok(Response::new(pb::ViewSnapshotResponse {
+            mounts: to_pb_mounts(mounts),
+        }))
+    }
+
+    async fn mounts(
+        &self,
+        req: Request<pb::MountsRequest>,
+    ) -> Result<Response<pb::MountsResponse>, Status> {
+        let key = req.into_inner().key;
+        let k = key.clone();
+        let mounts = self.run("mounts", &key, move |sn| sn.mounts(&k)).await?;
+        Ok(Response::new(pb::MountsResponse {
+            mounts: to_pb_mounts(mounts),
+        }))
+    }
+
+    async fn commit(
+        &self,
+        req: Request<pb::CommitSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
+        let r = req.into_inner();
+        let key = r.key.clone();
+        self.run("commit", &key, move |sn| {
+            sn.commit(&r.name, &r.key, labels(r.labels))
+        })
+        .await?;
+        Ok(Response::new(()))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<pb::RemoveSnapshotRequest>,
+    ) -> Result<Response<()>, Status> {
+        let key = req.into_inner().key;
+        let k = key.clone();
+        self.run("remove", &key, move |sn| sn.remove(&k)).await?;
+        Ok(Response::new(()))
+    }
+
+    async fn stat(
+        &self,
+        req: Request<pb::StatSnapshotRequest>,
+    ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
+        let key = req.into_inner().key;
+        let k = key.clone();
+        let info = self.run("stat", &key, move |sn| sn.stat(&k)).await?;
+        Ok(Response::new(pb::StatSnapshotResponse {
+            info: Some(to_pb_info(info)),
+        }))
+    }
+
+    async fn update(
+        &self,
+        req: Request<pb::UpdateSnapshotRequest>,
+    ) -> Result<Response<pb::UpdateSnapshotResponse>, Status> {
+        let r = req.into_inner();
+        let info = r.info.ok_or_else(|| {
+            Status::invalid_argument("update needs the snapshot info (name and labels)")
+        })?;
+        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+        let name = info.name.clone();
+        let updated = self
+            .run("update", &name, move |sn| {
+                sn.update(&info.name, &labels(info.labels), &paths)
+            })
+            .await?;
+        Ok(Response::new(pb::UpdateSnapshotResponse {
+            info: Some(to_pb_info(updated)),
+        }))
+    }
+
+    type ListStream = ListStream;
+
+    async fn list(
+        &self,
+        req: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<Self::ListStream>, Status> {
+        let filters = req.into_inner().filters;
+        let shown = filters.join(" | ");
+        let infos = self
+            .run("list", &shown, move |sn| sn.list(&filters))
+            .await?;
+        let batches: Vec<Result<pb::ListSnapshotsResponse, Status>> = infos
+            .chunks(LIST_BATCH)
+            .map(|chunk| {
+                Ok(pb::ListSnapshotsResponse {
+                    info: chunk.iter().cloned().map(to_pb_info).collect(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(batches))))
+    }
+
+    async fn usage(
+        &self,
+        req: Request<pb::UsageRequest>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let key = req.into_inner().key;
+        let k = key.clone();
+        let u = self.run("usage", &key, move |sn| sn.usage(&k)).await?;
+        Ok(Response::new(pb::UsageResponse {
+            size: u.size,
+            inodes: u.inodes,
+        }))
+    }
+
+    async fn cleanup(&self, _req: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
+        self.run("cleanup", "", |sn| sn.cleanup()).await?;
+        Ok(Response::new(()))
+    }
+}
+
+fn labels(map: HashMap<String, String>) -> Labels {
+    map.into_iter().collect()
+}
+
+fn to_pb_mounts(mounts: Vec<Mount>) -> Vec<augur_proto::Mount> {
+    mounts
+        .into_iter()
+        .map(|m| augur_proto::Mount {
+            r#type: m.kind,
+            source: m.source,
+            target: String::new(),
+            options: m.options,
+        })
+        .collect()
+}
+
+fn to_pb_info(info: Info) -> pb::Info {
+    let kind = match info.kind {
+        Kind::View => pb::Kind::View,
+        Kind::Active => pb::Kind::Active,
+        Kind::Committed => pb::Kind::Committed,
+    };
+    pb::Info {
+        name: info.name,
+        parent: info.parent,
+        kind: kind as i32,
+        created_at: Some(to_pb_time(info.created)),
+        updated_at: Some(to_pb_time(info.updated)),
+        labels: info.labels.into_iter().collect(),
+    }
+}
+
+fn to_pb_time(t: Timestamp) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.secs,
+        nanos: i32::try_from(t.nanos).unwrap_or(0),
+    }
+}

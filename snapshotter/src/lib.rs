@@ -1,0 +1,41 @@
+//! # augur-snapshotter
+//!
+//! The Augur daemon as a library: containerd's Snapshots API served over a unix socket, backed by
+//! an embedded transactional metadata store and plain directories stacked with OverlayFS.
+//!
+//! ## Layers (each depends only on the ones below it)
+//!
+//! | module | role |
+//! |---|---|
+//! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
+//! | [`grpc`] | protobuf ⇄ domain types; runs every operation on the blocking pool |
+//! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
+//! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
+//! | [`store`] | redb metadata: one write transaction per multi-key change |
+//! | [`filter`] | containerd's filter language for List |
+//! | [`config`] | TOML → validated [`config::Config`] |
+//! | [`error`] | the snapshot layer's error type and its gRPC codes |
+//!
+//! ## Threads
+//!
+//! | thread | runs |
+//! |---|---|
+//! | `augur-grpc` (tokio workers) | tonic, request decoding; never blocks |
+//! | tokio blocking pool | every snapshot operation (fsync, directory walks, renames) |
+//! | `augur-reaper` | deletes removed snapshots' directories in the background |
+//!
+//! ## Core types
+//! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
+//! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
+
+pub mod config;
+pub mod daemon;
+pub mod error;
+pub mod filter;
+pub mod fsutil;
+pub mod grpc;
+pub mod mounts;
+pub mod notify;
+pub mod reaper;
+pub mod snapshotter;
+pub mod store;

@@ -1,0 +1,319 @@
+//! The snapshotter: containerd's Snapshots API over the metadata store and snapshot directories.
+//!
+//! Every method is synchronous and may block on disk (fsync, directory walks, recursive removal);
+//! the gRPC layer runs them on tokio's blocking pool, never on async workers.
+//!
+//! On-disk layout under the root:
+//!
+//! ```text
+//! metadata.db              redb: every snapshot's record (see `store`)
+//! snapshots/<id>/fs        the snapshot's files (overlay upper dir while active)
+//! snapshots/<id>/work      overlay work dir (active snapshots only)
+//! snapshots/new-*          a Prepare in progress (renamed to <id> inside its transaction)
+//! snapshots/trash-*        a removed snapshot's directory, being deleted in the background
+//! ```
+//!
+//! Crash safety: a snapshot exists exactly when its record is committed in `metadata.db`. Any
+//! directory under `snapshots/` without a record (an interrupted Prepare or Remove) is garbage
+//! that [`Snapshotter::cleanup`] deletes; `new-*` and `trash-*` dirs are also swept at start.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+use crate::filter::Filter;
+use crate::fsutil::{disk_usage, remove_tree};
+use crate::mounts::{Layout, Mount};
+use crate::reaper::Reaper;
+use crate::store::{Info, Kind, Labels, Store, Usage};
+
+/// Largest accepted snapshot key or commit name, in bytes.
+pub const MAX_KEY_BYTES: usize = 4096;
+/// Largest accepted label key plus value, in bytes (containerd's `labels.Validate` limit).
+pub const MAX_LABEL_BYTES: usize = 4096;
+
+const TMP_PREFIX: &str = "new-";
+const TRASH_PREFIX: &str = "trash-";
+
+/// What [`Snapshotter::cleanup`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupReport {
+    /// Directories deleted because no snapshot record refers to them.
+    pub removed_dirs: usize,
+}
+
+/// The snapshot store of one daemon root.
+#[derive(Debug)]
+pub struct Snapshotter {
+    root: PathBuf,
+    snapshots_dir: PathBuf,
+    layout: Layout,
+    store: Store,
+    reaper: Reaper,
+    tmp_seq: AtomicU64,
+}
+
+impl Snapshotter {
+    /// Opens the snapshotter rooted at `root`, creating it (mode 0700) if needed, and sweeps
+    /// leftovers of interrupted Prepare and Remove calls.
+    pub fn open(root: &Path) -> Result<Snapshotter> {
+        let snapshots_dir = root.join("snapshots");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&snapshots_dir)
+            .map_err(Error::io("create snapshot directory", &snapshots_dir))?;
+        let store = Store::open(&root.join("metadata.db"))?;
+        let sn = Snapshotter {
+            root: root.to_path_buf(),
+            layout: Layout::new(snapshots_dir.clone()),
+            snapshots_dir,
+            store,
+            reaper: Reaper::start()?,
+            tmp_seq: AtomicU64::new(0),
+        };
+        let swept =
+            sn.sweep(|name| name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX))?;
+        if swept > 0 {
+            tracing::info!(
+                dirs = swept,
+                "removed leftovers of interrupted prepare/remove calls"
+            );
+        }
+        Ok(sn)
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Creates an active snapshot on `parent` (may be empty) and returns its mounts.
+    pub fn prepare(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(Kind::Active, key, parent, labels)
+    }
+
+    /// Creates a read-only view of `parent` and returns its mounts.
+    pub fn view(&self, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+        self.create(Kind::View, key, parent, labels)
+    }
+
+    /// The mounts of an active snapshot or view.
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        check_key("key", key)?;
+        let snap = self.store.read()?.get_snapshot(key)?;
+        Ok(self.layout.mounts(&snap))
+    }
+
+    /// Commits active snapshot `key` as `name`, measuring its disk usage.
+    pub fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
+        check_key("name", name)?;
+        check_key("key", key)?;
+        check_labels(&labels)?;
+        // Measure before taking the write lock: the upper dir is not written during a commit
+        // (containerd's contract), and a large walk must not stall every other writer.
+        let (id, info, _) = self.store.read()?.get_info(key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::NotActive {
+                key: key.into(),
+                kind: info.kind.as_str(),
+            });
+        }
+        let fs_dir = self.layout.fs(id);
+        let usage = disk_usage(&fs_dir).map_err(Error::io("measure disk usage of", &fs_dir))?;
+        let mut tx = self.store.write()?;
+        tx.commit_active(key, name, usage, labels)?;
+        tx.commit()
+    }
+
+    /// Removes a snapshot that has no children. Its directory is renamed away at once and deleted
+    /// in the background.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        check_key("key", key)?;
+        let mut tx = self.store.write()?;
+        let (id, _) = tx.remove(key)?;
+        tx.commit()?;
+        let dir = self.layout.dir(id);
+        let trash = self.snapshots_dir.join(format!("{TRASH_PREFIX}{id}"));
+        match fs::rename(&dir, &trash) {
+            Ok(()) => self.reaper.delete(trash),
+            // A concurrent Cleanup got there first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // The record is gone, so Cleanup will delete the directory later.
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "could not move removed snapshot aside")
+            }
+        }
+        Ok(())
+    }
+
+    /// The snapshot's info.
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        check_key("key", key)?;
+        Ok(self.store.read()?.get_info(key)?.1)
+    }
+
+    /// Updates labels by containerd field paths (`labels`, `labels.<key>`; empty = all labels).
+    pub fn update(&self, key: &str, labels: &Labels, fieldpaths: &[String]) -> Result<Info> {
+        check_key("name", key)?;
+        check_labels(labels)?;
+        let mut tx = self.store.write()?;
+        let info = tx.update(key, labels, fieldpaths)?;
+        tx.commit()?;
+        Ok(info)
+    }
+
+    /// Disk usage: measured now for an active snapshot, as recorded at commit otherwise.
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        check_key("key", key)?;
+        let (id, info, usage) = self.store.read()?.get_info(key)?;
+        if info.kind != Kind::Active {
+            return Ok(usage);
+        }
+        let fs_dir = self.layout.fs(id);
+        disk_usage(&fs_dir).map_err(Error::io("measure disk usage of", &fs_dir))
+    }
+
+    /// Every snapshot matching any of `filters` (none = all), in key order.
+    pub fn list(&self, filters: &[String]) -> Result<Vec<Info>> {
+        let filter = Filter::parse_all(filters)?;
+        let mut out = Vec::new();
+        self.store.read()?.walk(&filter, |info| {
+            out.push(info);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Deletes every directory under `snapshots/` that no snapshot record refers to.
+    pub fn cleanup(&self) -> Result<CleanupReport> {
+        // Hold the write lock while listing, as containerd does: a Prepare creates and renames
+        // its directory inside its transaction, so none is half-way while we look.
+        let tx = self.store.write()?;
+        let ids = tx.id_map()?;
+        let removed_dirs = self.sweep(|name| {
+            name.parse::<u64>()
+                .map_or(true, |id| !ids.contains_key(&id))
+        })?;
+        drop(tx);
+        if removed_dirs > 0 {
+            tracing::info!(
+                dirs = removed_dirs,
+                "cleanup removed unreferenced snapshot directories"
+            );
+        }
+        Ok(CleanupReport { removed_dirs })
+    }
+
+    fn create(&self, kind: Kind, key: &str, parent: &str, labels: Labels) -> Result<Vec<Mount>> {
+        check_key("key", key)?;
+        if !parent.is_empty() {
+            check_key("parent", parent)?;
+        }
+        check_labels(&labels)?;
+        let mut tx = self.store.write()?;
+        let tmp = self.make_tmp_dir(kind)?;
+        let result = (|| {
+            let snap = tx.create(kind, key, parent, labels)?;
+            if let Some(&pid) = snap.parent_ids.first() {
+                copy_owner(&self.layout.fs(pid), &tmp.join("fs"))?;
+            }
+            let dir = self.layout.dir(snap.id);
+            fs::rename(&tmp, &dir).map_err(Error::io("rename new snapshot dir to", &dir))?;
+            Ok(snap)
+        })();
+        let snap = match result {
+            Ok(snap) => snap,
+            Err(e) => {
+                let _ = remove_tree(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = tx.commit() {
+            let _ = remove_tree(&self.layout.dir(snap.id));
+            return Err(e);
+        }
+        Ok(self.layout.mounts(&snap))
+    }
+
+    fn make_tmp_dir(&self, kind: Kind) -> Result<PathBuf> {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let tmp = self
+            .snapshots_dir
+            .join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
+        let fs_dir = tmp.join("fs");
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&fs_dir)
+            .map_err(Error::io("create", &fs_dir))?;
+        // The container's `/` must be 0755 whatever umask the daemon was started with.
+        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
+            .map_err(Error::io("chmod", &fs_dir))?;
+        if kind == Kind::Active {
+            let work = tmp.join("work");
+            fs::DirBuilder::new()
+                .mode(0o711)
+                .create(&work)
+                .map_err(Error::io("create", &work))?;
+        }
+        Ok(tmp)
+    }
+
+    /// Deletes entries of `snapshots/` whose names `doomed` selects; returns how many.
+    fn sweep(&self, doomed: impl Fn(&str) -> bool) -> Result<usize> {
+        let read =
+            fs::read_dir(&self.snapshots_dir).map_err(Error::io("list", &self.snapshots_dir))?;
+        let mut removed = 0;
+        for entry in read {
+            let entry = entry.map_err(Error::io("list", &self.snapshots_dir))?;
+            let name = entry.file_name();
+            if doomed(&name.to_string_lossy()) {
+                remove_tree(&entry.path()).map_err(Error::io("remove", entry.path()))?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// Gives `dir` the owner of `like` (a new upper dir inherits its parent's root owner, as in
+/// containerd, so user-namespaced images keep their ownership).
+fn copy_owner(like: &Path, dir: &Path) -> Result<()> {
+    let meta = fs::metadata(like).map_err(Error::io("stat parent", like))?;
+    std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))
+        .map_err(Error::io("chown", dir))
+}
+
+fn check_key(what: &str, key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot {what} must not be empty"
+        )));
+    }
+    if key.len() > MAX_KEY_BYTES {
+        return Err(Error::InvalidArgument(format!(
+            "snapshot {what} is {} bytes; the limit is {MAX_KEY_BYTES}",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+fn check_labels(labels: &Labels) -> Result<()> {
+    for (k, v) in labels {
+        if k.len() + v.len() > MAX_LABEL_BYTES {
+            let head: String = k.chars().take(40).collect();
+            return Err(Error::InvalidArgument(format!(
+                "label {head:?} is {} bytes with its value; the limit is {MAX_LABEL_BYTES}",
+                k.len() + v.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
