@@ -1,0 +1,133 @@
+//! `augur-snapshotter` under test, and a gRPC client for it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use augur_proto::snapshots::snapshots_client::SnapshotsClient;
+use hyper_util::rt::TokioIo;
+use nix::sys::signal::Signal;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::{signal, snapshotter_bin, wait_until};
+
+/// A running daemon. Dropping it sends SIGTERM and waits (SIGKILL after 10 s).
+#[derive(Debug)]
+pub struct Daemon {
+    child: Option<Child>,
+    root: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts the daemon with `root`, `socket`, debug logs to `log`, and waits until the socket
+    /// accepts connections.
+    pub fn start(root: &Path, socket: &Path, log: &Path) -> Daemon {
+        let mut d = Daemon {
+            child: None,
+            root: root.to_path_buf(),
+            socket: socket.to_path_buf(),
+            log: log.to_path_buf(),
+        };
+        d.spawn();
+        d
+    }
+
+    fn spawn(&mut self) {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open daemon log");
+        let child = Command::new(snapshotter_bin())
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--log-level", "debug"])
+            .arg("--config")
+            .arg("/dev/null")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn augur-snapshotter");
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        wait_until("augur-snapshotter socket", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// The socket path.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `kill -9`, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(c.id(), Signal::SIGKILL);
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops with SIGTERM and returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        signal(c.id(), Signal::SIGTERM);
+        for _ in 0..200 {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        c.wait().ok()
+    }
+
+    /// Starts the daemon again on the same root and socket (after [`Daemon::kill9`] or stop).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running daemon");
+        self.spawn();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A gRPC client for the Snapshots service on `socket`.
+pub async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
+    let path = socket.to_path_buf();
+    let channel = Endpoint::try_from("http://[::1]:0")
+        .expect("static uri")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(path).await?))
+            }
+        }))
+        .await
+        .expect("connect to augur-snapshotter");
+    SnapshotsClient::new(channel)
+}

@@ -1,0 +1,121 @@
+//! # augur-integration-tests: the test bed
+//!
+//! Real parts, started and stopped by RAII guards so a failing test still leaves nothing behind:
+//!
+//! | guard | what it runs |
+//! |---|---|
+//! | [`Daemon`] | `augur-snapshotter` on a private root and socket |
+//! | [`Registry`] | Debian's `docker-registry` on a free 127.0.0.1 port |
+//! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
+//! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
+//!
+//! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
+//! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
+//! need them fail with the command to run when they are missing.
+
+mod containerd;
+mod daemon;
+mod mounts;
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use containerd::Containerd;
+pub use daemon::{Daemon, connect};
+pub use mounts::{TestDir, mounts_under};
+pub use registry::Registry;
+
+/// The workspace root (this crate's parent directory).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crate has a parent")
+        .to_path_buf()
+}
+
+/// Where slow-to-build test inputs are cached (`$AUGUR_CACHE`, default `/var/cache/augur-tests`).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("AUGUR_CACHE")
+        .map_or_else(|| PathBuf::from("/var/cache/augur-tests"), PathBuf::from)
+}
+
+/// A script under `integration-tests/scripts/`.
+pub fn script(name: &str) -> PathBuf {
+    workspace().join("integration-tests/scripts").join(name)
+}
+
+/// The `augur-snapshotter` binary under test: `$AUGUR_SNAPSHOTTER_BIN`, else the one cargo built
+/// next to this test (same profile).
+pub fn snapshotter_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("AUGUR_SNAPSHOTTER_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("own binary path");
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/augur-snapshotter
+    let mut profile_dir = exe.parent().expect("binary has a directory");
+    if profile_dir.ends_with("deps") {
+        profile_dir = profile_dir.parent().expect("target/<profile>");
+    }
+    let bin = profile_dir.join("augur-snapshotter");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p augur-snapshotter` (or set AUGUR_SNAPSHOTTER_BIN)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `cmd`, panicking with its output if it fails; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `ready` every 50 ms until it is true or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Polls `ready` every 50 ms for up to `timeout`; true if it became ready. Never panics (for
+/// use in `Drop`).
+pub fn poll(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if ready() {
+            return true;
+        }
+        if start.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Sends `sig` to `pid`, ignoring a process that is already gone.
+pub fn signal(pid: u32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+}
