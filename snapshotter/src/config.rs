@@ -23,8 +23,10 @@ pub const CONFIG_VERSION: u32 = 1;
 
 /// A config file larger than this is refused (it is surely not a config file).
 const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
-/// `sun_path` holds 108 bytes including the terminating NUL.
-const MAX_SOCKET_PATH_BYTES: usize = 107;
+/// `sun_path` holds 108 bytes including the terminating NUL, and the daemon first binds a
+/// temporary name `.<file name>.<pid>` beside the socket (see `daemon::bind`), up to 9 bytes
+/// longer than the configured path.
+pub const MAX_SOCKET_PATH_BYTES: usize = 107 - 9;
 
 /// The file as written, before validation. Field names are the TOML keys.
 #[derive(Debug, Default, Deserialize)]
@@ -94,8 +96,8 @@ pub enum ConfigError {
         /// The parser's message (it names the key and line).
         reason: String,
     },
-    /// A value is out of its allowed range.
-    #[error("config key `{key}` = {value:?}: {rule}")]
+    /// A value is out of its allowed range (from the file or from the flag that overrides it).
+    #[error("config key `{key}`{} = {value:?}: {rule}", flag_note(key))]
     Invalid {
         /// The key, in TOML dotted form (`grpc.address`).
         key: &'static str,
@@ -190,12 +192,22 @@ impl RawConfig {
     }
 }
 
+/// Names the command-line flag that can also set `key`, since the bad value may come from it.
+fn flag_note(key: &str) -> &'static str {
+    match key {
+        "root" => " (or --root)",
+        "grpc.address" => " (or --address)",
+        "log_level" => " (or --log-level)",
+        _ => "",
+    }
+}
+
 fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
     ConfigError::Invalid { key, value, rule }
 }
 
 /// A level, or comma-separated `target=level` directives, that `tracing` accepts. (A bare word
-/// that is not a level would be taken as a target name and silently log everything: refuse it.)
+/// that is not a level would be taken as a target name, silently hiding Augur's logs: refuse it.)
 fn is_log_filter(s: &str) -> bool {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let directive_ok = |d: &str| {

@@ -33,6 +33,9 @@ pub enum DaemonError {
         #[source]
         source: crate::error::Error,
     },
+    /// The start-up task died.
+    #[error("start-up task failed")]
+    Startup(#[source] tokio::task::JoinError),
     /// Another process is serving on the socket path.
     #[error(
         "{0} is in use: another snapshotter is serving there (stop it, or pick another --address)"
@@ -61,10 +64,7 @@ pub async fn run(
     let root = config.root.clone();
     let sn = tokio::task::spawn_blocking(move || Snapshotter::open(&root))
         .await
-        .map_err(|e| DaemonError::Open {
-            root: config.root.clone(),
-            source: crate::error::Error::InvalidArgument(e.to_string()),
-        })?
+        .map_err(DaemonError::Startup)?
         .map_err(|source| DaemonError::Open {
             root: config.root.clone(),
             source,
@@ -130,4 +130,37 @@ fn bind(path: &Path, mode: u32) -> Result<UnixListener, DaemonError> {
         return Err(listen_err(e));
     }
     Ok(listener)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MAX_SOCKET_PATH_BYTES;
+
+    /// The longest address the config accepts must bind, temporary name included.
+    #[tokio::test]
+    async fn the_longest_accepted_address_binds() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().display().to_string();
+        let name = "s".repeat(MAX_SOCKET_PATH_BYTES - base.len() - 1);
+        let path = dir.path().join(name);
+        assert_eq!(path.as_os_str().len(), MAX_SOCKET_PATH_BYTES);
+        let _listener = bind(&path, 0o600).unwrap();
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn a_live_socket_is_never_stolen_and_a_stale_one_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let live = bind(&path, 0o660).unwrap();
+        assert!(matches!(
+            bind(&path, 0o660),
+            Err(DaemonError::AddressInUse(_))
+        ));
+        drop(live);
+        // The file is still there but nobody listens: a crashed daemon's socket.
+        assert!(path.exists());
+        bind(&path, 0o660).unwrap();
+    }
 }

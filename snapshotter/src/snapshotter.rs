@@ -15,7 +15,9 @@
 //!
 //! Crash safety: a snapshot exists exactly when its record is committed in `metadata.db`. Any
 //! directory under `snapshots/` without a record (an interrupted Prepare or Remove) is garbage
-//! that [`Snapshotter::cleanup`] deletes; `new-*` and `trash-*` dirs are also swept at start.
+//! that [`Snapshotter::cleanup`] deletes; `new-*` and `trash-*` dirs are also swept at start
+//! (in the background). A directory found under a fresh, never-committed id (a crash between
+//! Prepare's rename and its commit) is replaced by the next Prepare that draws that id.
 
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
@@ -74,13 +76,18 @@ impl Snapshotter {
             reaper: Reaper::start()?,
             tmp_seq: AtomicU64::new(0),
         };
-        let swept =
-            sn.sweep(|name| name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX))?;
-        if swept > 0 {
+        // Leftovers of interrupted Prepare and Remove calls: renamed at once and deleted by the
+        // reaper, so a large leftover never delays readiness.
+        let swept = sn
+            .move_to_trash(|name| name.starts_with(TMP_PREFIX) || name.starts_with(TRASH_PREFIX))?;
+        if !swept.is_empty() {
             tracing::info!(
-                dirs = swept,
-                "removed leftovers of interrupted prepare/remove calls"
+                dirs = swept.len(),
+                "deleting leftovers of interrupted prepare/remove calls in the background"
             );
+        }
+        for dir in swept {
+            sn.reaper.delete(dir);
         }
         Ok(sn)
     }
@@ -189,15 +196,20 @@ impl Snapshotter {
 
     /// Deletes every directory under `snapshots/` that no snapshot record refers to.
     pub fn cleanup(&self) -> Result<CleanupReport> {
-        // Hold the write lock while listing, as containerd does: a Prepare creates and renames
-        // its directory inside its transaction, so none is half-way while we look.
+        // Decide under the write lock, as containerd does (a Prepare creates and renames its
+        // directory inside its transaction, so none is half-way while we look), but only rename
+        // there: the slow deletion runs after the lock is released, so writers never wait on it.
         let tx = self.store.write()?;
         let ids = tx.id_map()?;
-        let removed_dirs = self.sweep(|name| {
+        let doomed = self.move_to_trash(|name| {
             name.parse::<u64>()
                 .map_or(true, |id| !ids.contains_key(&id))
         })?;
         drop(tx);
+        for dir in &doomed {
+            remove_tree(dir).map_err(Error::io("remove", dir))?;
+        }
+        let removed_dirs = doomed.len();
         if removed_dirs > 0 {
             tracing::info!(
                 dirs = removed_dirs,
@@ -221,6 +233,10 @@ impl Snapshotter {
                 copy_owner(&self.layout.fs(pid), &tmp.join("fs"))?;
             }
             let dir = self.layout.dir(snap.id);
+            // A directory already under this fresh id is debris of a crash between this rename
+            // and the commit of an earlier transaction: that id was never committed, so no
+            // record refers to it (we hold the write lock).
+            remove_tree(&dir).map_err(Error::io("remove uncommitted leftover", &dir))?;
             fs::rename(&tmp, &dir).map_err(Error::io("rename new snapshot dir to", &dir))?;
             Ok(snap)
         })();
@@ -262,20 +278,29 @@ impl Snapshotter {
         Ok(tmp)
     }
 
-    /// Deletes entries of `snapshots/` whose names `doomed` selects; returns how many.
-    fn sweep(&self, doomed: impl Fn(&str) -> bool) -> Result<usize> {
+    /// Renames entries of `snapshots/` that `doomed` selects to `trash-…` names (so no later
+    /// snapshot can collide with them) and returns the new paths, for the caller to delete.
+    fn move_to_trash(&self, doomed: impl Fn(&str) -> bool) -> Result<Vec<PathBuf>> {
         let read =
             fs::read_dir(&self.snapshots_dir).map_err(Error::io("list", &self.snapshots_dir))?;
-        let mut removed = 0;
+        let mut moved = Vec::new();
         for entry in read {
             let entry = entry.map_err(Error::io("list", &self.snapshots_dir))?;
-            let name = entry.file_name();
-            if doomed(&name.to_string_lossy()) {
-                remove_tree(&entry.path()).map_err(Error::io("remove", entry.path()))?;
-                removed += 1;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !doomed(&name) {
+                continue;
             }
+            if name.starts_with(TRASH_PREFIX) {
+                moved.push(entry.path());
+                continue;
+            }
+            let trash = self
+                .snapshots_dir
+                .join(format!("{TRASH_PREFIX}swept-{name}"));
+            fs::rename(entry.path(), &trash).map_err(Error::io("move aside", entry.path()))?;
+            moved.push(trash);
         }
-        Ok(removed)
+        Ok(moved)
     }
 }
 

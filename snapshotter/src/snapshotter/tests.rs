@@ -231,7 +231,32 @@ fn open_sweeps_interrupted_prepares_and_removes() {
     fs::create_dir_all(dir.path().join("snapshots/new-42-0/fs")).unwrap();
     fs::create_dir_all(dir.path().join("snapshots/trash-7/fs")).unwrap();
     let sn = Snapshotter::open(dir.path()).unwrap();
-    assert_eq!(fs::read_dir(&sn.snapshots_dir).unwrap().count(), 0);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fs::read_dir(&sn.snapshots_dir).unwrap().count() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaper deletes the leftovers"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// A crash between Prepare's rename and its commit leaves `snapshots/<id>` for an id that was
+/// never committed; the next Prepare gets the same id and must still succeed.
+#[test]
+fn a_leftover_of_an_uncommitted_id_does_not_block_prepare() {
+    let (_d, sn) = open();
+    sn.prepare("first", "", Labels::new()).unwrap();
+    let (id, _, _) = sn.store.read().unwrap().get_info("first").unwrap();
+    fs::create_dir_all(sn.layout.fs(id + 1)).unwrap();
+    fs::write(sn.layout.fs(id + 1).join("debris"), "x").unwrap();
+    sn.prepare("second", "", Labels::new()).unwrap();
+    let (id2, _, _) = sn.store.read().unwrap().get_info("second").unwrap();
+    assert_eq!(id2, id + 1);
+    assert!(
+        !sn.layout.fs(id2).join("debris").exists(),
+        "the new snapshot starts empty"
+    );
 }
 
 /// Many threads prepare, commit and remove on shared and private keys at once; afterwards the
