@@ -1,5 +1,6 @@
 //! Scratch directories that clean up after themselves, mounts included.
 
+use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, umount2};
@@ -56,19 +57,35 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 
 /// mountinfo escapes space, tab, newline and backslash as `\ooo`.
 fn unescape(field: &str) -> PathBuf {
-    let mut out = Vec::with_capacity(field.len());
     let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() + 1 && b[i + 1..].len() >= 3 {
-            if let Ok(v) = u8::from_str_radix(&field[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
+        let octal = b
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok());
+        if let (b'\\', Some(Ok(v))) = (b[i], octal.map(|d| u8::from_str_radix(d, 8))) {
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
         }
-        out.push(b[i]);
-        i += 1;
     }
-    PathBuf::from(String::from_utf8_lossy(&out).into_owned())
+    PathBuf::from(std::ffi::OsString::from_vec(out))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mountinfo_escapes_are_decoded() {
+        assert_eq!(
+            super::unescape(r"/var/tmp/a\040b\011c\134d"),
+            std::path::Path::new("/var/tmp/a b\tc\\d")
+        );
+        assert_eq!(
+            super::unescape(r"/plain\04"),
+            std::path::Path::new(r"/plain\04")
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Debian's `docker-registry` (distribution 2.8) on a free loopback port.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -65,7 +65,7 @@ impl Drop for Registry {
     }
 }
 
-fn config_yaml(data: &PathBuf, port: u16) -> String {
+fn config_yaml(data: &Path, port: u16) -> String {
     format!(
         "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
          http:\n  addr: 127.0.0.1:{port}\n  secret: augur-tests-not-secret\n",

@@ -1,0 +1,759 @@
+//! `augur-bench`: Augur against containerd's own overlayfs snapshotter, side by side in one run.
+//!
+//! Both snapshotters are separate processes served over the same proxy gRPC path (Snapshots v1
+//! on a unix socket) with their roots under one scratch directory (same disk):
+//!
+//! - **Augur**: the release daemon, `$AUGUR_SNAPSHOTTER_BIN` or `target/release/augur-snapshotter`.
+//! - **reference**: `augur-refsnap` (containerd 1.6's `snapshots/overlay` behind
+//!   `contrib/snapshotservice`), `$AUGUR_CACHE/go/bin/augur-refsnap`.
+//!
+//! Two parts:
+//!
+//! 1. **gRPC micro-benchmark**, through the same tonic client code for both. One iteration is
+//!    Prepare (on a committed one-layer base) → Mounts → Stat → write 4 KiB into the upper dir →
+//!    Commit → Remove, then the same Prepare → Commit → Remove on a four-layer chain. Iterations
+//!    alternate between the two snapshotters, and which one goes first alternates too, so drift
+//!    and noise (page cache, journal commits, other load) hit both alike.
+//! 2. **Pull + unpack**: one private containerd with both proxy plugins (`augur`, `ref`) and a
+//!    local registry; each round pulls `python:latest` into a fresh containerd namespace
+//!    (`content_sharing_policy = "isolated"`, so every pull downloads and unpacks everything),
+//!    alternating order; the image is removed (synchronous GC) between rounds.
+//!
+//! Progress goes to stderr; the Markdown report (table + machine facts) to stdout. With
+//! `--strict` the exit code is 1 if any median ratio augur/reference is above 1.0.
+//!
+//! Usage: `augur-bench [--iterations N] [--warmup N] [--rounds N] [--skip-pull] [--strict]`
+//! (root, the test images and both binaries needed: see `integration-tests/scripts/bench.sh`).
+//!
+//! Everything started here is owned by an RAII guard ([`Server`], [`Registry`], [`Containerd`],
+//! [`TestDir`]), so an error, a panic or Ctrl-C (checked between steps) still stops every process
+//! and unmounts and deletes the scratch directory.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use augur_integration_tests::{
+    Containerd, Registry, TestDir, cache_dir, connect, poll, signal, wait_until, workspace,
+};
+use augur_proto::snapshots::{self as pb, snapshots_client::SnapshotsClient};
+use nix::sys::signal::Signal;
+use tonic::transport::Channel;
+
+type Client = SnapshotsClient<Channel>;
+
+/// Set by SIGINT/SIGTERM; checked between steps so the guards get to clean up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Bytes written into the upper dir before each Commit (so it has something to measure).
+const PAYLOAD_BYTES: usize = 4096;
+/// Layers of the chain the second Prepare/Commit/Remove series builds on.
+const CHAIN_DEPTH: usize = 4;
+/// The image the pull benchmark pulls.
+const PULL_IMAGE: &str = "python:latest";
+
+#[derive(Debug, Clone)]
+struct Opts {
+    iterations: usize,
+    warmup: usize,
+    rounds: usize,
+    skip_pull: bool,
+    strict: bool,
+}
+
+impl Opts {
+    fn parse() -> Result<Opts> {
+        let mut o = Opts {
+            iterations: 300,
+            warmup: 30,
+            rounds: 5,
+            skip_pull: false,
+            strict: false,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(a) = args.next() {
+            let mut num = |name: &str| -> Result<usize> {
+                let v = args
+                    .next()
+                    .with_context(|| format!("{name} needs a number"))?;
+                v.parse()
+                    .with_context(|| format!("{name} {v:?} is not a number"))
+            };
+            match a.as_str() {
+                "--iterations" => o.iterations = num("--iterations")?,
+                "--warmup" => o.warmup = num("--warmup")?,
+                "--rounds" => o.rounds = num("--rounds")?,
+                "--skip-pull" => o.skip_pull = true,
+                "--strict" => o.strict = true,
+                "-h" | "--help" => {
+                    println!(
+                        "usage: augur-bench [--iterations N (300)] [--warmup N (30)] [--rounds N (5)] \
+                         [--skip-pull] [--strict]"
+                    );
+                    std::process::exit(0);
+                }
+                other => bail!("unknown argument {other:?} (try --help)"),
+            }
+        }
+        ensure!(o.iterations > 0, "--iterations must be at least 1");
+        ensure!(o.skip_pull || o.rounds > 0, "--rounds must be at least 1");
+        Ok(o)
+    }
+}
+
+fn main() -> ExitCode {
+    let opts = match Opts::parse() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("augur-bench: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    watch_signals();
+    let started = Instant::now();
+    match run(&opts) {
+        Ok(report) => {
+            println!("{}", report.markdown(&opts, started.elapsed()));
+            let slower = report.slower();
+            if !slower.is_empty() {
+                eprintln!(
+                    "augur-bench: Augur is slower than the reference at the median on: {}",
+                    slower.join(", ")
+                );
+                if opts.strict {
+                    return ExitCode::FAILURE;
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("augur-bench: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(msg: impl std::fmt::Display) {
+    eprintln!("augur-bench: {msg}");
+}
+
+fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::Relaxed) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
+/// A thread with its own tiny runtime turns SIGINT/SIGTERM into [`INTERRUPTED`].
+fn watch_signals() {
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(|| {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                use tokio::signal::unix::{SignalKind, signal};
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    return;
+                };
+                loop {
+                    tokio::select! {
+                        _ = int.recv() => {}
+                        _ = term.recv() => {}
+                    }
+                    eprintln!("augur-bench: signal received, stopping after the current step");
+                    INTERRUPTED.store(true, Ordering::Relaxed);
+                }
+            });
+        });
+    if let Err(e) = spawned {
+        progress(format!(
+            "cannot watch signals ({e}); Ctrl-C will skip clean-up"
+        ));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two snapshotters
+// ---------------------------------------------------------------------------------------------
+
+/// A snapshotter process; dropping it sends SIGTERM and waits (SIGKILL after 10 s).
+#[derive(Debug)]
+struct Server {
+    name: &'static str,
+    child: Option<Child>,
+    root: PathBuf,
+    socket: PathBuf,
+}
+
+impl Server {
+    /// Starts `bin args… --root <dir>/<name>-root --address <dir>/<name>.sock`, logging to
+    /// `<dir>/<name>.log`, and waits for the socket.
+    fn start(name: &'static str, bin: &Path, extra_args: &[&str], dir: &TestDir) -> Result<Server> {
+        ensure!(
+            bin.exists(),
+            "{name}: {} is missing (run integration-tests/scripts/bench.sh)",
+            bin.display()
+        );
+        let root = dir.join(&format!("{name}-root"));
+        let socket = dir.join(&format!("{name}.sock"));
+        let log = std::fs::File::create(dir.join(&format!("{name}.log")))?;
+        let child = Command::new(bin)
+            .arg("--root")
+            .arg(&root)
+            .arg("--address")
+            .arg(&socket)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("spawn {}", bin.display()))?;
+        let server = Server {
+            name,
+            child: Some(child),
+            root,
+            socket,
+        };
+        let sock = server.socket.clone();
+        wait_until(&format!("{name} socket"), Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+        progress(format!(
+            "{name}: pid {} serving on {}",
+            server.pid(),
+            server.socket.display()
+        ));
+        Ok(server)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// CPU time (user + system, all threads) the process has used so far.
+    fn cpu_time(&self) -> Duration {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let ticks: u64 = after
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|f| f.parse::<u64>().ok())
+            .sum();
+        let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+            .ok()
+            .flatten()
+            .unwrap_or(100);
+        Duration::from_secs_f64(ticks as f64 / hz.max(1) as f64)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let Some(mut c) = self.child.take() else {
+            return;
+        };
+        signal(c.id(), Signal::SIGTERM);
+        if !poll(Duration::from_secs(10), || {
+            matches!(c.try_wait(), Ok(Some(_)))
+        }) {
+            eprintln!(
+                "augur-bench: {} did not stop on SIGTERM; killing it",
+                self.name
+            );
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+fn augur_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("AUGUR_SNAPSHOTTER_BIN") {
+        return p.into();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace().join("target"), PathBuf::from);
+    target.join("release/augur-snapshotter")
+}
+
+fn refsnap_bin() -> PathBuf {
+    std::env::var_os("AUGUR_REFSNAP_BIN")
+        .map_or_else(|| cache_dir().join("go/bin/augur-refsnap"), PathBuf::from)
+}
+
+/// Starts both snapshotters, in the same way: info-level logs to a file, roots side by side.
+fn start_servers(dir: &TestDir) -> Result<[Server; 2]> {
+    let augur = Server::start(
+        "augur",
+        &augur_bin(),
+        &["--log-level", "info", "--config", "/dev/null"],
+        dir,
+    )?;
+    let reference = Server::start("ref", &refsnap_bin(), &[], dir)?;
+    Ok([augur, reference])
+}
+
+// ---------------------------------------------------------------------------------------------
+// Samples and the report
+// ---------------------------------------------------------------------------------------------
+
+/// One measured operation, Augur's and the reference's samples side by side.
+#[derive(Debug, Clone)]
+struct Row {
+    op: String,
+    samples: [Vec<Duration>; 2],
+}
+
+impl Row {
+    fn new(op: &str) -> Row {
+        Row {
+            op: op.into(),
+            samples: [Vec::new(), Vec::new()],
+        }
+    }
+
+    fn ratio(&self) -> f64 {
+        let (a, r) = (
+            percentile(&self.samples[0], 50.0),
+            percentile(&self.samples[1], 50.0),
+        );
+        a.as_secs_f64() / r.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+}
+
+/// Nearest-rank percentile (`p` in 0..=100) of `samples`.
+fn percentile(samples: &[Duration], p: f64) -> Duration {
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let mut s = samples.to_vec();
+    s.sort_unstable();
+    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
+    s[rank.clamp(1, s.len()) - 1]
+}
+
+fn fmt_duration(d: Duration) -> String {
+    let us = d.as_secs_f64() * 1e6;
+    if us < 10_000.0 {
+        format!("{us:.0} µs")
+    } else if us < 1_000_000.0 {
+        format!("{:.1} ms", us / 1000.0)
+    } else {
+        format!("{:.2} s", us / 1e6)
+    }
+}
+
+#[derive(Debug, Default)]
+struct Report {
+    /// Latencies: the table the target is about.
+    rows: Vec<Row>,
+    /// CPU time the snapshotter processes used (context for the latencies).
+    cpu_rows: Vec<Row>,
+}
+
+impl Report {
+    /// Operations where Augur's median is above the reference's.
+    fn slower(&self) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter(|r| r.ratio() > 1.0)
+            .map(|r| r.op.clone())
+            .collect()
+    }
+
+    fn table(rows: &[Row], head: &str) -> String {
+        let mut s = format!(
+            "| {head} | augur median | reference median | ratio | augur p90 | reference p90 |\n"
+        );
+        s.push_str("|---|---:|---:|---:|---:|---:|\n");
+        for r in rows {
+            let [a, b] = &r.samples;
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.2} | {} | {} |\n",
+                r.op,
+                fmt_duration(percentile(a, 50.0)),
+                fmt_duration(percentile(b, 50.0)),
+                r.ratio(),
+                fmt_duration(percentile(a, 90.0)),
+                fmt_duration(percentile(b, 90.0)),
+            ));
+        }
+        s
+    }
+
+    fn markdown(&self, opts: &Opts, wall: Duration) -> String {
+        let mut s = Self::table(&self.rows, "operation");
+        s.push_str(&format!(
+            "\nratio = augur median / reference median (≤ 1.00: Augur as fast or faster). gRPC rows: \
+             {} iterations per snapshotter after {} warm-up, interleaved; pull rows: {} rounds per \
+             snapshotter after one warm-up round, alternating order.\n\n",
+            opts.iterations,
+            opts.warmup,
+            if opts.skip_pull { 0 } else { opts.rounds },
+        ));
+        if !self.cpu_rows.is_empty() {
+            s.push_str("CPU time used by the snapshotter process itself (user + system, all threads; 10 ms ticks):\n\n");
+            s.push_str(&Self::table(&self.cpu_rows, "snapshotter CPU"));
+            s.push('\n');
+        }
+        s.push_str(&machine_facts());
+        s.push_str(&format!(
+            "- benchmark wall time: {:.0} s\n",
+            wall.as_secs_f64()
+        ));
+        s
+    }
+}
+
+fn machine_facts() -> String {
+    let sh = |cmd: &str| -> String {
+        Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default()
+    };
+    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-");
+    let fs = sh("df -T /var/tmp | awk 'NR==2 {print $2\" on \"$1}'");
+    format!(
+        "- date: {}\n- nproc: {}; CPU: {}\n- kernel: {}\n- scratch dir: /var/tmp ({fs})\n- containerd: {}\n\
+         - augur: {}\n- reference: {}\n",
+        sh("date -u '+%Y-%m-%d %H:%M:%S UTC'"),
+        sh("nproc"),
+        cpu.trim(),
+        sh("uname -r"),
+        sh("containerd --version"),
+        augur_bin().display(),
+        refsnap_bin().display(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 1: gRPC micro-benchmark
+// ---------------------------------------------------------------------------------------------
+
+/// Rows of the micro-benchmark, in table order.
+const OPS: [&str; 9] = [
+    "Prepare (parent: 1 layer)",
+    "Mounts",
+    "Stat",
+    "Commit (4 KiB upper)",
+    "Remove (committed)",
+    "Prepare (parent: 4-layer chain)",
+    "Commit (on 4-layer chain)",
+    "Remove (on 4-layer chain)",
+    "one iteration, all of the above",
+];
+
+async fn prepare(c: &mut Client, key: &str, parent: &str) -> Result<Vec<augur_proto::Mount>> {
+    let r = pb::PrepareSnapshotRequest {
+        key: key.into(),
+        parent: parent.into(),
+        ..Default::default()
+    };
+    Ok(c.prepare(r)
+        .await
+        .with_context(|| format!("prepare {key}"))?
+        .into_inner()
+        .mounts)
+}
+
+async fn commit(c: &mut Client, name: &str, key: &str) -> Result<()> {
+    let r = pb::CommitSnapshotRequest {
+        name: name.into(),
+        key: key.into(),
+        ..Default::default()
+    };
+    c.commit(r)
+        .await
+        .with_context(|| format!("commit {key} as {name}"))?;
+    Ok(())
+}
+
+async fn mounts(c: &mut Client, key: &str) -> Result<()> {
+    let r = pb::MountsRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    c.mounts(r).await.with_context(|| format!("mounts {key}"))?;
+    Ok(())
+}
+
+async fn stat(c: &mut Client, key: &str) -> Result<()> {
+    let r = pb::StatSnapshotRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    c.stat(r).await.with_context(|| format!("stat {key}"))?;
+    Ok(())
+}
+
+async fn remove(c: &mut Client, key: &str) -> Result<()> {
+    let r = pb::RemoveSnapshotRequest {
+        key: key.into(),
+        ..Default::default()
+    };
+    c.remove(r).await.with_context(|| format!("remove {key}"))?;
+    Ok(())
+}
+
+/// The directory a writer of this active snapshot writes into (bind source or overlay upper).
+fn upper_dir(mounts: &[augur_proto::Mount]) -> Result<PathBuf> {
+    let m = mounts.first().context("no mounts returned")?;
+    if m.r#type == "bind" {
+        return Ok(PathBuf::from(&m.source));
+    }
+    let upper = m.options.iter().find_map(|o| o.strip_prefix("upperdir="));
+    Ok(PathBuf::from(upper.with_context(|| {
+        format!("no upperdir in {:?}", m.options)
+    })?))
+}
+
+fn write_payload(mounts: &[augur_proto::Mount], name: &str) -> Result<()> {
+    let dir = upper_dir(mounts)?;
+    std::fs::write(dir.join(name), vec![0x5a; PAYLOAD_BYTES])
+        .with_context(|| format!("write into {}", dir.display()))
+}
+
+/// Times one call.
+async fn timed<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<(T, Duration)> {
+    let start = Instant::now();
+    let v = f.await?;
+    Ok((v, start.elapsed()))
+}
+
+/// Commits a one-layer `base` and a chain `chain-1` … `chain-<CHAIN_DEPTH>` on it.
+async fn setup_parents(c: &mut Client) -> Result<()> {
+    let mut parent = String::new();
+    for i in 0..=CHAIN_DEPTH {
+        let name = if i == 0 {
+            "base".to_owned()
+        } else {
+            format!("chain-{i}")
+        };
+        let key = format!("{name}-active");
+        let mounts = prepare(c, &key, &parent).await?;
+        write_payload(&mounts, &format!("layer-{i}"))?;
+        commit(c, &name, &key).await?;
+        parent = name;
+    }
+    Ok(())
+}
+
+/// One iteration on one snapshotter; returns the durations in [`OPS`] order.
+async fn iteration(c: &mut Client, i: usize) -> Result<[Duration; OPS.len()]> {
+    let (key, name) = (format!("it-{i}"), format!("it-{i}-committed"));
+    let (upper_mounts, prep) = timed(prepare(c, &key, "base")).await?;
+    let (_, mnt) = timed(mounts(c, &key)).await?;
+    let (_, stat) = timed(stat(c, &key)).await?;
+    write_payload(&upper_mounts, "payload")?;
+    let (_, com) = timed(commit(c, &name, &key)).await?;
+    let (_, rm) = timed(remove(c, &name)).await?;
+
+    let top = format!("chain-{CHAIN_DEPTH}");
+    let (ckey, cname) = (format!("ch-{i}"), format!("ch-{i}-committed"));
+    let (chain_mounts, cprep) = timed(prepare(c, &ckey, &top)).await?;
+    write_payload(&chain_mounts, "payload")?;
+    let (_, ccom) = timed(commit(c, &cname, &ckey)).await?;
+    let (_, crm) = timed(remove(c, &cname)).await?;
+    // Untimed, as containerd's GC does after removing snapshots: deletes whatever a snapshotter
+    // left for later (and keeps disk use bounded whichever way a snapshotter removes).
+    c.cleanup(pb::CleanupRequest::default())
+        .await
+        .context("cleanup")?;
+    let all = prep + mnt + stat + com + rm + cprep + ccom + crm;
+    Ok([prep, mnt, stat, com, rm, cprep, ccom, crm, all])
+}
+
+async fn grpc_bench(servers: &[Server; 2], opts: &Opts, report: &mut Report) -> Result<()> {
+    let mut clients = [
+        connect(&servers[0].socket).await,
+        connect(&servers[1].socket).await,
+    ];
+    for c in &mut clients {
+        setup_parents(c).await?;
+    }
+    let mut rows: Vec<Row> = OPS.iter().map(|op| Row::new(op)).collect();
+    let mut cpu = Row::new("per gRPC iteration (mean)");
+    let mut cpu_at_start = [Duration::ZERO; 2];
+    let total = opts.warmup + opts.iterations;
+    for i in 0..total {
+        check_interrupted()?;
+        if i == opts.warmup {
+            cpu_at_start = [servers[0].cpu_time(), servers[1].cpu_time()];
+        }
+        // Alternate which snapshotter goes first.
+        let order = if i % 2 == 0 { [0, 1] } else { [1, 0] };
+        for s in order {
+            let d = iteration(&mut clients[s], i)
+                .await
+                .with_context(|| format!("{} iteration {i}", servers[s].name))?;
+            if i >= opts.warmup {
+                for (row, d) in rows.iter_mut().zip(d) {
+                    row.samples[s].push(d);
+                }
+            }
+        }
+        if (i + 1) % 100 == 0 || i + 1 == total {
+            progress(format!(
+                "gRPC: {}/{total} iterations (first {} are warm-up)",
+                i + 1,
+                opts.warmup
+            ));
+        }
+    }
+    let n = u32::try_from(opts.iterations).unwrap_or(u32::MAX);
+    for s in 0..2 {
+        cpu.samples[s].push(servers[s].cpu_time().saturating_sub(cpu_at_start[s]) / n);
+    }
+    report.rows.extend(rows);
+    report.cpu_rows.push(cpu);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 2: ctr image pull + unpack
+// ---------------------------------------------------------------------------------------------
+
+/// Pulls `image` with snapshotter `sn` into the new namespace `ns`; returns the wall time.
+fn pull(ctd: &Containerd, ns: &str, sn: &str, image: &str) -> Result<Duration> {
+    let start = Instant::now();
+    let out = ctd.ctr(&[
+        "-n",
+        ns,
+        "image",
+        "pull",
+        "--plain-http",
+        "--snapshotter",
+        sn,
+        image,
+    ]);
+    let took = start.elapsed();
+    ensure!(
+        out.status.success(),
+        "ctr -n {ns} image pull --snapshotter {sn} {image} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(took)
+}
+
+/// Removes the image (GC deletes its content and snapshots before returning), then the
+/// namespace; waits until Augur's background deletions are done and dirty pages are written,
+/// so nothing of this round is still running when the next one is timed.
+fn unpull(ctd: &Containerd, ns: &str, image: &str, augur_root: &Path) -> Result<()> {
+    let rm = ctd.ctr(&["-n", ns, "image", "rm", "--sync", image]);
+    ensure!(
+        rm.status.success(),
+        "ctr image rm: {}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+    let nsrm = ctd.ctr(&["namespaces", "rm", ns]);
+    if !nsrm.status.success() {
+        progress(format!(
+            "note: namespace {ns} not removed: {}",
+            String::from_utf8_lossy(&nsrm.stderr).trim()
+        ));
+    }
+    let snapshots = augur_root.join("snapshots");
+    let trash_left = || {
+        std::fs::read_dir(&snapshots)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with("trash-"))
+            })
+            .unwrap_or(false)
+    };
+    if !poll(Duration::from_secs(60), || !trash_left()) {
+        progress("note: Augur still deleting removed snapshots after 60 s");
+    }
+    nix::unistd::sync();
+    Ok(())
+}
+
+fn pull_bench(
+    servers: &[Server; 2],
+    dir: &TestDir,
+    opts: &Opts,
+    report: &mut Report,
+) -> Result<()> {
+    progress("pull: starting a registry and pushing the test images");
+    let registry = Registry::start(&dir.join("registry"));
+    registry.push_test_images();
+    let ctd = Containerd::start(
+        &dir.join("containerd"),
+        &[("augur", &servers[0].socket), ("ref", &servers[1].socket)],
+    );
+    let image = registry.image(PULL_IMAGE);
+    let names = ["augur", "ref"];
+    let mut row = Row::new(&format!("`ctr image pull` {PULL_IMAGE} + unpack"));
+    let mut cpu_pull = Row::new(&format!("per pull of {PULL_IMAGE}"));
+    let mut cpu_rm = Row::new(&format!("per removal of {PULL_IMAGE} (GC, until deleted)"));
+    for round in 0..=opts.rounds {
+        let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
+        for s in order {
+            check_interrupted()?;
+            let ns = format!("bench-{}-{round}", names[s]);
+            let cpu0 = servers[s].cpu_time();
+            let took = pull(&ctd, &ns, names[s], &image)?;
+            let cpu1 = servers[s].cpu_time();
+            unpull(&ctd, &ns, &image, &servers[0].root)?;
+            let cpu2 = servers[s].cpu_time();
+            let what = if round == 0 { "warm-up" } else { "round" };
+            progress(format!(
+                "pull: {what} {round}/{}: {:<5} {:.2} s (snapshotter CPU {:.2} s)",
+                opts.rounds,
+                names[s],
+                took.as_secs_f64(),
+                cpu1.saturating_sub(cpu0).as_secs_f64()
+            ));
+            if round > 0 {
+                row.samples[s].push(took);
+                cpu_pull.samples[s].push(cpu1.saturating_sub(cpu0));
+                cpu_rm.samples[s].push(cpu2.saturating_sub(cpu1));
+            }
+        }
+    }
+    report.rows.push(row);
+    report.cpu_rows.extend([cpu_pull, cpu_rm]);
+    Ok(())
+}
+
+fn run(opts: &Opts) -> Result<Report> {
+    ensure!(
+        nix::unistd::geteuid().is_root(),
+        "must run as root (containerd, overlay upper dirs)"
+    );
+    let dir = TestDir::new("bench");
+    progress(format!("scratch dir {}", dir.path().display()));
+    let servers = start_servers(&dir)?;
+    let mut report = Report::default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    progress(format!(
+        "gRPC: {} warm-up + {} measured iterations per snapshotter",
+        opts.warmup, opts.iterations
+    ));
+    rt.block_on(grpc_bench(&servers, opts, &mut report))?;
+    drop(rt);
+    if !opts.skip_pull {
+        pull_bench(&servers, &dir, opts, &mut report)?;
+    }
+    // Guards drop in reverse order: containerd and the registry (in pull_bench), the servers,
+    // then the scratch dir (unmounting anything left below it).
+    Ok(report)
+}
