@@ -275,6 +275,16 @@ fn assert_disk_matches_store(bed: &Bed, rt: &tokio::runtime::Runtime) {
             .unwrap();
     });
     let snaps = rt.block_on(augur_snapshots(&sock));
+    // Removed snapshots' trash-* dirs belong to the reaper; it must finish them promptly.
+    wait_until(
+        "the reaper to empty the trash",
+        Duration::from_secs(30),
+        || {
+            numbered_dirs(bed.daemon.root())
+                .iter()
+                .all(|d| d.parse::<u64>().is_ok())
+        },
+    );
     let dirs = numbered_dirs(bed.daemon.root());
     assert_eq!(
         dirs.len(),

@@ -201,9 +201,13 @@ impl Snapshotter {
         // there: the slow deletion runs after the lock is released, so writers never wait on it.
         let tx = self.store.write()?;
         let ids = tx.id_map()?;
+        // `trash-*` directories belong to the reaper (queued by Remove or by the start-up
+        // sweep); deleting them here too would race it over the same tree.
         let doomed = self.move_to_trash(|name| {
-            name.parse::<u64>()
-                .map_or(true, |id| !ids.contains_key(&id))
+            !name.starts_with(TRASH_PREFIX)
+                && name
+                    .parse::<u64>()
+                    .map_or(true, |id| !ids.contains_key(&id))
         })?;
         drop(tx);
         for dir in &doomed {

@@ -46,7 +46,9 @@ func main() {
 }
 
 func run(root, address string) error {
-	sn, err := overlay.NewSnapshotter(root)
+	// AsynchronousRemove, as containerd 1.6 registers its built-in overlayfs plugin
+	// (snapshots/overlay/plugin/plugin.go): Remove drops the record, Cleanup deletes.
+	sn, err := overlay.NewSnapshotter(root, overlay.AsynchronousRemove)
 	if err != nil {
 		return fmt.Errorf("overlay snapshotter at %s: %w", root, err)
 	}
