@@ -5,19 +5,22 @@
 //!
 //! - **Augur**: the release daemon, `$AUGUR_SNAPSHOTTER_BIN` or `target/release/augur-snapshotter`.
 //! - **reference**: `augur-refsnap` (containerd 1.6's `snapshots/overlay` behind
-//!   `contrib/snapshotservice`), `$AUGUR_CACHE/go/bin/augur-refsnap`.
+//!   `contrib/snapshotservice`), `$AUGUR_REFSNAP_BIN` or `$AUGUR_CACHE/go/bin/augur-refsnap`.
 //!
 //! Two parts:
 //!
 //! 1. **gRPC micro-benchmark**, through the same tonic client code for both. One iteration is
 //!    Prepare (on a committed one-layer base) → Mounts → Stat → write 4 KiB into the upper dir →
-//!    Commit → Remove, then the same Prepare → Commit → Remove on a four-layer chain. Iterations
-//!    alternate between the two snapshotters, and which one goes first alternates too, so drift
-//!    and noise (page cache, journal commits, other load) hit both alike.
-//! 2. **Pull + unpack**: one private containerd with both proxy plugins (`augur`, `ref`) and a
-//!    local registry; each round pulls `python:latest` into a fresh containerd namespace
-//!    (`content_sharing_policy = "isolated"`, so every pull downloads and unpacks everything),
-//!    alternating order; the image is removed (synchronous GC) between rounds.
+//!    Commit → Remove, then the same Prepare → Commit → Remove on a four-layer chain, then an
+//!    untimed Cleanup (as containerd's GC does after removals). Iterations alternate between the
+//!    two snapshotters, and which one goes first alternates too, so drift and noise (page cache,
+//!    journal commits, other load) hit both alike.
+//! 2. **Pull + unpack**: a local registry; each round starts fresh snapshotters (their roots
+//!    swapping between two parent directories, so neither keeps a luckier place on the disk)
+//!    and a private containerd with both as proxy plugins (`augur`, `ref`), then each pulls
+//!    `python:latest` into a fresh containerd namespace (`content_sharing_policy = "isolated"`:
+//!    everything is downloaded and unpacked), in alternating order (ABBA); the image is removed
+//!    (synchronous GC) after each pull.
 //!
 //! Progress goes to stderr; the Markdown report (table + machine facts) to stdout. With
 //! `--strict` the exit code is 1 if any median ratio augur/reference is above 1.0.
@@ -36,7 +39,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use augur_integration_tests::{
-    Containerd, Registry, TestDir, cache_dir, connect, poll, signal, wait_until, workspace,
+    Containerd, Registry, TestDir, cache_dir, connect, poll, signal, workspace,
 };
 use augur_proto::snapshots::{self as pb, snapshots_client::SnapshotsClient};
 use nix::sys::signal::Signal;
@@ -49,7 +52,7 @@ static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Bytes written into the upper dir before each Commit (so it has something to measure).
 const PAYLOAD_BYTES: usize = 4096;
-/// Layers of the chain the second Prepare/Commit/Remove series builds on.
+/// Layers below the second Prepare/Commit/Remove series (the `OPS` labels say it too).
 const CHAIN_DEPTH: usize = 4;
 /// The image the pull benchmark pulls.
 const PULL_IMAGE: &str = "python:latest";
@@ -68,7 +71,7 @@ impl Opts {
         let mut o = Opts {
             iterations: 300,
             warmup: 30,
-            rounds: 5,
+            rounds: 8,
             skip_pull: false,
             strict: false,
         };
@@ -89,7 +92,7 @@ impl Opts {
                 "--strict" => o.strict = true,
                 "-h" | "--help" => {
                     println!(
-                        "usage: augur-bench [--iterations N (300)] [--warmup N (30)] [--rounds N (5)] \
+                        "usage: augur-bench [--iterations N (300)] [--warmup N (30)] [--rounds N (8)] \
                          [--skip-pull] [--strict]"
                     );
                     std::process::exit(0);
@@ -99,6 +102,12 @@ impl Opts {
         }
         ensure!(o.iterations > 0, "--iterations must be at least 1");
         ensure!(o.skip_pull || o.rounds > 0, "--rounds must be at least 1");
+        if !o.skip_pull && o.rounds % 2 == 1 {
+            eprintln!(
+                "augur-bench: note: with an odd --rounds one snapshotter pulls first, and from \
+                 the same place on the disk, more often than the other"
+            );
+        }
         Ok(o)
     }
 }
@@ -196,17 +205,22 @@ struct Server {
 }
 
 impl Server {
-    /// Starts `bin args… --root <dir>/<name>-root --address <dir>/<name>.sock`, logging to
-    /// `<dir>/<name>.log`, and waits for the socket.
-    fn start(name: &'static str, bin: &Path, extra_args: &[&str], dir: &TestDir) -> Result<Server> {
+    /// Starts `bin --root <root> --address <socket> args…`, logging to `log_path`, and waits for
+    /// the socket.
+    fn start(
+        name: &'static str,
+        bin: &Path,
+        extra_args: &[&str],
+        root: PathBuf,
+        socket: PathBuf,
+        log_path: &Path,
+    ) -> Result<Server> {
         ensure!(
             bin.exists(),
             "{name}: {} is missing (run integration-tests/scripts/bench.sh)",
             bin.display()
         );
-        let root = dir.join(&format!("{name}-root"));
-        let socket = dir.join(&format!("{name}.sock"));
-        let log = std::fs::File::create(dir.join(&format!("{name}.log")))?;
+        let log = std::fs::File::create(log_path)?;
         let child = Command::new(bin)
             .arg("--root")
             .arg(&root)
@@ -218,16 +232,25 @@ impl Server {
             .stderr(log)
             .spawn()
             .with_context(|| format!("spawn {}", bin.display()))?;
-        let server = Server {
+        let mut server = Server {
             name,
             child: Some(child),
             root,
             socket,
         };
-        let sock = server.socket.clone();
-        wait_until(&format!("{name} socket"), Duration::from_secs(20), || {
-            std::os::unix::net::UnixStream::connect(&sock).is_ok()
-        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&server.socket).is_err() {
+            let exited = server
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
+                bail!("{name} exited at start-up ({status}):\n{log}");
+            }
+            ensure!(Instant::now() < deadline, "{name}: no socket after 20 s");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         progress(format!(
             "{name}: pid {} serving on {}",
             server.pid(),
@@ -293,15 +316,26 @@ fn refsnap_bin() -> PathBuf {
         .map_or_else(|| cache_dir().join("go/bin/augur-refsnap"), PathBuf::from)
 }
 
-/// Starts both snapshotters, in the same way: info-level logs to a file, roots side by side.
-fn start_servers(dir: &TestDir) -> Result<[Server; 2]> {
+/// Starts both snapshotters in the same way (info-level logs to a file): Augur on `roots[0]`, the
+/// reference on `roots[1]`, sockets and logs in `dir` named with `tag`.
+fn start_servers(dir: &Path, tag: &str, roots: [PathBuf; 2]) -> Result<[Server; 2]> {
+    let [augur_root, ref_root] = roots;
     let augur = Server::start(
         "augur",
         &augur_bin(),
         &["--log-level", "info", "--config", "/dev/null"],
-        dir,
+        augur_root,
+        dir.join(format!("augur{tag}.sock")),
+        &dir.join(format!("augur{tag}.log")),
     )?;
-    let reference = Server::start("ref", &refsnap_bin(), &[], dir)?;
+    let reference = Server::start(
+        "ref",
+        &refsnap_bin(),
+        &[],
+        ref_root,
+        dir.join(format!("ref{tag}.sock")),
+        &dir.join(format!("ref{tag}.log")),
+    )?;
     Ok([augur, reference])
 }
 
@@ -330,6 +364,48 @@ impl Row {
             percentile(&self.samples[1], 50.0),
         );
         a.as_secs_f64() / r.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    /// 95% bootstrap interval of the ratio of medians (2000 resamples of both sample sets):
+    /// if it contains 1.00, the two medians are not told apart by this run.
+    fn ratio_interval(&self) -> (f64, f64) {
+        let [a, r] = &self.samples;
+        if a.len() < 2 || r.len() < 2 {
+            let x = self.ratio();
+            return (x, x);
+        }
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut ratios: Vec<f64> = (0..2000)
+            .map(|_| {
+                let ma = rng.resample_median(a);
+                let mr = rng.resample_median(r);
+                ma / mr.max(f64::MIN_POSITIVE)
+            })
+            .collect();
+        ratios.sort_unstable_by(f64::total_cmp);
+        (ratios[49], ratios[1949])
+    }
+}
+
+/// A small deterministic PRNG for the bootstrap (no dependency needed for this).
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Median (in seconds) of a resample with replacement of `samples`.
+    fn resample_median(&mut self, samples: &[Duration]) -> f64 {
+        let n = samples.len();
+        let mut v: Vec<f64> = (0..n)
+            .map(|_| samples[(self.next() % n as u64) as usize].as_secs_f64())
+            .collect();
+        let mid = (n - 1) / 2;
+        *v.select_nth_unstable_by(mid, f64::total_cmp).1
     }
 }
 
@@ -375,13 +451,14 @@ impl Report {
 
     fn table(rows: &[Row], head: &str) -> String {
         let mut s = format!(
-            "| {head} | augur median | reference median | ratio | augur p90 | reference p90 |\n"
+            "| {head} | augur median | reference median | ratio | augur p90 | reference p90 | ratio 95% CI |\n"
         );
-        s.push_str("|---|---:|---:|---:|---:|---:|\n");
+        s.push_str("|---|---:|---:|---:|---:|---:|---:|\n");
         for r in rows {
             let [a, b] = &r.samples;
+            let (lo, hi) = r.ratio_interval();
             s.push_str(&format!(
-                "| {} | {} | {} | {:.2} | {} | {} |\n",
+                "| {} | {} | {} | {:.2} | {} | {} | {lo:.2}–{hi:.2} |\n",
                 r.op,
                 fmt_duration(percentile(a, 50.0)),
                 fmt_duration(percentile(b, 50.0)),
@@ -396,7 +473,8 @@ impl Report {
     fn markdown(&self, opts: &Opts, wall: Duration) -> String {
         let mut s = Self::table(&self.rows, "operation");
         s.push_str(&format!(
-            "\nratio = augur median / reference median (≤ 1.00: Augur as fast or faster). gRPC rows: \
+            "\nratio = augur median / reference median (≤ 1.00: Augur as fast or faster); ratio 95% CI: \
+             bootstrap interval (an interval containing 1.00 means no measurable difference). gRPC rows: \
              {} iterations per snapshotter after {} warm-up, interleaved; pull rows: {} rounds per \
              snapshotter after one warm-up round, alternating order.\n\n",
             opts.iterations,
@@ -430,12 +508,13 @@ fn machine_facts() -> String {
     let fs = sh("df -T /var/tmp | awk 'NR==2 {print $2\" on \"$1}'");
     format!(
         "- date: {}\n- nproc: {}; CPU: {}\n- kernel: {}\n- scratch dir: /var/tmp ({fs})\n- containerd: {}\n\
-         - augur: {}\n- reference: {}\n",
+         - load average at the end (1/5/15 min): {}\n- augur: {}\n- reference: {}\n",
         sh("date -u '+%Y-%m-%d %H:%M:%S UTC'"),
         sh("nproc"),
         cpu.trim(),
         sh("uname -r"),
         sh("containerd --version"),
+        sh("cut -d' ' -f1-3 /proc/loadavg"),
         augur_bin().display(),
         refsnap_bin().display(),
     )
@@ -535,11 +614,12 @@ async fn timed<T>(f: impl std::future::Future<Output = Result<T>>) -> Result<(T,
     Ok((v, start.elapsed()))
 }
 
-/// Commits a one-layer `base` and a chain `chain-1` … `chain-<CHAIN_DEPTH>` on it.
+/// Commits a one-layer `base` and on it `chain-2` … `chain-<CHAIN_DEPTH>` (`chain-k` is the top
+/// of a k-layer stack).
 async fn setup_parents(c: &mut Client) -> Result<()> {
     let mut parent = String::new();
-    for i in 0..=CHAIN_DEPTH {
-        let name = if i == 0 {
+    for i in 1..=CHAIN_DEPTH {
+        let name = if i == 1 {
             "base".to_owned()
         } else {
             format!("chain-{i}")
@@ -684,25 +764,34 @@ fn unpull(ctd: &Containerd, ns: &str, image: &str, augur_root: &Path) -> Result<
     Ok(())
 }
 
-fn pull_bench(
-    servers: &[Server; 2],
-    dir: &TestDir,
-    opts: &Opts,
-    report: &mut Report,
-) -> Result<()> {
+fn pull_bench(dir: &TestDir, opts: &Opts, report: &mut Report) -> Result<()> {
     progress("pull: starting a registry and pushing the test images");
     let registry = Registry::start(&dir.join("registry"));
     registry.push_test_images();
-    let ctd = Containerd::start(
-        &dir.join("containerd"),
-        &[("augur", &servers[0].socket), ("ref", &servers[1].socket)],
-    );
     let image = registry.image(PULL_IMAGE);
     let names = ["augur", "ref"];
+    let parents = [dir.join("pull-1"), dir.join("pull-2")];
+    for p in &parents {
+        std::fs::create_dir_all(p)?;
+    }
     let mut row = Row::new(&format!("`ctr image pull` {PULL_IMAGE} + unpack"));
     let mut cpu_pull = Row::new(&format!("per pull of {PULL_IMAGE}"));
     let mut cpu_rm = Row::new(&format!("per removal of {PULL_IMAGE} (GC, until deleted)"));
     for round in 0..=opts.rounds {
+        check_interrupted()?;
+        // Fresh snapshotters every round, their roots swapping between two parent directories:
+        // neither keeps a luckier place on the disk (ext4 block group, host-side allocation of
+        // the VM image) for a whole run. containerd restarts with them (new sockets).
+        let swap = round % 2;
+        let roots = [
+            parents[swap].join(format!("augur-{round}")),
+            parents[1 - swap].join(format!("ref-{round}")),
+        ];
+        let servers = start_servers(dir.path(), &format!("-{round}"), roots.clone())?;
+        let ctd = Containerd::start(
+            &dir.join("containerd"),
+            &[("augur", &servers[0].socket), ("ref", &servers[1].socket)],
+        );
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
         for s in order {
             check_interrupted()?;
@@ -726,6 +815,11 @@ fn pull_bench(
                 cpu_rm.samples[s].push(cpu2.saturating_sub(cpu1));
             }
         }
+        drop(ctd);
+        drop(servers);
+        for r in &roots {
+            let _ = std::fs::remove_dir_all(r);
+        }
     }
     report.rows.push(row);
     report.cpu_rows.extend([cpu_pull, cpu_rm]);
@@ -739,7 +833,8 @@ fn run(opts: &Opts) -> Result<Report> {
     );
     let dir = TestDir::new("bench");
     progress(format!("scratch dir {}", dir.path().display()));
-    let servers = start_servers(&dir)?;
+    let roots = [dir.join("augur-root"), dir.join("ref-root")];
+    let servers = start_servers(dir.path(), "", roots)?;
     let mut report = Report::default();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -750,10 +845,11 @@ fn run(opts: &Opts) -> Result<Report> {
     ));
     rt.block_on(grpc_bench(&servers, opts, &mut report))?;
     drop(rt);
+    drop(servers);
     if !opts.skip_pull {
-        pull_bench(&servers, &dir, opts, &mut report)?;
+        pull_bench(&dir, opts, &mut report)?;
     }
-    // Guards drop in reverse order: containerd and the registry (in pull_bench), the servers,
-    // then the scratch dir (unmounting anything left below it).
+    // Guards drop in reverse order (containerd, snapshotters, registry), the scratch dir last,
+    // unmounting anything left below it.
     Ok(report)
 }
