@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::{poll, signal, wait_until};
+use crate::{poll, run_ok, signal, wait_until};
 
 /// A running containerd. Dropping it kills every task it runs (so no shim outlives it), stops
 /// it, and removes the cgroup directories its containers left.
@@ -47,28 +47,24 @@ impl Containerd {
         self.dir.join("containerd.sock")
     }
 
-    /// Runs `ctr -a <socket> args…`.
-    pub fn ctr(&self, args: &[&str]) -> Output {
-        Command::new("ctr")
-            .arg("--address")
+    /// `ctr --address <socket> args…`, ready to run or spawn.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address")
             .arg(self.address())
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run ctr")
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs ctr and returns its output, whatever the exit status.
+    pub fn ctr(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run ctr")
     }
 
     /// Runs ctr, panicking with its output on failure; returns stdout.
     pub fn ctr_ok(&self, args: &[&str]) -> String {
-        let out = self.ctr(args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?} failed ({}):\nstdout: {}\nstderr: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        run_ok(&mut self.command(args))
     }
 
     /// The containerd log so far.

@@ -302,10 +302,9 @@ fn kill_9_mid_pull_keeps_committed_layers_and_cleans_the_rest() {
     let mut bed = Bed::start("e2e-crash-pull");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let image = bed.registry.image("python:latest");
-    let mut pull = Command::new("ctr")
-        .arg("--address")
-        .arg(bed.containerd.address())
-        .args([
+    let mut pull = bed
+        .containerd
+        .command(&[
             "image",
             "pull",
             "--plain-http",
