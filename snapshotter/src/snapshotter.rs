@@ -194,7 +194,8 @@ impl Snapshotter {
         Ok(out)
     }
 
-    /// Deletes every directory under `snapshots/` that no snapshot record refers to.
+    /// Deletes every directory under `snapshots/` that no snapshot record refers to (`trash-*`
+    /// directories are left to the reaper, which is already deleting them).
     pub fn cleanup(&self) -> Result<CleanupReport> {
         // Decide under the write lock, as containerd does (a Prepare creates and renames its
         // directory inside its transaction, so none is half-way while we look), but only rename
@@ -298,9 +299,13 @@ impl Snapshotter {
                 moved.push(entry.path());
                 continue;
             }
+            // The sequence number keeps the name unique even if an older `trash-swept-*` of the
+            // same entry is still being deleted.
+            let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+            let pid = std::process::id();
             let trash = self
                 .snapshots_dir
-                .join(format!("{TRASH_PREFIX}swept-{name}"));
+                .join(format!("{TRASH_PREFIX}swept-{pid}-{seq}-{name}"));
             fs::rename(entry.path(), &trash).map_err(Error::io("move aside", entry.path()))?;
             moved.push(trash);
         }
