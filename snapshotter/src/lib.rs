@@ -8,7 +8,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
-//! | [`grpc`] | protobuf ⇄ domain types; runs every operation on the blocking pool |
+//! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
@@ -20,8 +20,8 @@
 //!
 //! | thread | runs |
 //! |---|---|
-//! | `augur-grpc` (tokio workers) | tonic, request decoding; never blocks |
-//! | tokio blocking pool | every snapshot operation (fsync, directory walks, renames) |
+//! | `augur-grpc` (tokio workers) | tonic, request decoding, Stat and Mounts (one in-memory redb read each); never blocks on disk |
+//! | tokio blocking pool | every other snapshot operation (fsync, directory walks, renames) |
 //! | `augur-reaper` | deletes removed snapshots' directories in the background |
 //!
 //! ## Core types
