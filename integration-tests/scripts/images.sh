@@ -100,12 +100,17 @@ chroot_apt() {
   rm -rf "$r"/var/cache/debconf/*-old "$r/var/log/apt" "$r/var/log/dpkg.log"
 }
 
+# new_bundle WORK: an empty image WORK/layout:latest, unpacked into WORK/bundle
+new_bundle() {
+  umoci init --layout "$1/layout"
+  umoci new --image "$1/layout:latest"
+  umoci unpack --image "$1/layout:latest" "$1/bundle"
+}
+
 # build_busybox WORK: 1-layer busybox image in WORK/layout
 build_busybox() {
   local w=$1 r
-  umoci init --layout "$w/layout"
-  umoci new --image "$w/layout:latest"
-  umoci unpack --image "$w/layout:latest" "$w/bundle"
+  new_bundle "$w"
   r=$w/bundle/rootfs
   mkdir -p "$r/bin" "$r/tmp" "$r/etc" "$r/proc" "$r/sys" "$r/dev" "$r/root"
   chmod 1777 "$r/tmp"
@@ -120,9 +125,7 @@ build_busybox() {
 # build_python WORK: 2-layer python image in WORK/layout (minbase, python3)
 build_python() {
   local w=$1 r
-  umoci init --layout "$w/layout"
-  umoci new --image "$w/layout:latest"
-  umoci unpack --image "$w/layout:latest" "$w/bundle"
+  new_bundle "$w"
   r=$w/bundle/rootfs
   cp -a "$ROOTFS/." "$r/"
   rm -rf "$r"/var/cache/apt/archives/*.deb "$r"/var/lib/apt/lists/* "$r/etc/resolv.conf"
@@ -150,8 +153,8 @@ recipe_hash() {  # recipe_hash NAME -> sha256 of everything that defines the out
     echo "name=$1 suite=$SUITE mirror=$MIRROR"
     case $1 in
       rootfs)  declare -f build_rootfs; pkgver debootstrap ;;
-      busybox) declare -f build_busybox; pkgver umoci busybox-static ;;
-      python)  declare -f build_python chroot_apt; pkgver umoci
+      busybox) declare -f build_busybox new_bundle; pkgver umoci busybox-static ;;
+      python)  declare -f build_python new_bundle chroot_apt; pkgver umoci
                cat "$IMG/rootfs.stamp" 2>/dev/null || echo "no rootfs" ;;  # new rootfs -> new python
     esac
   } | sha256sum | cut -d' ' -f1

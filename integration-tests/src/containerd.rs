@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use crate::{poll, run_ok, signal, wait_until};
+use crate::{poll, run_ok, signal, spawn_logged, wait_until};
 
 /// A running containerd. Dropping it kills every task it runs (so no shim outlives it), stops
 /// it, and removes the cgroup directories its containers left.
@@ -23,15 +23,11 @@ impl Containerd {
         std::fs::create_dir_all(dir).expect("containerd dir");
         let config = dir.join("config.toml");
         std::fs::write(&config, config_toml(dir, snapshotters)).expect("write containerd config");
-        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
-        let child = Command::new("containerd")
-            .arg("--config")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn containerd (run integration-tests/scripts/deps.sh)");
+        let child = spawn_logged(
+            Command::new("containerd").arg("--config").arg(&config),
+            &dir.join("containerd.log"),
+            "containerd (run integration-tests/scripts/deps.sh)",
+        );
         let c = Containerd {
             child: Some(child),
             dir: dir.to_path_buf(),

@@ -1,8 +1,7 @@
 //! `augur-snapshotter` under test, and a gRPC client for it.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
 use augur_proto::snapshots::snapshots_client::SnapshotsClient;
@@ -10,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use nix::sys::signal::Signal;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-use crate::{signal, snapshotter_bin, wait_until};
+use crate::{signal, snapshotter_bin, spawn_logged, wait_until};
 
 /// A running daemon. Dropping it sends SIGTERM and waits (SIGKILL after 10 s).
 #[derive(Debug)]
@@ -36,24 +35,13 @@ impl Daemon {
     }
 
     fn spawn(&mut self) {
-        let log = File::options()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("open daemon log");
-        let child = Command::new(snapshotter_bin())
-            .arg("--root")
+        let mut cmd = Command::new(snapshotter_bin());
+        cmd.arg("--root")
             .arg(&self.root)
             .arg("--address")
             .arg(&self.socket)
-            .args(["--log-level", "debug"])
-            .arg("--config")
-            .arg("/dev/null")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn augur-snapshotter");
+            .args(["--log-level", "debug", "--config", "/dev/null"]);
+        let child = spawn_logged(&mut cmd, &self.log, "augur-snapshotter");
         self.child = Some(child);
         let socket = self.socket.clone();
         wait_until("augur-snapshotter socket", Duration::from_secs(20), || {
@@ -130,4 +118,21 @@ pub async fn connect(socket: &Path) -> SnapshotsClient<Channel> {
         .await
         .expect("connect to augur-snapshotter");
     SnapshotsClient::new(channel)
+}
+
+/// Every snapshot matching any of `filters` (none = all), drained from the List stream.
+pub async fn list(
+    c: &mut SnapshotsClient<Channel>,
+    filters: &[&str],
+) -> Result<Vec<augur_proto::snapshots::Info>, tonic::Status> {
+    let req = augur_proto::snapshots::ListSnapshotsRequest {
+        filters: filters.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut stream = c.list(req).await?.into_inner();
+    let mut out = Vec::new();
+    while let Some(batch) = stream.message().await? {
+        out.extend(batch.info);
+    }
+    Ok(out)
 }

@@ -19,11 +19,11 @@ mod mounts;
 mod registry;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, connect};
+pub use daemon::{Daemon, connect, list};
 pub use mounts::{TestDir, mounts_under};
 pub use registry::Registry;
 
@@ -65,6 +65,21 @@ pub fn snapshotter_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// Spawns `cmd` with no stdin and its stdout and stderr appended to `log`; `what` names the
+/// program in the panic message (with the script that installs it).
+pub fn spawn_logged(cmd: &mut Command, log: &Path, what: &str) -> Child {
+    let file = std::fs::File::options()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap_or_else(|e| panic!("open {}: {e}", log.display()));
+    cmd.stdin(Stdio::null())
+        .stdout(file.try_clone().expect("dup log fd"))
+        .stderr(file)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"))
 }
 
 /// Runs `cmd`, panicking with its output if it fails; returns stdout.

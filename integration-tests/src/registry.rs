@@ -1,10 +1,10 @@
 //! Debian's `docker-registry` (distribution 2.8) on a free loopback port.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::Duration;
 
-use crate::{free_port, run_ok, script, wait_until};
+use crate::{free_port, run_ok, script, spawn_logged, wait_until};
 
 /// A running registry; dropping it stops it.
 #[derive(Debug)]
@@ -21,15 +21,11 @@ impl Registry {
         std::fs::create_dir_all(dir.join("data")).expect("registry data dir");
         std::fs::write(&config, config_yaml(&dir.join("data"), port))
             .expect("write registry config");
-        let log = std::fs::File::create(dir.join("registry.log")).expect("registry log");
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn docker-registry (run integration-tests/scripts/deps.sh)");
+        let child = spawn_logged(
+            Command::new("docker-registry").arg("serve").arg(&config),
+            &dir.join("registry.log"),
+            "docker-registry (run integration-tests/scripts/deps.sh)",
+        );
         let reg = Registry { child, port };
         wait_until("registry /v2/", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

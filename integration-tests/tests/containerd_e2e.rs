@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use augur_integration_tests::{
-    Containerd, Daemon, Registry, TestDir, connect, mounts_under, poll, wait_until,
+    Containerd, Daemon, Registry, TestDir, connect, list, mounts_under, poll, wait_until,
 };
 use augur_proto::snapshots as pb;
 
@@ -244,17 +244,7 @@ fn every_ctr_snapshots_subcommand_works() {
 
 /// Snapshot names Augur holds, via its own gRPC API.
 async fn augur_snapshots(sock: &Path) -> Vec<pb::Info> {
-    let mut c = connect(sock).await;
-    let mut s = c
-        .list(pb::ListSnapshotsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    let mut out = Vec::new();
-    while let Some(b) = s.message().await.unwrap() {
-        out.extend(b.info);
-    }
-    out
+    list(&mut connect(sock).await, &[]).await.unwrap()
 }
 
 fn numbered_dirs(root: &Path) -> Vec<String> {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 
-use augur_integration_tests::{Daemon, TestDir, connect};
+use augur_integration_tests::{Daemon, TestDir, connect, list};
 use augur_proto::snapshots::{self as pb, snapshots_client::SnapshotsClient};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -49,19 +49,6 @@ async fn remove(c: &mut Client, key: &str) -> Result<(), tonic::Status> {
     })
     .await
     .map(|_| ())
-}
-
-async fn list(c: &mut Client, filters: &[&str]) -> Result<Vec<pb::Info>, tonic::Status> {
-    let req = pb::ListSnapshotsRequest {
-        filters: filters.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    };
-    let mut stream = c.list(req).await?.into_inner();
-    let mut out = Vec::new();
-    while let Some(batch) = stream.message().await? {
-        out.extend(batch.info);
-    }
-    Ok(out)
 }
 
 fn upper(m: &[augur_proto::Mount]) -> String {
