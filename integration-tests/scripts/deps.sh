@@ -7,6 +7,8 @@
 # only then, so a second run takes well under a second):
 #   containerd runc docker-registry skopeo umoci debootstrap busybox-static
 #   fuse3 golang-go curl jq ca-certificates
+#   stargz-snapshotter (ctr-remote: rpull and eStargz conversion in the lazy-pull tests)
+#   apache2-utils (htpasswd, for the registry-auth test)
 #   golang-github-containerd-containerd-dev (--no-install-recommends; the
 #     containerd 1.6 Go sources under /usr/share/gocode used to build the
 #     reference snapshotter and the conformance test offline)
@@ -18,7 +20,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containerd runc docker-registry skopeo umoci debootstrap busybox-static
-      fuse3 golang-go curl jq ca-certificates)
+      fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils)
 PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev)
 
 log() { echo "deps: $*"; }
