@@ -360,8 +360,8 @@ impl Row {
 
     fn ratio(&self) -> f64 {
         let (a, r) = (
-            percentile(&self.samples[0], 50.0),
-            percentile(&self.samples[1], 50.0),
+            median(&self.samples[0]),
+            median(&self.samples[1]),
         );
         a.as_secs_f64() / r.as_secs_f64().max(f64::MIN_POSITIVE)
     }
@@ -404,8 +404,25 @@ impl XorShift {
         let mut v: Vec<f64> = (0..n)
             .map(|_| samples[(self.next() % n as u64) as usize].as_secs_f64())
             .collect();
-        let mid = (n - 1) / 2;
-        *v.select_nth_unstable_by(mid, f64::total_cmp).1
+        v.sort_unstable_by(f64::total_cmp);
+        middle(&v)
+    }
+}
+
+/// The median: the middle sample, or the mean of the middle two for an even count (a
+/// nearest-rank "median" of an even sample is its lower middle value, biased low).
+fn median(samples: &[Duration]) -> Duration {
+    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
+    s.sort_unstable_by(f64::total_cmp);
+    Duration::from_secs_f64(middle(&s))
+}
+
+/// Median of sorted values (0 for none).
+fn middle(sorted: &[f64]) -> f64 {
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
     }
 }
 
@@ -460,8 +477,8 @@ impl Report {
             s.push_str(&format!(
                 "| {} | {} | {} | {:.2} | {} | {} | {lo:.2}–{hi:.2} |\n",
                 r.op,
-                fmt_duration(percentile(a, 50.0)),
-                fmt_duration(percentile(b, 50.0)),
+                fmt_duration(median(a)),
+                fmt_duration(median(b)),
                 r.ratio(),
                 fmt_duration(percentile(a, 90.0)),
                 fmt_duration(percentile(b, 90.0)),
