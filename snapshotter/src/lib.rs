@@ -10,6 +10,7 @@
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
+//! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
@@ -34,6 +35,7 @@ pub mod error;
 pub mod filter;
 pub mod fsutil;
 pub mod grpc;
+pub mod lazy;
 pub mod mounts;
 pub mod notify;
 pub mod reaper;
