@@ -11,6 +11,7 @@
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
+//! | [`estargz`] | the eStargz layer format: footer, TOC, layer index, chunk checks, writer (pure, no I/O) |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
 //! | [`config`] | TOML → validated [`config::Config`] |
@@ -31,6 +32,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod estargz;
 pub mod filter;
 pub mod fsutil;
 pub mod grpc;
