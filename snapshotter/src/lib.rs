@@ -12,6 +12,7 @@
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
+//! | [`estargz`] | the eStargz layer format: footer, TOC, layer index, chunk checks, writer (pure, no I/O) |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
 //! | [`config`] | TOML → validated [`config::Config`] |
@@ -32,6 +33,7 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod estargz;
 pub mod filter;
 pub mod fsutil;
 pub mod grpc;
