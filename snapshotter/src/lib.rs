@@ -41,5 +41,6 @@ pub mod lazy;
 pub mod mounts;
 pub mod notify;
 pub mod reaper;
+pub mod registry;
 pub mod snapshotter;
 pub mod store;
