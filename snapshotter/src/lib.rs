@@ -11,6 +11,7 @@
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
+//! | [`registry`] | OCI registry client: manifests, ranged blob reads, auth, `hosts.toml` mirrors |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
 //! | [`config`] | TOML → validated [`config::Config`] |
@@ -37,5 +38,6 @@ pub mod grpc;
 pub mod mounts;
 pub mod notify;
 pub mod reaper;
+pub mod registry;
 pub mod snapshotter;
 pub mod store;
