@@ -44,6 +44,9 @@ pub(crate) struct Endpoint {
     pub caps: Caps,
     /// The registry's own name when this host is a mirror of it (sent as `?ns=`, like containerd).
     pub ns: Option<String>,
+    /// The last endpoint configured (the registry itself or `server`): its definite answers
+    /// are final.
+    pub fallback: bool,
     pub headers: HeaderMap,
     pub client: reqwest::Client,
     down_until: Mutex<Option<Instant>>,
@@ -177,9 +180,11 @@ fn build(
         None => None,
     };
     let specs = specs.unwrap_or_else(|| vec![HostSpec::origin(PathBuf::from("(default)"))]);
+    let n = specs.len();
     specs
         .into_iter()
-        .map(|spec| endpoint(cfg, default_client, registry, spec).map(Arc::new))
+        .enumerate()
+        .map(|(i, spec)| endpoint(cfg, default_client, registry, spec, i + 1 == n).map(Arc::new))
         .collect()
 }
 
@@ -188,6 +193,7 @@ fn endpoint(
     default_client: &reqwest::Client,
     registry: &str,
     mut spec: HostSpec,
+    fallback: bool,
 ) -> Result<Endpoint, RegistryError> {
     if spec.host.is_empty() {
         // The registry itself, as containerd fills it in: Docker Hub's API host, plain HTTP
@@ -219,6 +225,7 @@ fn endpoint(
         base: format!("{}://{}{}", spec.scheme, spec.host, spec.path),
         caps: spec.caps,
         ns: (!is_self).then(|| registry.to_owned()),
+        fallback,
         headers: headers(&spec)?,
         client: client(cfg, default_client, &spec)?,
         host: spec.host,
@@ -370,6 +377,8 @@ mod tests {
                 "https://registry-1.docker.io/v2"
             ]
         );
+        let fallback: Vec<bool> = eps.iter().map(|e| e.fallback).collect();
+        assert_eq!(fallback, [false, false, true]);
         assert_eq!(
             eps[0].url("library/busybox", "blobs/sha256:x", Cap::Pull),
             "http://127.0.0.1:6000/cache/v2/library/busybox/blobs/sha256:x?ns=docker.io"

@@ -25,6 +25,8 @@ const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
     application/vnd.docker.distribution.manifest.v2+json";
 /// A manifest larger than this is refused (the distribution spec suggests 4 MiB).
 const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+/// Docker's schema 1 manifests (`…manifest.v1+json`, `…manifest.v1+prettyjws`).
+const DOCKER_SCHEMA1_PREFIX: &str = "application/vnd.docker.distribution.manifest.v1";
 /// Indexes pointing at indexes are followed this deep.
 const MAX_INDEX_DEPTH: usize = 3;
 
@@ -181,7 +183,7 @@ fn is_index(f: &Fetched) -> bool {
 }
 
 fn image(f: Fetched, index_digest: Option<String>, repo: &Repo) -> Result<Resolved, RegistryError> {
-    if f.media_type.contains("manifest.v1+") {
+    if f.media_type.starts_with(DOCKER_SCHEMA1_PREFIX) {
         return Err(RegistryError::protocol(
             &f.host,
             format!(
@@ -310,5 +312,8 @@ mod tests {
         )
         .expect_err("schema 1");
         assert!(e.to_string().contains("schema 1"), "{e}");
+        let oci =
+            image(fetched(OCI_IMAGE_MEDIA_TYPE, &body), None, &repo).expect("OCI content type");
+        assert_eq!(oci.layers.len(), 1);
     }
 }

@@ -5,9 +5,10 @@
 //! at the first success. A failure that may pass (connection refused or reset, timeout, 408,
 //! 429, 5xx, a body cut short) moves on to the next endpoint; when the last endpoint has also
 //! failed that way, the round is repeated after a backoff, up to `retries` times, then the
-//! request fails with [`RegistryError::Unreachable`]. A definite answer from the last endpoint
-//! (404, 401 after re-authenticating, another 4xx) ends the request at once; from a mirror it
-//! only moves on to the next endpoint.
+//! request fails with [`RegistryError::Unreachable`]. A definite answer (404, 401 after
+//! re-authenticating, another 4xx) from the fallback endpoint (the last one configured: the
+//! registry itself or its `server`) ends the request at once, even when a mirror that is down
+//! was moved behind it; from a mirror it only moves on to the next endpoint.
 //!
 //! A 401 is answered once per attempt: the challenge goes to [`Auth::authenticate`] (fresh
 //! credentials, a fresh token) and the request is repeated; a second 401 is final.
@@ -124,18 +125,27 @@ impl Transport {
                     wait_ms = wait.as_millis() as u64, "registry request failed; retrying");
                 tokio::time::sleep(wait).await;
             }
-            for (i, ep) in eps.iter().enumerate() {
+            let mut transient = false;
+            let mut mirror_answer = None;
+            for ep in eps {
                 match self.attempt(ep, req, read).await {
                     Ok(v) => {
                         ep.mark_up();
                         return Ok(v);
                     }
-                    Err(Failure::Retry(e)) => last = (ep.host.clone(), e),
-                    Err(Failure::Final(e)) if i + 1 == eps.len() => return Err(e),
+                    Err(Failure::Retry(e)) => {
+                        transient = true;
+                        last = (ep.host.clone(), e);
+                    }
+                    Err(Failure::Final(e)) if ep.fallback => return Err(e),
                     Err(Failure::Final(e)) => {
                         tracing::debug!(mirror = %ep.host, error = %e, "mirror failed; trying the next host");
+                        mirror_answer = Some(e);
                     }
                 }
+            }
+            if let (false, Some(e)) = (transient, mirror_answer) {
+                return Err(e); // every host answered definitely: retrying changes nothing
             }
         }
         Err(RegistryError::Unreachable {
