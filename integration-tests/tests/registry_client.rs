@@ -399,6 +399,17 @@ async fn identical_concurrent_reads_share_one_request() {
         assert!(data[..] == pushed.layer_bytes[*off as usize..(*off + *len) as usize]);
     }
     assert_eq!(proxy.count(), 4, "two requests for three ranges");
+
+    // The FUSE read path: a thread outside the async workers blocking on the runtime's handle.
+    let handle = tokio::runtime::Handle::current();
+    let (c2, via2, layer) = (c.clone(), via.clone(), pushed.layer.clone());
+    let from_thread =
+        tokio::task::spawn_blocking(move || handle.block_on(c2.read_range(&via2, &layer, 9, 90)))
+            .await
+            .expect("reader thread")
+            .expect("range from a blocking thread");
+    assert!(from_thread[..] == pushed.layer_bytes[9..99]);
+    assert_eq!(proxy.count(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

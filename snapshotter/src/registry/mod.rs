@@ -313,6 +313,19 @@ mod tests {
         }
     }
 
+    /// The FUSE threads and the snapshot layer share one client and spawn its futures.
+    #[test]
+    fn client_and_its_futures_can_cross_threads() {
+        fn shared<T: Clone + Send + Sync + 'static>(_: &T) {}
+        fn spawnable<F: std::future::Future + Send + 'static>(_: F) {}
+        let c = Registry::new(RegistryConfig::default()).expect("client");
+        shared(&c);
+        let (a, b, d) = (c.clone(), c.clone(), c.clone());
+        spawnable(async move { a.read_range("h:1/x", "sha256:x", 0, 1).await });
+        spawnable(async move { b.resolve("h:1/x", None).await });
+        spawnable(async move { d.stream_blob("h:1/x", "sha256:x", 0).await.map(|_| ()) });
+    }
+
     #[test]
     fn defaults_are_the_documented_ones() {
         let c = RegistryConfig::default();
