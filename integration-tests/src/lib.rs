@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 pub use containerd::Containerd;
 pub use daemon::{Daemon, connect, list};
 pub use mounts::{TestDir, mounts_under};
-pub use registry::Registry;
+pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
 /// The workspace root (this crate's parent directory).
 pub fn workspace() -> PathBuf {
