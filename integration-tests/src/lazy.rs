@@ -28,7 +28,16 @@ pub fn push_estargz(ctd: &Containerd, registry: &Registry, name: &str) -> String
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "pull", "--plain-http", &src]);
     run_ok(&mut ctr_remote(
         ctd,
-        &["-n", CONVERT_NS, "image", "convert", "--estargz", "--oci", &src, &dst],
+        &[
+            "-n",
+            CONVERT_NS,
+            "image",
+            "convert",
+            "--estargz",
+            "--oci",
+            &src,
+            &dst,
+        ],
     ));
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "push", "--plain-http", &dst]);
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "rm", "--sync", &src, &dst]);
@@ -69,7 +78,10 @@ pub fn manifest_of(ctd: &Containerd, ns: &str, image: &str) -> serde_json::Value
     let body = ctd.ctr_ok(&["-n", ns, "content", "get", &target]);
     let doc: serde_json::Value = serde_json::from_str(&body).expect("manifest JSON");
     if doc.get("manifests").is_some() {
-        let first = doc["manifests"][0]["digest"].as_str().expect("index entry").to_owned();
+        let first = doc["manifests"][0]["digest"]
+            .as_str()
+            .expect("index entry")
+            .to_owned();
         let body = ctd.ctr_ok(&["-n", ns, "content", "get", &first]);
         return serde_json::from_str(&body).expect("manifest JSON");
     }

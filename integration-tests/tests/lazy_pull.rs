@@ -38,7 +38,16 @@ impl Bed {
     fn rpull(&self, ns: &str, image: &str) {
         run_ok(&mut ctr_remote(
             &self.containerd,
-            &["-n", ns, "image", "rpull", "--plain-http", "--snapshotter", "augur", image],
+            &[
+                "-n",
+                ns,
+                "image",
+                "rpull",
+                "--plain-http",
+                "--snapshotter",
+                "augur",
+                image,
+            ],
         ));
     }
 
@@ -55,10 +64,18 @@ impl Bed {
 fn rpull_mounts_estargz_layers_lazily_and_runs() {
     let bed = Bed::start("lazy-rpull");
     for (image, cmd, expect) in [
-        ("busybox:latest", vec!["echo", "hi from a lazy busybox"], "hi from a lazy busybox"),
+        (
+            "busybox:latest",
+            vec!["echo", "hi from a lazy busybox"],
+            "hi from a lazy busybox",
+        ),
         (
             "python:latest",
-            vec!["python3", "-c", "import json; print(json.dumps({'lazy': True}))"],
+            vec![
+                "python3",
+                "-c",
+                "import json; print(json.dumps({'lazy': True}))",
+            ],
             "{\"lazy\": true}",
         ),
     ] {
@@ -94,11 +111,17 @@ fn second_namespace_reuses_the_lazy_layers() {
     bed.rpull("two", &esgz);
     let content = content_digests(&bed.containerd, "two");
     for l in layer_digests(&bed.containerd, "two", &esgz) {
-        assert!(!content.contains(&l), "layer {l} downloaded in namespace two");
+        assert!(
+            !content.contains(&l),
+            "layer {l} downloaded in namespace two"
+        );
     }
     assert_eq!(bed.run("two", &esgz, "c2", &["echo", "two"]).trim(), "two");
     assert_eq!(
-        bed.daemon.log().matches("remote layer mounted lazily").count(),
+        bed.daemon
+            .log()
+            .matches("remote layer mounted lazily")
+            .count(),
         1,
         "the second namespace must reuse the mounted layer"
     );
@@ -110,7 +133,10 @@ fn non_estargz_layers_fall_back_to_a_normal_pull() {
     let bed = Bed::start("lazy-fallback");
     let plain = bed.registry.image("busybox:latest");
     bed.rpull("plain", &plain);
-    assert_eq!(bed.run("plain", &plain, "p", &["echo", "plain"]).trim(), "plain");
+    assert_eq!(
+        bed.run("plain", &plain, "p", &["echo", "plain"]).trim(),
+        "plain"
+    );
     let log = bed.daemon.log();
     assert!(log.contains("not lazy; pulling normally"), "{log}");
     assert!(!log.contains("remote layer mounted lazily"), "{log}");

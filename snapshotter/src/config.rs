@@ -280,7 +280,13 @@ impl RawRemote {
         Ok(RemoteSettings {
             enable: self.enable.unwrap_or(true),
             fuse_threads: in_range("remote.fuse_threads", self.fuse_threads, 4, 1, 64)? as usize,
-            read_timeout: secs("remote.read_timeout_secs", self.read_timeout_secs, 30, 1, 3600)?,
+            read_timeout: secs(
+                "remote.read_timeout_secs",
+                self.read_timeout_secs,
+                30,
+                1,
+                3600,
+            )?,
             background_fetch: self.background_fetch.unwrap_or(true),
             fetch_span: in_range("remote.fetch_span_mib", self.fetch_span_mib, 4, 1, 256)? << 20,
             require_toc_digest: self.require_toc_digest.unwrap_or(true),
@@ -290,12 +296,12 @@ impl RawRemote {
 
 impl RawRegistry {
     fn validate(self) -> Result<RegistrySettings, ConfigError> {
-        let dir = |key: &'static str, p: Option<PathBuf>, default: Option<&str>| {
-            match p.or_else(|| default.map(PathBuf::from)) {
-                Some(p) if p.as_os_str().is_empty() => Ok(None),
-                Some(p) => check_absolute(key, &p).map(|()| Some(p)),
-                None => Ok(None),
-            }
+        let dir = |key: &'static str, p: Option<PathBuf>, default: Option<&str>| match p
+            .or_else(|| default.map(PathBuf::from))
+        {
+            Some(p) if p.as_os_str().is_empty() => Ok(None),
+            Some(p) => check_absolute(key, &p).map(|()| Some(p)),
+            None => Ok(None),
         };
         let insecure_hosts = self.insecure_hosts.unwrap_or_default();
         for h in &insecure_hosts {
@@ -461,10 +467,19 @@ mod tests {
             ("[grpc]\nsocket_mode = \"0400\"", "grpc.socket_mode"),
             ("[grpc]\nsocket_mode = \"rw\"", "grpc.socket_mode"),
             ("[remote]\nfuse_threads = 0", "remote.fuse_threads"),
-            ("[remote]\nread_timeout_secs = -1", "remote.read_timeout_secs"),
+            (
+                "[remote]\nread_timeout_secs = -1",
+                "remote.read_timeout_secs",
+            ),
             ("[remote]\nfetch_span_mib = 1024", "remote.fetch_span_mib"),
-            ("[registry]\nconfig_path = \"certs.d\"", "registry.config_path"),
-            ("[registry]\ninsecure_hosts = [\"http://x\"]", "registry.insecure_hosts"),
+            (
+                "[registry]\nconfig_path = \"certs.d\"",
+                "registry.config_path",
+            ),
+            (
+                "[registry]\ninsecure_hosts = [\"http://x\"]",
+                "registry.insecure_hosts",
+            ),
             ("[registry]\nretries = 100", "registry.retries"),
         ];
         for (text, key) in cases {

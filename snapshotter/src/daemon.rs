@@ -19,8 +19,8 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::grpc::SnapshotService;
 use crate::lazy::{LazyConfig, LazyLayers};
-use crate::registry::RegistryConfig;
 use crate::notify::notify;
+use crate::registry::RegistryConfig;
 use crate::snapshotter::Snapshotter;
 
 /// Why the daemon could not start or stopped with an error.

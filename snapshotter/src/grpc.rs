@@ -83,7 +83,11 @@ impl SnapshotService {
         let exists = |target: &str| {
             Status::already_exists(format!("remote layer {target} is mounted lazily"))
         };
-        if self.sn.stat(&spec.target).is_ok_and(|i| i.kind == Kind::Committed) {
+        if self
+            .sn
+            .stat(&spec.target)
+            .is_ok_and(|i| i.kind == Kind::Committed)
+        {
             return Some(exists(&spec.target));
         }
         let start = Instant::now();

@@ -78,7 +78,10 @@ impl Snapshotter {
             lazy::mount::unmount(point).map_err(Error::io("unmount stale FUSE mount", point))?;
         }
         if !stale.is_empty() {
-            tracing::info!(mounts = stale.len(), "detached FUSE mounts left by an earlier run");
+            tracing::info!(
+                mounts = stale.len(),
+                "detached FUSE mounts left by an earlier run"
+            );
         }
         let store = Store::open(&root.join("metadata.db"))?;
         let sn = Snapshotter {
@@ -130,7 +133,11 @@ impl Snapshotter {
             }
         }
         if !layers.is_empty() {
-            tracing::info!(mounted, of = layers.len(), "remote layers mounted from metadata");
+            tracing::info!(
+                mounted,
+                of = layers.len(),
+                "remote layers mounted from metadata"
+            );
         }
         self.lazy = Some(lazy);
         Ok(())
@@ -165,7 +172,10 @@ impl Snapshotter {
         if !parent.is_empty() {
             check_key("parent", parent)?;
         }
-        labels.insert(lazy::labels::REMOTE.into(), lazy::labels::REMOTE_VALUE.into());
+        labels.insert(
+            lazy::labels::REMOTE.into(),
+            lazy::labels::REMOTE_VALUE.into(),
+        );
         check_labels(&labels)?;
         let mut tx = self.store.write()?;
         let tmp = self.make_tmp_dir(Kind::Committed)?;
@@ -368,7 +378,11 @@ impl Snapshotter {
 
     /// Moves aside the `layers/` entries no remote snapshot record refers to (their snapshots
     /// were removed); the caller deletes them. Runs under the store's write lock.
-    fn unused_layer_dirs(&self, lazy: &LazyLayers, tx: &crate::store::WriteTxn) -> Result<Vec<PathBuf>> {
+    fn unused_layer_dirs(
+        &self,
+        lazy: &LazyLayers,
+        tx: &crate::store::WriteTxn,
+    ) -> Result<Vec<PathBuf>> {
         let used: std::collections::HashSet<PathBuf> = tx
             .remote_layers()?
             .iter()

@@ -72,7 +72,9 @@ fn run(data: &LayerData, stop: &AtomicBool, span: u64) {
                 return;
             }
             Ok(false) => {}
-            Err(e) => tracing::warn!(layer = data.source_name(), error = %e, "could not save fetch progress"),
+            Err(e) => {
+                tracing::warn!(layer = data.source_name(), error = %e, "could not save fetch progress")
+            }
         }
     }
     if !stop.load(Ordering::Acquire) && !data.is_complete() {
@@ -109,7 +111,8 @@ fn fetch_pass(data: &LayerData, stop: &AtomicBool, span: u64) {
         match data.read_source(start, len, Instant::now() + SPAN_DEADLINE) {
             Ok(bytes) => {
                 for (j, member) in members.iter().enumerate().take(k).skip(m) {
-                    let slice = &bytes[(member.offset - start) as usize..(member.end - start) as usize];
+                    let slice =
+                        &bytes[(member.offset - start) as usize..(member.end - start) as usize];
                     if let Err(e) = data.store_member(j as u32, slice) {
                         tracing::warn!(layer = data.source_name(), error = %e, "background fetch: bad member");
                     }

@@ -173,7 +173,8 @@ impl LayerData {
         if let Ok(bytes) = std::fs::read(&data.bitmap_path) {
             data.present.load(&bytes);
         }
-        data.complete.store((0..n).all(|i| data.present.get(i)), Ordering::Release);
+        data.complete
+            .store((0..n).all(|i| data.present.get(i)), Ordering::Release);
         Ok(data)
     }
 
@@ -241,7 +242,9 @@ impl LayerData {
         if self.verified.get(ci) {
             Ok(())
         } else {
-            Err(ReadError::Local(format!("chunk {ci} missing after its member was fetched")))
+            Err(ReadError::Local(format!(
+                "chunk {ci} missing after its member was fetched"
+            )))
         }
     }
 
@@ -256,7 +259,10 @@ impl LayerData {
             self.verified.set(ci);
             Ok(true)
         } else {
-            tracing::warn!(chunk = ci, "local chunk failed verification; fetching it again");
+            tracing::warn!(
+                chunk = ci,
+                "local chunk failed verification; fetching it again"
+            );
             self.present.clear(ci);
             Ok(false)
         }

@@ -187,11 +187,11 @@ impl Filesystem for LazyFs {
             (id, FileType::Directory, OsStr::new(".")),
             (node.parent, FileType::Directory, OsStr::new("..")),
         ];
-        let entries = dots.into_iter().chain(
-            children
-                .iter()
-                .map(|(name, &child)| (child, kind_of(self.index().node(child)), name.as_os_str())),
-        );
+        let entries =
+            dots.into_iter()
+                .chain(children.iter().map(|(name, &child)| {
+                    (child, kind_of(self.index().node(child)), name.as_os_str())
+                }));
         for (i, (child, kind, name)) in entries.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(u64::from(child) + 1), (i + 1) as u64, kind, name) {
                 break;

@@ -116,9 +116,9 @@ fn required(label: &'static str, value: Option<&String>) -> Result<String, Label
 
 /// Accepts `sha256:<64 lowercase hex>`, the only algorithm eStargz and containerd use here.
 fn check_digest(label: &'static str, value: &str) -> Result<(), LabelError> {
-    let ok = value
-        .strip_prefix("sha256:")
-        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')));
+    let ok = value.strip_prefix("sha256:").is_some_and(|hex| {
+        hex.len() == 64 && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
     if ok {
         Ok(())
     } else {

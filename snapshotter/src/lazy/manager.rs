@@ -125,16 +125,23 @@ impl LazyLayers {
         let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
         let size = self.registry.blob_size(r, d).await?;
         if size < FOOTER_SIZE {
-            return Err(LazyError::NotLazy(format!("layer {d} is only {size} bytes")));
+            return Err(LazyError::NotLazy(format!(
+                "layer {d} is only {size} bytes"
+            )));
         }
-        let tail = self.registry.read_range(r, d, size - FOOTER_SIZE, FOOTER_SIZE).await?;
+        let tail = self
+            .registry
+            .read_range(r, d, size - FOOTER_SIZE, FOOTER_SIZE)
+            .await?;
         let footer = match estargz::parse_footer(&tail) {
             Ok(f) => f,
             Err(e) => return Err(LazyError::NotLazy(format!("layer {d}: {e}"))),
         };
         let toc_end = size - footer.footer_size;
         if footer.toc_offset >= toc_end {
-            return Err(LazyError::NotLazy(format!("layer {d}: TOC offset beyond the blob")));
+            return Err(LazyError::NotLazy(format!(
+                "layer {d}: TOC offset beyond the blob"
+            )));
         }
         let toc_gz = self
             .registry
@@ -157,7 +164,10 @@ impl LazyLayers {
     /// Saves a resolved layer's TOC under `layers/` (blocking), so it can be mounted again after
     /// a restart. Called under the store's write lock, so Cleanup never sees it half-made.
     pub fn install(&self, resolved: &Resolved) -> Result<(), LazyError> {
-        save_toc(&self.layer_dir(&resolved.remote.layer_digest), &resolved.toc)
+        save_toc(
+            &self.layer_dir(&resolved.remote.layer_digest),
+            &resolved.toc,
+        )
     }
 
     /// Mounts snapshot `id`'s layer at `mountpoint` (blocking). Without `index`, the saved TOC

@@ -75,7 +75,9 @@ static LAST_READ_ERROR_LOG: Mutex<Option<Instant>> = Mutex::new(None);
 /// Logs a failed read (the reader got EIO), rate-limited across all layers; the count of
 /// failures is in the layer's stats either way.
 pub(crate) fn log_read_error(data: &data::LayerData, path: &Path, e: &data::ReadError) {
-    let mut last = LAST_READ_ERROR_LOG.lock().unwrap_or_else(|p| p.into_inner());
+    let mut last = LAST_READ_ERROR_LOG
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
     if last.is_some_and(|t| t.elapsed() < READ_ERROR_LOG_INTERVAL) {
         return;
     }

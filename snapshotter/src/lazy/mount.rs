@@ -52,7 +52,9 @@ pub fn fuse_mounts_under(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found: Vec<PathBuf> = info
         .lines()
         .filter_map(parse_mountinfo_line)
-        .filter(|(point, fstype)| fstype.starts_with("fuse") && point.starts_with(dir) && point != dir)
+        .filter(|(point, fstype)| {
+            fstype.starts_with("fuse") && point.starts_with(dir) && point != dir
+        })
         .map(|(point, _)| point)
         .collect();
     found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
@@ -96,10 +98,16 @@ mod tests {
         let l = "36 35 0:45 / /var/lib/augur/snapshots/7/fs ro,nosuid,nodev,noatime shared:1 - fuse augur ro,user_id=0";
         assert_eq!(
             parse_mountinfo_line(l),
-            Some((PathBuf::from("/var/lib/augur/snapshots/7/fs"), "fuse".into()))
+            Some((
+                PathBuf::from("/var/lib/augur/snapshots/7/fs"),
+                "fuse".into()
+            ))
         );
         let l = "36 35 0:45 / /tmp/a\\040b rw - overlay overlay rw";
-        assert_eq!(parse_mountinfo_line(l).unwrap().0, PathBuf::from("/tmp/a b"));
+        assert_eq!(
+            parse_mountinfo_line(l).unwrap().0,
+            PathBuf::from("/tmp/a b")
+        );
         assert_eq!(parse_mountinfo_line("garbage"), None);
     }
 }
