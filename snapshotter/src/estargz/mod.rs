@@ -21,6 +21,7 @@
 //! | `index` | [`LayerIndex`] and its node/chunk types |
 //! | `data` | decompression and digest checks of fetched bytes |
 //! | `writer` | tar → eStargz |
+//! | `sink` | the writer's gzip members, byte counts and digests |
 //! | `time` | RFC 3339 `modtime` |
 //! | `error` | [`FormatError`] |
 //!
@@ -31,6 +32,7 @@ mod data;
 mod error;
 mod footer;
 mod index;
+mod sink;
 mod time;
 mod toc;
 mod tree;

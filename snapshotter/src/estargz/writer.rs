@@ -18,6 +18,7 @@ use tar::EntryType;
 
 use super::error::FormatError;
 use super::footer::footer_bytes;
+use super::sink::{Sink, output};
 use super::time::format_rfc3339;
 use super::toc::{TOC_TAR_NAME, Toc, TocEntry, encode_toc_json, format_digest};
 use super::tree::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
@@ -163,10 +164,13 @@ impl Meta {
             gname: String::from_utf8_lossy(h.groupname_bytes().unwrap_or_default()).into_owned(),
             mtime: h.mtime().map_err(input)?,
             link_name,
-            dev: (
-                h.device_major().map_err(input)?.unwrap_or(0),
-                h.device_minor().map_err(input)?.unwrap_or(0),
-            ),
+            dev: if matches!(kind, EntryType::Char | EntryType::Block) {
+                let major = h.device_major().map_err(input)?;
+                let minor = h.device_minor().map_err(input)?;
+                (major.unwrap_or(0), minor.unwrap_or(0))
+            } else {
+                (0, 0)
+            },
             xattrs: BTreeMap::new(),
             other_pax: Vec::new(),
             name,
@@ -485,124 +489,4 @@ fn changed(names: &mut HashMap<u32, String>, id: u32, name: &str) -> String {
     }
     names.insert(id, name.to_owned());
     name.to_owned()
-}
-
-/// The output: gzip members over a counting, hashing writer.
-struct Sink<W: Write> {
-    state: State<W>,
-    level: flate2::Compression,
-    /// Uncompressed bytes written (the tar stream so far).
-    uncompressed: u64,
-    diff: Sha256,
-}
-
-enum State<W: Write> {
-    Idle(Counted<W>),
-    Open(flate2::write::GzEncoder<Counted<W>>),
-    /// Only while switching between the two.
-    Gone,
-}
-
-/// Counts and hashes what reaches the real output.
-struct Counted<W: Write> {
-    out: W,
-    n: u64,
-    hash: Sha256,
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.n += n as u64;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl<W: Write> Sink<W> {
-    fn new(out: W, level: u32) -> Self {
-        Sink {
-            state: State::Idle(Counted {
-                out,
-                n: 0,
-                hash: Sha256::new(),
-            }),
-            level: flate2::Compression::new(level),
-            uncompressed: 0,
-            diff: Sha256::new(),
-        }
-    }
-
-    /// Writes uncompressed tar bytes into the open member (opening one if needed).
-    fn write(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
-        if let State::Idle(_) = self.state
-            && let State::Idle(out) = std::mem::replace(&mut self.state, State::Gone)
-        {
-            self.state = State::Open(flate2::write::GzEncoder::new(out, self.level));
-        }
-        let State::Open(gz) = &mut self.state else {
-            return Err(output(io::Error::other("writer used after a failure")));
-        };
-        gz.write_all(bytes).map_err(output)?;
-        self.uncompressed += bytes.len() as u64;
-        self.diff.update(bytes);
-        Ok(())
-    }
-
-    /// Pushes pending compressed bytes out (a sync flush), so [`Self::compressed`] is exact.
-    fn flush(&mut self) -> Result<(), FormatError> {
-        match &mut self.state {
-            State::Open(gz) => gz.flush().map_err(output),
-            _ => Ok(()),
-        }
-    }
-
-    /// Ends the open member, if any.
-    fn close_member(&mut self) -> Result<(), FormatError> {
-        if let State::Open(gz) = std::mem::replace(&mut self.state, State::Gone) {
-            self.state = State::Idle(gz.finish().map_err(output)?);
-        } else if let State::Gone = self.state {
-            return Err(output(io::Error::other("writer used after a failure")));
-        }
-        Ok(())
-    }
-
-    /// Compressed bytes written so far.
-    fn compressed(&self) -> u64 {
-        match &self.state {
-            State::Idle(out) => out.n,
-            State::Open(gz) => gz.get_ref().n,
-            State::Gone => 0,
-        }
-    }
-
-    /// Writes bytes that are not part of the tar stream (the footer), after the last member.
-    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
-        self.close_member()?;
-        match &mut self.state {
-            State::Idle(out) => out.write_all(bytes).map_err(output),
-            _ => Err(output(io::Error::other("writer used after a failure"))),
-        }
-    }
-
-    fn summary(self, toc_digest: String) -> Result<WriteSummary, FormatError> {
-        let State::Idle(mut out) = self.state else {
-            return Err(output(io::Error::other("writer used after a failure")));
-        };
-        out.flush().map_err(output)?;
-        Ok(WriteSummary {
-            toc_digest,
-            diff_id: format_digest(&self.diff.finalize().into()),
-            blob_digest: format_digest(&out.hash.finalize().into()),
-            blob_size: out.n,
-        })
-    }
-}
-
-fn output(source: io::Error) -> FormatError {
-    FormatError::Output { source }
 }
