@@ -154,15 +154,16 @@ impl Meta {
             Some(l) => utf8(&l, raw.as_bytes(), "link name")?,
             None => String::new(),
         };
+        let old = h.as_old();
         let mut meta = Meta {
             kind,
             size: entry.size(),
-            mode: h.mode().map_err(input)?,
-            uid: id(h.uid().map_err(input)?)?,
-            gid: id(h.gid().map_err(input)?)?,
+            mode: blank_is_zero(&old.mode, h.mode().map(u64::from)).map_err(input)? as u32,
+            uid: id(blank_is_zero(&old.uid, h.uid()).map_err(input)?)?,
+            gid: id(blank_is_zero(&old.gid, h.gid()).map_err(input)?)?,
             uname: String::from_utf8_lossy(h.username_bytes().unwrap_or_default()).into_owned(),
             gname: String::from_utf8_lossy(h.groupname_bytes().unwrap_or_default()).into_owned(),
-            mtime: h.mtime().map_err(input)?,
+            mtime: blank_is_zero(&old.mtime, h.mtime()).map_err(input)?,
             link_name,
             dev: if matches!(kind, EntryType::Char | EntryType::Block) {
                 let major = h.device_major().map_err(input)?;
@@ -195,10 +196,15 @@ impl Meta {
             let value = record.value_bytes();
             let text = String::from_utf8_lossy(value);
             let number = || text.split('.').next().and_then(|n| n.parse::<u64>().ok());
+            // Like the reference (`ModTime.Round(time.Second)`): half a second rounds up.
+            let seconds = || {
+                let frac = text.split('.').nth(1).and_then(|f| f.bytes().next());
+                number().map(|n| n + u64::from(frac.is_some_and(|d| d >= b'5')))
+            };
             match key.as_str() {
                 "uid" => self.uid = number().and_then(|n| n.try_into().ok()).unwrap_or(self.uid),
                 "gid" => self.gid = number().and_then(|n| n.try_into().ok()).unwrap_or(self.gid),
-                "mtime" => self.mtime = number().unwrap_or(self.mtime),
+                "mtime" => self.mtime = seconds().unwrap_or(self.mtime),
                 "uname" => self.uname = text.into_owned(),
                 "gname" => self.gname = text.into_owned(),
                 // Re-derived by the tar writer, or dropped like the reference writer drops them.
@@ -279,6 +285,15 @@ impl Meta {
         }
         // Take the bytes without `finish`, which would end the archive.
         Ok(std::mem::take(b.get_mut()))
+    }
+}
+
+/// A numeric header field, with a blank one read as 0 as Go's tar reader does (writers leave
+/// fields blank when a PAX record carries the value).
+fn blank_is_zero(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    match parsed {
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
     }
 }
 

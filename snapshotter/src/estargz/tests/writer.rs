@@ -188,3 +188,40 @@ fn an_empty_tar_makes_a_valid_empty_layer() {
     assert_eq!(l.index.data_size(), 0);
     assert!(l.index.members().is_empty());
 }
+
+#[test]
+fn pax_overrides_win_and_sub_second_mtimes_round_like_the_reference() {
+    let mut b = tar::Builder::new(Vec::new());
+    let records: [(&str, &[u8]); 4] = [
+        ("mtime", b"1614834367.6"),
+        ("uid", b"4000000"),
+        ("uname", b"a-user-name-longer-than-the-32-bytes-of-a-header"),
+        ("SCHILY.acl.access", b"kept"),
+    ];
+    b.append_pax_extensions(records).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_size(1);
+    h.set_mode(0o644);
+    h.set_mtime(1);
+    b.append_data(&mut h, "f", &b"x"[..]).unwrap();
+    let l = Layer::write(&b.into_inner().unwrap(), &small_chunks());
+    let f = l.toc.entries.iter().find(|e| e.name == "f").unwrap();
+    assert_eq!(f.modtime, "2021-03-04T05:06:08Z");
+    assert_eq!(f.uid, 4_000_000);
+    assert_eq!(
+        f.user_name,
+        "a-user-name-longer-than-the-32-bytes-of-a-header"
+    );
+    // The long name and the unknown record travel in the tar's PAX header.
+    let unpacked = gunzip_all(&l.blob);
+    let mut archive = tar::Archive::new(unpacked.as_slice());
+    let mut entry = archive.entries().unwrap().nth(1).unwrap().unwrap();
+    let keys: Vec<String> = entry
+        .pax_extensions()
+        .unwrap()
+        .unwrap()
+        .map(|r| r.unwrap().key().unwrap().to_owned())
+        .collect();
+    assert_eq!(keys, ["SCHILY.acl.access", "uname"]);
+    assert_eq!(entry.header().uid().unwrap(), 4_000_000);
+}
