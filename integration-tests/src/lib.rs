@@ -15,6 +15,7 @@
 
 mod containerd;
 mod daemon;
+pub mod estargz_images;
 mod mounts;
 mod registry;
 

@@ -305,3 +305,50 @@ fn owner_names_do_not_change_ids() {
     );
     assert_eq!((l.node("b").uid, l.node("b").gid), (7, 8));
 }
+
+#[test]
+fn implicit_dirs_inherit_a_lower_layers_attributes_like_containerd_unpacking() {
+    let lower = TarBuilder::new()
+        .xattrs(&[("user.keep", b"k"), ("trusted.skip", b"s")])
+        .dir("usr/", 0o700)
+        .file("opt", 0o644, b"a file below")
+        .dir("var/", 0o750)
+        .finish();
+    let lower = Layer::write(&lower, &small_chunks());
+    let upper = TarBuilder::new()
+        .file("usr/lib/x", 0o644, b"x")
+        .file("opt/y", 0o644, b"y")
+        .file("var/.wh..wh..opq", 0o644, b"")
+        .file("var/z", 0o644, b"z")
+        .dir("etc/", 0o711)
+        .file("etc/conf", 0o644, b"c")
+        .finish();
+    let mut upper = Layer::write(&upper, &small_chunks());
+    let implicit: Vec<String> = upper
+        .index
+        .implicit_dirs()
+        .iter()
+        .map(|&id| upper.index.path_of(id).display().to_string())
+        .collect();
+    assert_eq!(implicit, ["/opt", "/usr", "/var", "/usr/lib"]);
+    upper.index.inherit_from(&[&lower.index]);
+    let usr = upper.node("usr");
+    assert_eq!((usr.mode, usr.uid, usr.gid), (0o700, 1000, 100));
+    assert_eq!(usr.mtime, UNIX_EPOCH + Duration::from_secs(MTIME));
+    assert_eq!(usr.xattrs.keys().collect::<Vec<_>>(), ["user.keep"]);
+    // Not in the lower layer, or not a directory there: the defaults stay.
+    for path in ["usr/lib", "opt"] {
+        let n = upper.node(path);
+        assert_eq!((n.mode, n.uid, n.mtime), (0o755, 0, UNIX_EPOCH), "{path}");
+    }
+    // An opaque implicit directory keeps its marker and takes the rest.
+    let var = upper.node("var");
+    assert_eq!(var.mode, 0o750);
+    assert_eq!(var.xattrs[OsStr::new(OPAQUE_XATTR)], b"y");
+    // Described directories are never touched.
+    let etc = upper.find("etc").unwrap();
+    upper
+        .index
+        .inherit_dir_attrs(etc, &DirAttrs::from(lower.node("usr")));
+    assert_eq!(upper.node("etc").mode, 0o711);
+}
