@@ -242,6 +242,18 @@ impl LayerIndex {
         }
     }
 
+    /// The chunk of file `id` holding byte `offset` of the file, with its index in
+    /// [`Self::chunks`]; `None` past the end or for non-files.
+    pub fn file_chunk_at(&self, id: NodeId, offset: u64) -> Option<(u32, &Chunk)> {
+        let NodeKind::File { chunks, .. } = &self.nodes.get(id as usize)?.kind else {
+            return None;
+        };
+        let file = self.file_chunks(id);
+        let k = file.partition_point(|c| c.file_offset + c.size <= offset);
+        let chunk = file.get(k).filter(|c| c.file_offset <= offset)?;
+        Some((chunks.start + k as u32, chunk))
+    }
+
     /// The chunks stored in member `member` (indexes into [`Self::chunks`]), by inner offset:
     /// everything one fetch of that member can fill.
     pub fn member_chunks(&self, member: u32) -> impl Iterator<Item = u32> + '_ {
@@ -285,7 +297,7 @@ impl LayerIndex {
     /// containerd's unpacking does (`mkparent` with `WithParents`): mode, owner, mtime, and the
     /// xattrs outside `trusted.*`. Call before sharing the index; other nodes are left alone.
     pub fn inherit_dir_attrs(&mut self, id: NodeId, lower: &DirAttrs) {
-        if !self.implicit_dirs.contains(&id) {
+        if self.implicit_dirs.binary_search(&id).is_err() {
             return;
         }
         let node = &mut self.nodes[id as usize];

@@ -222,3 +222,32 @@ fn gzip_member_len(bytes: &[u8]) -> usize {
     let rest = d.into_inner();
     bytes.len() - rest.len() + 8
 }
+
+#[test]
+fn file_chunk_at_finds_the_chunk_holding_an_offset() {
+    let tar = TarBuilder::new()
+        .file("a", 0o644, b"a")
+        .file("big", 0o644, &noise(150 << 10, 12))
+        .finish();
+    let l = Layer::write(&tar, &small_chunks());
+    let big = l.find("big").unwrap();
+    for (offset, k) in [
+        (0, 0),
+        (65535, 0),
+        (65536, 1),
+        (131072, 2),
+        ((150 << 10) - 1, 2),
+    ] {
+        let (index, chunk) = l.index.file_chunk_at(big, offset).unwrap();
+        assert_eq!(chunk, &l.index.file_chunks(big)[k], "offset {offset}");
+        assert_eq!(l.index.chunks()[index as usize], *chunk);
+    }
+    assert!(l.index.file_chunk_at(big, 150 << 10).is_none());
+    assert!(l.index.file_chunk_at(ROOT, 0).is_none());
+}
+
+#[test]
+fn the_index_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<LayerIndex>();
+}
