@@ -15,6 +15,7 @@
 
 mod containerd;
 mod daemon;
+pub mod estargz_images;
 pub mod lazy;
 mod mounts;
 mod registry;

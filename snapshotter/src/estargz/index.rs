@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::ops::Range;
-use std::path::PathBuf;
+use std::path::{Component, Path, PathBuf};
 use std::time::SystemTime;
 
 use super::error::FormatError;
@@ -124,6 +124,33 @@ impl Member {
     }
 }
 
+/// The attributes a directory passes to an implicit directory of an upper layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirAttrs {
+    /// Permission bits (type bits are ignored).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Extended attributes; `trusted.*` ones are not passed on.
+    pub xattrs: BTreeMap<OsString, Vec<u8>>,
+}
+
+impl From<&Node> for DirAttrs {
+    fn from(n: &Node) -> Self {
+        DirAttrs {
+            mode: n.mode,
+            uid: n.uid,
+            gid: n.gid,
+            mtime: n.mtime,
+            xattrs: n.xattrs.clone(),
+        }
+    }
+}
+
 /// What the layer asks to be prefetched, from its landmark file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Prefetch {
@@ -146,6 +173,8 @@ pub struct LayerIndex {
     /// For each member, its chunks' range in `by_slot`.
     pub(crate) member_chunks: Vec<Range<u32>>,
     pub(crate) data_size: u64,
+    /// Directories no TOC entry describes.
+    pub(crate) implicit_dirs: Vec<NodeId>,
     pub(crate) toc_offset: u64,
     pub(crate) prefetch: Prefetch,
 }
@@ -157,6 +186,7 @@ impl LayerIndex {
         let tree::Built {
             nodes,
             raw_chunks,
+            implicit_dirs,
             prefetch,
         } = built;
         let placed = chunks::place(&toc.entries, &nodes, raw_chunks, toc_offset)?;
@@ -167,6 +197,7 @@ impl LayerIndex {
             by_slot: placed.by_slot,
             member_chunks: placed.member_chunks,
             data_size: placed.data_size,
+            implicit_dirs,
             toc_offset,
             prefetch,
         };
@@ -211,6 +242,18 @@ impl LayerIndex {
         }
     }
 
+    /// The chunk of file `id` holding byte `offset` of the file, with its index in
+    /// [`Self::chunks`]; `None` past the end or for non-files.
+    pub fn file_chunk_at(&self, id: NodeId, offset: u64) -> Option<(u32, &Chunk)> {
+        let NodeKind::File { chunks, .. } = &self.nodes.get(id as usize)?.kind else {
+            return None;
+        };
+        let file = self.file_chunks(id);
+        let k = file.partition_point(|c| c.file_offset + c.size <= offset);
+        let chunk = file.get(k).filter(|c| c.file_offset <= offset)?;
+        Some((chunks.start + k as u32, chunk))
+    }
+
     /// The chunks stored in member `member` (indexes into [`Self::chunks`]), by inner offset:
     /// everything one fetch of that member can fill.
     pub fn member_chunks(&self, member: u32) -> impl Iterator<Item = u32> + '_ {
@@ -242,6 +285,54 @@ impl LayerIndex {
     /// What the layer's landmark asks to prefetch.
     pub fn prefetch(&self) -> Prefetch {
         self.prefetch
+    }
+
+    /// Directories no TOC entry describes (made as parents of other entries; the root is not
+    /// one), by id. They start as 0755, root-owned, at the epoch.
+    pub fn implicit_dirs(&self) -> &[NodeId] {
+        &self.implicit_dirs
+    }
+
+    /// Gives implicit directory `id` the attributes of the same path in a lower layer, as
+    /// containerd's unpacking does (`mkparent` with `WithParents`): mode, owner, mtime, and the
+    /// xattrs outside `trusted.*`. Call before sharing the index; other nodes are left alone.
+    pub fn inherit_dir_attrs(&mut self, id: NodeId, lower: &DirAttrs) {
+        if self.implicit_dirs.binary_search(&id).is_err() {
+            return;
+        }
+        let node = &mut self.nodes[id as usize];
+        (node.mode, node.uid, node.gid, node.mtime) =
+            (lower.mode & 0o7777, lower.uid, lower.gid, lower.mtime);
+        for (k, v) in &lower.xattrs {
+            if !k.as_encoded_bytes().starts_with(b"trusted.") {
+                node.xattrs.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+    }
+
+    /// [`Self::inherit_dir_attrs`] for every implicit directory from `lowers`, the layers below
+    /// this one, topmost first (already resolved themselves): the first layer that has the path
+    /// decides; if it is not a directory there, the defaults stay, as in containerd.
+    pub fn inherit_from(&mut self, lowers: &[&LayerIndex]) {
+        for id in self.implicit_dirs.clone() {
+            let path = self.path_of(id);
+            let found = lowers.iter().find_map(|l| Some((l, l.find(&path)?)));
+            if let Some((lower, at)) = found {
+                let node = lower.node(at);
+                if matches!(node.kind, NodeKind::Dir { .. }) {
+                    self.inherit_dir_attrs(id, &DirAttrs::from(node));
+                }
+            }
+        }
+    }
+
+    /// The node at `path` (relative to the layer root; a leading `/` is ignored).
+    pub fn find(&self, path: &Path) -> Option<NodeId> {
+        path.components().try_fold(ROOT, |dir, c| match c {
+            Component::RootDir | Component::CurDir => Some(dir),
+            Component::Normal(name) => self.lookup(dir, name),
+            Component::ParentDir | Component::Prefix(_) => None,
+        })
     }
 
     /// The path of `id` from the layer root (`/` for the root), for logs.

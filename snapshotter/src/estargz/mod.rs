@@ -21,6 +21,7 @@
 //! | `index` | [`LayerIndex`] and its node/chunk types |
 //! | `data` | decompression and digest checks of fetched bytes |
 //! | `writer` | tar → eStargz |
+//! | `sink` | the writer's gzip members, byte counts and digests |
 //! | `time` | RFC 3339 `modtime` |
 //! | `error` | [`FormatError`] |
 //!
@@ -31,6 +32,7 @@ mod data;
 mod error;
 mod footer;
 mod index;
+mod sink;
 mod time;
 mod toc;
 mod tree;
@@ -39,7 +41,7 @@ mod writer;
 pub use data::{chunk_bytes, inflate_member, sha256, verify};
 pub use error::FormatError;
 pub use footer::{FOOTER_SIZE, Footer, LEGACY_FOOTER_SIZE, footer_bytes, parse_footer};
-pub use index::{Chunk, LayerIndex, Member, Node, NodeId, NodeKind, Prefetch, ROOT};
+pub use index::{Chunk, DirAttrs, LayerIndex, Member, Node, NodeId, NodeKind, Prefetch, ROOT};
 pub use toc::{
     MAX_TOC_JSON, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, Toc, TocEntry, decode_toc, format_digest,
     parse_digest,

@@ -3,7 +3,9 @@
 //! Entries are applied in order, as `archive.Apply` with `OverlayConvertWhiteout` does:
 //! - names are cleaned (`./`, `/`, empty and `.` components dropped); `..` is refused;
 //! - a missing parent directory is created implicitly (0755, root-owned, epoch mtime) and takes
-//!   real attributes when its own entry comes later;
+//!   real attributes when its own entry comes later; containerd would copy them from the same
+//!   directory in a lower layer, which only the caller knows
+//!   ([`super::LayerIndex::inherit_from`]);
 //! - a later entry for an existing path replaces it (and everything below it), except a
 //!   directory over a directory, which keeps its children and takes the new attributes, merging
 //!   xattrs (setxattr adds, never clears);
@@ -49,6 +51,8 @@ pub(crate) struct Built {
     pub nodes: Vec<Node>,
     /// For every file node (in id order), the TOC indexes of its `reg` and `chunk` entries.
     pub raw_chunks: Vec<(NodeId, Vec<usize>)>,
+    /// Directories no entry describes, in id order (the root excluded).
+    pub implicit_dirs: Vec<NodeId>,
     /// From the landmarks.
     pub prefetch: Prefetch,
 }
@@ -113,6 +117,8 @@ struct Tree {
     nodes: Vec<Node>,
     /// Which nodes are whiteouts (a real entry may replace them, even as a parent).
     whiteout: Vec<bool>,
+    /// Which nodes are directories no entry has described (yet).
+    implicit: Vec<bool>,
     /// TOC indexes of each file node's data entries.
     data: Vec<Vec<usize>>,
     prefetch: Prefetch,
@@ -123,6 +129,7 @@ impl Tree {
         let mut tree = Tree {
             nodes: Vec::new(),
             whiteout: Vec::new(),
+            implicit: Vec::new(),
             data: Vec::new(),
             prefetch: Prefetch::Unspecified,
         };
@@ -133,6 +140,7 @@ impl Tree {
     fn add(&mut self, node: Node) -> usize {
         self.nodes.push(node);
         self.whiteout.push(false);
+        self.implicit.push(false);
         self.data.push(Vec::new());
         self.nodes.len() - 1
     }
@@ -230,6 +238,7 @@ impl Tree {
                 // Missing, or a whiteout that this layer's own entry overrides.
                 _ => {
                     let d = self.add(implicit_dir());
+                    self.implicit[d] = true;
                     self.link(at, name, d);
                     d
                 }
@@ -299,6 +308,7 @@ impl Tree {
     /// Applies `e`'s owner, mode, mtime and xattrs to an existing node.
     fn merge_attrs(&mut self, n: usize, i: usize, e: &TocEntry) -> Result<(), FormatError> {
         let mtime = mtime(i, e)?;
+        self.implicit[n] = false;
         let node = &mut self.nodes[n];
         if !matches!(node.kind, NodeKind::Symlink { .. }) {
             node.mode = e.mode & 0o7777;
@@ -316,6 +326,7 @@ impl Tree {
             nodes,
             data,
             prefetch,
+            implicit,
             ..
         } = self;
         let mut new_id: Vec<Option<NodeId>> = vec![None; nodes.len()];
@@ -340,6 +351,7 @@ impl Tree {
         }
         let mut out = Vec::with_capacity(order.len());
         let mut raw_chunks = Vec::new();
+        let mut implicit_dirs = Vec::new();
         for (pos, (&old, (parent, name))) in order.iter().zip(placed).enumerate() {
             let mut node = nodes[old].clone();
             (node.parent, node.name) = (parent, name);
@@ -356,11 +368,15 @@ impl Tree {
             if matches!(node.kind, NodeKind::File { .. }) {
                 raw_chunks.push((to_id(pos)?, data[old].clone()));
             }
+            if implicit[old] {
+                implicit_dirs.push(to_id(pos)?);
+            }
             out.push(node);
         }
         Ok(Built {
             nodes: out,
             raw_chunks,
+            implicit_dirs,
             prefetch,
         })
     }

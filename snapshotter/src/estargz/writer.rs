@@ -18,6 +18,7 @@ use tar::EntryType;
 
 use super::error::FormatError;
 use super::footer::footer_bytes;
+use super::sink::{Sink, output};
 use super::time::format_rfc3339;
 use super::toc::{TOC_TAR_NAME, Toc, TocEntry, encode_toc_json, format_digest};
 use super::tree::{NO_PREFETCH_LANDMARK, PREFETCH_LANDMARK};
@@ -153,20 +154,24 @@ impl Meta {
             Some(l) => utf8(&l, raw.as_bytes(), "link name")?,
             None => String::new(),
         };
+        let old = h.as_old();
         let mut meta = Meta {
             kind,
             size: entry.size(),
-            mode: h.mode().map_err(input)?,
-            uid: id(h.uid().map_err(input)?)?,
-            gid: id(h.gid().map_err(input)?)?,
+            mode: blank_is_zero(&old.mode, h.mode().map(u64::from)).map_err(input)? as u32,
+            uid: id(blank_is_zero(&old.uid, h.uid()).map_err(input)?)?,
+            gid: id(blank_is_zero(&old.gid, h.gid()).map_err(input)?)?,
             uname: String::from_utf8_lossy(h.username_bytes().unwrap_or_default()).into_owned(),
             gname: String::from_utf8_lossy(h.groupname_bytes().unwrap_or_default()).into_owned(),
-            mtime: h.mtime().map_err(input)?,
+            mtime: blank_is_zero(&old.mtime, h.mtime()).map_err(input)?,
             link_name,
-            dev: (
-                h.device_major().map_err(input)?.unwrap_or(0),
-                h.device_minor().map_err(input)?.unwrap_or(0),
-            ),
+            dev: if matches!(kind, EntryType::Char | EntryType::Block) {
+                let major = h.device_major().map_err(input)?;
+                let minor = h.device_minor().map_err(input)?;
+                (major.unwrap_or(0), minor.unwrap_or(0))
+            } else {
+                (0, 0)
+            },
             xattrs: BTreeMap::new(),
             other_pax: Vec::new(),
             name,
@@ -191,10 +196,15 @@ impl Meta {
             let value = record.value_bytes();
             let text = String::from_utf8_lossy(value);
             let number = || text.split('.').next().and_then(|n| n.parse::<u64>().ok());
+            // Like the reference (`ModTime.Round(time.Second)`): half a second rounds up.
+            let seconds = || {
+                let frac = text.split('.').nth(1).and_then(|f| f.bytes().next());
+                number().map(|n| n + u64::from(frac.is_some_and(|d| d >= b'5')))
+            };
             match key.as_str() {
                 "uid" => self.uid = number().and_then(|n| n.try_into().ok()).unwrap_or(self.uid),
                 "gid" => self.gid = number().and_then(|n| n.try_into().ok()).unwrap_or(self.gid),
-                "mtime" => self.mtime = number().unwrap_or(self.mtime),
+                "mtime" => self.mtime = seconds().unwrap_or(self.mtime),
                 "uname" => self.uname = text.into_owned(),
                 "gname" => self.gname = text.into_owned(),
                 // Re-derived by the tar writer, or dropped like the reference writer drops them.
@@ -275,6 +285,15 @@ impl Meta {
         }
         // Take the bytes without `finish`, which would end the archive.
         Ok(std::mem::take(b.get_mut()))
+    }
+}
+
+/// A numeric header field, with a blank one read as 0 as Go's tar reader does (writers leave
+/// fields blank when a PAX record carries the value).
+fn blank_is_zero(field: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    match parsed {
+        Err(_) if field.iter().all(|&b| b == 0 || b == b' ') => Ok(0),
+        other => other,
     }
 }
 
@@ -485,124 +504,4 @@ fn changed(names: &mut HashMap<u32, String>, id: u32, name: &str) -> String {
     }
     names.insert(id, name.to_owned());
     name.to_owned()
-}
-
-/// The output: gzip members over a counting, hashing writer.
-struct Sink<W: Write> {
-    state: State<W>,
-    level: flate2::Compression,
-    /// Uncompressed bytes written (the tar stream so far).
-    uncompressed: u64,
-    diff: Sha256,
-}
-
-enum State<W: Write> {
-    Idle(Counted<W>),
-    Open(flate2::write::GzEncoder<Counted<W>>),
-    /// Only while switching between the two.
-    Gone,
-}
-
-/// Counts and hashes what reaches the real output.
-struct Counted<W: Write> {
-    out: W,
-    n: u64,
-    hash: Sha256,
-}
-
-impl<W: Write> Write for Counted<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.out.write(buf)?;
-        self.n += n as u64;
-        self.hash.update(&buf[..n]);
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
-    }
-}
-
-impl<W: Write> Sink<W> {
-    fn new(out: W, level: u32) -> Self {
-        Sink {
-            state: State::Idle(Counted {
-                out,
-                n: 0,
-                hash: Sha256::new(),
-            }),
-            level: flate2::Compression::new(level),
-            uncompressed: 0,
-            diff: Sha256::new(),
-        }
-    }
-
-    /// Writes uncompressed tar bytes into the open member (opening one if needed).
-    fn write(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
-        if let State::Idle(_) = self.state
-            && let State::Idle(out) = std::mem::replace(&mut self.state, State::Gone)
-        {
-            self.state = State::Open(flate2::write::GzEncoder::new(out, self.level));
-        }
-        let State::Open(gz) = &mut self.state else {
-            return Err(output(io::Error::other("writer used after a failure")));
-        };
-        gz.write_all(bytes).map_err(output)?;
-        self.uncompressed += bytes.len() as u64;
-        self.diff.update(bytes);
-        Ok(())
-    }
-
-    /// Pushes pending compressed bytes out (a sync flush), so [`Self::compressed`] is exact.
-    fn flush(&mut self) -> Result<(), FormatError> {
-        match &mut self.state {
-            State::Open(gz) => gz.flush().map_err(output),
-            _ => Ok(()),
-        }
-    }
-
-    /// Ends the open member, if any.
-    fn close_member(&mut self) -> Result<(), FormatError> {
-        if let State::Open(gz) = std::mem::replace(&mut self.state, State::Gone) {
-            self.state = State::Idle(gz.finish().map_err(output)?);
-        } else if let State::Gone = self.state {
-            return Err(output(io::Error::other("writer used after a failure")));
-        }
-        Ok(())
-    }
-
-    /// Compressed bytes written so far.
-    fn compressed(&self) -> u64 {
-        match &self.state {
-            State::Idle(out) => out.n,
-            State::Open(gz) => gz.get_ref().n,
-            State::Gone => 0,
-        }
-    }
-
-    /// Writes bytes that are not part of the tar stream (the footer), after the last member.
-    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), FormatError> {
-        self.close_member()?;
-        match &mut self.state {
-            State::Idle(out) => out.write_all(bytes).map_err(output),
-            _ => Err(output(io::Error::other("writer used after a failure"))),
-        }
-    }
-
-    fn summary(self, toc_digest: String) -> Result<WriteSummary, FormatError> {
-        let State::Idle(mut out) = self.state else {
-            return Err(output(io::Error::other("writer used after a failure")));
-        };
-        out.flush().map_err(output)?;
-        Ok(WriteSummary {
-            toc_digest,
-            diff_id: format_digest(&self.diff.finalize().into()),
-            blob_digest: format_digest(&out.hash.finalize().into()),
-            blob_size: out.n,
-        })
-    }
-}
-
-fn output(source: io::Error) -> FormatError {
-    FormatError::Output { source }
 }
