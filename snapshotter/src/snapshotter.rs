@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fsutil::{disk_usage, remove_tree};
-use crate::lazy::{self, LazyLayers, Resolved};
+use crate::lazy::{self, InheritedDir, LazyLayers, Resolved};
 use crate::mounts::{Layout, Mount};
 use crate::reaper::Reaper;
 use crate::store::{Info, Kind, Labels, Store, Usage};
@@ -185,8 +185,15 @@ impl Snapshotter {
             remove_tree(&dir).map_err(Error::io("remove uncommitted leftover", &dir))?;
             fs::rename(&tmp, &dir).map_err(Error::io("rename new snapshot dir to", &dir))?;
             let fs_dir = self.layout.fs(snap.id);
-            lazy.install(&resolved)
-                .and_then(|()| lazy.mount(snap.id, &fs_dir, &resolved.remote, Some(resolved.index)))
+            let mut index = resolved.index.clone();
+            let inherited = self.inherited_dirs(&index, &snap.parent_ids);
+            for d in &inherited {
+                d.apply(&mut index);
+            }
+            lazy.install(&resolved, &inherited)
+                .and_then(|()| {
+                    lazy.mount(snap.id, &fs_dir, &resolved.remote, Some(Arc::new(index)))
+                })
                 .map_err(|e| Error::Lazy(e.to_string()))?;
             Ok(snap)
         })();
@@ -374,6 +381,36 @@ impl Snapshotter {
             return Err(e);
         }
         Ok(self.layout.mounts(&snap))
+    }
+
+    /// What each implicit directory of `index` inherits from the same directory in the layers
+    /// below (`parent_ids`, topmost first), as containerd's unpacking would give it.
+    fn inherited_dirs(
+        &self,
+        index: &crate::estargz::LayerIndex,
+        parent_ids: &[u64],
+    ) -> Vec<InheritedDir> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut out = Vec::new();
+        for &node in index.implicit_dirs() {
+            let rel = index.path_of(node);
+            let rel = rel.strip_prefix("/").unwrap_or(&rel);
+            let found = parent_ids
+                .iter()
+                .find_map(|&pid| fs::symlink_metadata(self.layout.fs(pid).join(rel)).ok())
+                .filter(fs::Metadata::is_dir);
+            if let Some(m) = found {
+                out.push(InheritedDir {
+                    node,
+                    mode: m.permissions().mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime_secs: m.mtime(),
+                    mtime_nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+                });
+            }
+        }
+        out
     }
 
     /// Moves aside the `layers/` entries no remote snapshot record refers to (their snapshots

@@ -50,4 +50,4 @@ pub use tree::{NO_PREFETCH_LANDMARK, OPAQUE_XATTR, PREFETCH_LANDMARK};
 pub use writer::{DEFAULT_CHUNK_SIZE, WriteSummary, WriterOptions, write_estargz};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use fuser::BackgroundSession;
 
-use crate::estargz::{self, FOOTER_SIZE, LayerIndex, Toc};
+use std::time::UNIX_EPOCH;
+
+use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
 use crate::lazy::background::BackgroundFetch;
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
@@ -49,7 +51,7 @@ pub struct Resolved {
     /// For the snapshot record.
     pub remote: RemoteLayer,
     /// The layer's tree and chunk table.
-    pub index: Arc<LayerIndex>,
+    pub index: LayerIndex,
     /// The verified TOC, saved by [`LazyLayers::install`].
     pub toc: Arc<Toc>,
 }
@@ -148,7 +150,7 @@ impl LazyLayers {
             .read_range(r, d, footer.toc_offset, toc_end - footer.toc_offset)
             .await?;
         let (toc, toc_digest) = estargz::decode_toc(&toc_gz, spec.toc_digest.as_deref())?;
-        let index = Arc::new(LayerIndex::from_toc(&toc, footer.toc_offset)?);
+        let index = LayerIndex::from_toc(&toc, footer.toc_offset)?;
         Ok(Resolved {
             remote: RemoteLayer {
                 image_ref: spec.image_ref.clone(),
@@ -161,13 +163,21 @@ impl LazyLayers {
         })
     }
 
-    /// Saves a resolved layer's TOC under `layers/` (blocking), so it can be mounted again after
-    /// a restart. Called under the store's write lock, so Cleanup never sees it half-made.
-    pub fn install(&self, resolved: &Resolved) -> Result<(), LazyError> {
-        save_toc(
-            &self.layer_dir(&resolved.remote.layer_digest),
-            &resolved.toc,
-        )
+    /// Saves a resolved layer's TOC, and the attributes its implicit directories inherited from
+    /// the layers below, under `layers/` (blocking), so it can be mounted again after a restart
+    /// exactly as now. Called under the store's write lock, so Cleanup never sees it half-made.
+    pub fn install(
+        &self,
+        resolved: &Resolved,
+        inherited: &[InheritedDir],
+    ) -> Result<(), LazyError> {
+        let dir = self.layer_dir(&resolved.remote.layer_digest);
+        let toc =
+            serde_json::to_vec(&*resolved.toc).map_err(|e| LazyError::Internal(e.to_string()))?;
+        let attrs =
+            serde_json::to_vec(inherited).map_err(|e| LazyError::Internal(e.to_string()))?;
+        save_file(&dir, DIR_ATTRS_FILE, &attrs)?;
+        save_file(&dir, TOC_FILE, &toc)
     }
 
     /// Mounts snapshot `id`'s layer at `mountpoint` (blocking). Without `index`, the saved TOC
@@ -277,27 +287,79 @@ impl LazyLayers {
     }
 }
 
-/// Writes `toc.json` atomically (fsynced: a restart mounts from it).
-fn save_toc(dir: &Path, toc: &Toc) -> Result<(), LazyError> {
+const TOC_FILE: &str = "toc.json";
+const DIR_ATTRS_FILE: &str = "dirattrs.json";
+
+/// Attributes an implicit directory of a layer (one its TOC implies but does not list) takes from
+/// the same directory in a lower layer, as containerd's unpacking gives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InheritedDir {
+    /// The directory's node in the layer's index (stable: the index is built from the same TOC).
+    pub node: NodeId,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Nanoseconds of the modification time.
+    pub mtime_nanos: u32,
+}
+
+impl InheritedDir {
+    /// Applies these attributes to `index`.
+    pub fn apply(&self, index: &mut LayerIndex) {
+        let mtime = if self.mtime_secs >= 0 {
+            UNIX_EPOCH + Duration::new(self.mtime_secs as u64, self.mtime_nanos)
+        } else {
+            UNIX_EPOCH
+        };
+        let attrs = DirAttrs {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime,
+            xattrs: Default::default(),
+        };
+        index.inherit_dir_attrs(self.node, &attrs);
+    }
+}
+
+/// Writes `dir/name` atomically and durably (a restart mounts from it).
+fn save_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LazyError> {
     std::fs::create_dir_all(dir).map_err(LazyError::io("create", dir))?;
-    let path = dir.join("toc.json");
-    let tmp = dir.join("toc.json.tmp");
-    let bytes = serde_json::to_vec(toc).map_err(|e| LazyError::Internal(e.to_string()))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         std::fs::File::open(dir)?.sync_all()
     };
-    write().map_err(LazyError::io("save TOC to", &path))
+    write().map_err(LazyError::io("save", &path))
 }
 
 fn load_index(dir: &Path, remote: &RemoteLayer) -> Result<LayerIndex, LazyError> {
-    let path = dir.join("toc.json");
+    let path = dir.join(TOC_FILE);
     let bytes = std::fs::read(&path).map_err(LazyError::io("read saved TOC", &path))?;
     let toc: Toc = serde_json::from_slice(&bytes)
         .map_err(|e| LazyError::Internal(format!("saved TOC {}: {e}", path.display())))?;
-    Ok(LayerIndex::from_toc(&toc, remote.toc_offset)?)
+    let mut index = LayerIndex::from_toc(&toc, remote.toc_offset)?;
+    let path = dir.join(DIR_ATTRS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let dirs: Vec<InheritedDir> = serde_json::from_slice(&bytes)
+                .map_err(|e| LazyError::Internal(format!("{}: {e}", path.display())))?;
+            for d in &dirs {
+                d.apply(&mut index);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LazyError::io("read", &path)(e)),
+    }
+    Ok(index)
 }

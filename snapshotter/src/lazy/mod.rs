@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use manager::{LazyConfig, LazyLayers, Resolved};
+pub use manager::{InheritedDir, LazyConfig, LazyLayers, Resolved};
 
 use crate::estargz::FormatError;
 use crate::registry::RegistryError;
@@ -90,3 +90,6 @@ pub(crate) fn log_read_error(data: &data::LayerData, path: &Path, e: &data::Read
         "read of a lazy layer failed; the reader got EIO (further errors muted for 10 s)"
     );
 }
+
+#[cfg(test)]
+mod tests;

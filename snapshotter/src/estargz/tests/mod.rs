@@ -2,7 +2,7 @@
 //! `tar` crate, hand-made TOCs for what a writer would never produce, and footers byte by byte.
 
 mod chunks;
-mod fixtures;
+pub(crate) mod fixtures;
 mod footer_toc;
 mod malformed;
 mod tree;
