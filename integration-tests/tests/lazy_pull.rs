@@ -54,7 +54,14 @@ impl Bed {
     fn run(&self, ns: &str, image: &str, id: &str, cmd: &[&str]) -> String {
         let mut args = vec!["-n", ns, "run", "--rm", "--snapshotter", "augur", image, id];
         args.extend_from_slice(cmd);
-        self.containerd.ctr_ok(&args)
+        let out = self.containerd.ctr(&args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}\n--- augur log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -140,4 +147,86 @@ fn non_estargz_layers_fall_back_to_a_normal_pull() {
     let log = bed.daemon.log();
     assert!(log.contains("not lazy; pulling normally"), "{log}");
     assert!(!log.contains("remote layer mounted lazily"), "{log}");
+}
+
+/// FUSE mounts below the daemon's snapshot directory (where lazy layers are mounted).
+fn fuse_mounts(bed: &Bed) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let snapshots = bed.daemon.root().join("snapshots");
+    let prefix = snapshots.to_string_lossy().into_owned();
+    info.lines()
+        .filter(|l| {
+            l.split(" - ")
+                .nth(1)
+                .is_some_and(|r| r.starts_with("fuse "))
+        })
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|p| p.starts_with(&prefix))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// After `kill -9` and after a clean stop, the daemon mounts every remote layer again from its
+/// metadata before it accepts calls, and new containers from the image start.
+#[test]
+fn remote_layers_are_mounted_again_after_a_crash_and_a_restart() {
+    let mut bed = Bed::start("lazy-restart");
+    let esgz = push_estargz(&bed.containerd, &bed.registry, "python:latest");
+    bed.rpull("r", &esgz);
+    assert_eq!(fuse_mounts(&bed).len(), 2, "python has two lazy layers");
+
+    bed.daemon.kill9();
+    bed.daemon.restart();
+    // Daemon::restart returns once the socket accepts calls: the layers must be there already,
+    // each mounted once (the dead mounts of the killed daemon detached, not stacked).
+    let mounts = fuse_mounts(&bed);
+    assert_eq!(
+        mounts.len(),
+        2,
+        "after kill -9: {mounts:?}\n{}",
+        bed.daemon.log()
+    );
+    bed.containerd.wait_reconnected("augur");
+    let out = bed.run(
+        "r",
+        &esgz,
+        "after-crash",
+        &["python3", "-c", "import json; print(json.dumps([1]))"],
+    );
+    assert_eq!(out.trim(), "[1]");
+
+    assert!(bed.daemon.stop().is_some_and(|s| s.success()));
+    assert!(
+        fuse_mounts(&bed).is_empty(),
+        "a clean stop unmounts its layers"
+    );
+    bed.daemon.restart();
+    assert_eq!(fuse_mounts(&bed).len(), 2);
+    bed.containerd.wait_reconnected("augur");
+    let out = bed.run("r", &esgz, "after-stop", &["python3", "-c", "print(6 * 7)"]);
+    assert_eq!(out.trim(), "42");
+}
+
+/// Removing the image removes its lazy snapshots: their FUSE mounts go away and Cleanup
+/// deletes the layers' local data.
+#[test]
+fn image_removal_unmounts_and_cleans_up_lazy_layers() {
+    let bed = Bed::start("lazy-remove");
+    let esgz = push_estargz(&bed.containerd, &bed.registry, "busybox:latest");
+    bed.rpull("rm", &esgz);
+    assert_eq!(fuse_mounts(&bed).len(), 1);
+    bed.containerd
+        .ctr_ok(&["-n", "rm", "image", "rm", "--sync", &esgz]);
+    assert!(fuse_mounts(&bed).is_empty(), "{}", bed.daemon.log());
+    let layers = bed.daemon.root().join("layers");
+    let left: Vec<_> = std::fs::read_dir(&layers)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        augur_integration_tests::poll(std::time::Duration::from_secs(10), || {
+            std::fs::read_dir(&layers).unwrap().next().is_none()
+        }),
+        "layer data left after image removal + GC cleanup: {left:?}"
+    );
 }
