@@ -195,6 +195,7 @@ impl Snapshotter {
                     lazy.mount(snap.id, &fs_dir, &resolved.remote, Some(Arc::new(index)))
                 })
                 .map_err(|e| Error::Lazy(e.to_string()))?;
+            lazy.count_resolve_bytes(&resolved);
             Ok(snap)
         })();
         let snap = match result {

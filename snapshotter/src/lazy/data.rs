@@ -4,8 +4,9 @@
 //! Layout under `layers/<digest hex>/`:
 //!
 //! ```text
-//! data      sparse file: every chunk's uncompressed bytes at its slot (LayerIndex order)
-//! present   bitmap, one bit per chunk: "this slot was written" (a hint, rewritten atomically)
+//! data        sparse file: every chunk's uncompressed bytes at its slot (LayerIndex order)
+//! present     bitmap, one bit per chunk: "this slot was written" (a hint, rewritten atomically)
+//! stats.json  the layer's fetch counters as of the last save (unmount, progress)
 //! ```
 //!
 //! The bitmap is only a hint: a chunk found there is verified against its digest the first time
@@ -51,7 +52,7 @@ pub enum ReadError {
     Local(String),
 }
 
-/// Counters of one layer (exported as metrics by a later layer of the daemon).
+/// Counters of one layer, kept across restarts in `stats.json` (until metrics export them).
 #[derive(Debug, Default)]
 pub struct LayerStats {
     /// Compressed bytes fetched from the source (demand and background).
@@ -60,6 +61,26 @@ pub struct LayerStats {
     pub fetches: AtomicU64,
     /// Reads answered with EIO.
     pub read_errors: AtomicU64,
+}
+
+/// `stats.json`: a layer's counters as of its last save.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct SavedStats {
+    /// Compressed bytes fetched from the registry, over the layer's whole life on this node.
+    pub fetched_bytes: u64,
+    /// Range requests made.
+    pub fetches: u64,
+    /// Reads answered with EIO.
+    pub read_errors: u64,
+}
+
+/// Replaces `path` with `bytes` via a temporary file and a rename.
+fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = File::create(&tmp)?;
+    f.write_all(bytes)?;
+    drop(f);
+    std::fs::rename(&tmp, path)
 }
 
 /// The outcome of one member fetch that other readers may be waiting for.
@@ -172,6 +193,17 @@ impl LayerData {
         };
         if let Ok(bytes) = std::fs::read(&data.bitmap_path) {
             data.present.load(&bytes);
+        }
+        if let Ok(saved) = std::fs::read(data.stats_path())
+            && let Ok(saved) = serde_json::from_slice::<SavedStats>(&saved)
+        {
+            data.stats
+                .fetched_bytes
+                .store(saved.fetched_bytes, Ordering::Relaxed);
+            data.stats.fetches.store(saved.fetches, Ordering::Relaxed);
+            data.stats
+                .read_errors
+                .store(saved.read_errors, Ordering::Relaxed);
         }
         data.complete
             .store((0..n).all(|i| data.present.get(i)), Ordering::Release);
@@ -362,13 +394,21 @@ impl LayerData {
         Ok(complete)
     }
 
-    /// Writes the `present` hint atomically (no fsync: it is verified on use).
+    /// Writes the `present` hint and `stats.json` atomically (no fsync: the bitmap is verified
+    /// on use, and the counters are informational).
     pub fn persist(&self) -> std::io::Result<()> {
-        let tmp = self.bitmap_path.with_extension("tmp");
-        let mut f = File::create(&tmp)?;
-        f.write_all(&self.present.to_bytes())?;
-        drop(f);
-        std::fs::rename(&tmp, &self.bitmap_path)
+        write_replace(&self.bitmap_path, &self.present.to_bytes())?;
+        let stats = SavedStats {
+            fetched_bytes: self.stats.fetched_bytes.load(Ordering::Relaxed),
+            fetches: self.stats.fetches.load(Ordering::Relaxed),
+            read_errors: self.stats.read_errors.load(Ordering::Relaxed),
+        };
+        let json = serde_json::to_vec_pretty(&stats).map_err(std::io::Error::other)?;
+        write_replace(&self.stats_path(), &json)
+    }
+
+    fn stats_path(&self) -> PathBuf {
+        self.bitmap_path.with_file_name("stats.json")
     }
 
     /// The source's name, for logs.

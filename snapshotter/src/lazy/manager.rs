@@ -54,6 +54,8 @@ pub struct Resolved {
     pub index: LayerIndex,
     /// The verified TOC, saved by [`LazyLayers::install`].
     pub toc: Arc<Toc>,
+    /// Bytes read from the registry to resolve it (footer and TOC), counted in its stats.
+    pub resolve_bytes: u64,
 }
 
 struct Mounted {
@@ -160,6 +162,7 @@ impl LazyLayers {
             },
             index,
             toc: Arc::new(toc),
+            resolve_bytes: tail.len() as u64 + toc_gz.len() as u64,
         })
     }
 
@@ -215,6 +218,19 @@ impl LazyLayers {
             .unwrap_or_else(|p| p.into_inner())
             .insert(id, mounted);
         Ok(())
+    }
+
+    /// Counts the bytes a fresh resolve read (footer, TOC) in the layer's fetch statistics.
+    pub fn count_resolve_bytes(&self, resolved: &Resolved) {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(data) = shared
+            .get(&resolved.remote.layer_digest)
+            .and_then(Weak::upgrade)
+        {
+            data.stats
+                .fetched_bytes
+                .fetch_add(resolved.resolve_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// Unmounts snapshot `id`'s layer (if mounted) and saves its fetch progress.
