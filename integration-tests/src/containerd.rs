@@ -63,6 +63,27 @@ impl Containerd {
         run_ok(&mut self.command(args))
     }
 
+    /// Waits until containerd reaches proxy snapshotter `name` again after it restarted (its gRPC
+    /// client reconnects on its own within a few seconds; calls before that fail with
+    /// "connection refused"). Probes with a prepare + rm of a throwaway snapshot.
+    pub fn wait_reconnected(&self, name: &str) {
+        wait_until(
+            &format!("containerd to reach {name} again"),
+            Duration::from_secs(30),
+            || {
+                let sn = ["-n", "reconnect-probe", "snapshots", "--snapshotter", name];
+                let ok = self
+                    .ctr(&[&sn[..], &["prepare", "reconnect-probe"]].concat())
+                    .status
+                    .success();
+                if ok {
+                    self.ctr_ok(&[&sn[..], &["rm", "reconnect-probe"]].concat());
+                }
+                ok
+            },
+        );
+    }
+
     /// The containerd log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()

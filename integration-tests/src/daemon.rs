@@ -18,17 +18,24 @@ pub struct Daemon {
     root: PathBuf,
     socket: PathBuf,
     log: PathBuf,
+    config: PathBuf,
 }
 
 impl Daemon {
     /// Starts the daemon with `root`, `socket`, debug logs to `log`, and waits until the socket
     /// accepts connections.
     pub fn start(root: &Path, socket: &Path, log: &Path) -> Daemon {
+        Daemon::start_with_config(root, socket, log, Path::new("/dev/null"))
+    }
+
+    /// Like [`Daemon::start`], reading `config` (a TOML file) instead of an empty one.
+    pub fn start_with_config(root: &Path, socket: &Path, log: &Path, config: &Path) -> Daemon {
         let mut d = Daemon {
             child: None,
             root: root.to_path_buf(),
             socket: socket.to_path_buf(),
             log: log.to_path_buf(),
+            config: config.to_path_buf(),
         };
         d.spawn();
         d
@@ -40,7 +47,8 @@ impl Daemon {
             .arg(&self.root)
             .arg("--address")
             .arg(&self.socket)
-            .args(["--log-level", "debug", "--config", "/dev/null"]);
+            .args(["--log-level", "debug", "--config"])
+            .arg(&self.config);
         let child = spawn_logged(&mut cmd, &self.log, "augur-snapshotter");
         self.child = Some(child);
         let socket = self.socket.clone();

@@ -15,6 +15,8 @@
 
 mod containerd;
 mod daemon;
+pub mod estargz_images;
+pub mod lazy;
 mod mounts;
 mod registry;
 
@@ -25,7 +27,7 @@ use std::time::{Duration, Instant};
 pub use containerd::Containerd;
 pub use daemon::{Daemon, connect, list};
 pub use mounts::{TestDir, mounts_under};
-pub use registry::Registry;
+pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
 /// The workspace root (this crate's parent directory).
 pub fn workspace() -> PathBuf {

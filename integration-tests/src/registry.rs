@@ -1,6 +1,8 @@
-//! Debian's `docker-registry` (distribution 2.8) on a free loopback port.
+//! Debian's `docker-registry` (distribution 2.8) on a free loopback port; optionally with
+//! htpasswd or token authentication, TLS, a chosen port or another registry's storage
+//! ([`Registry::start_with`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::Duration;
 
@@ -11,6 +13,43 @@ use crate::{free_port, run_ok, script, spawn_logged, wait_until};
 pub struct Registry {
     child: Child,
     port: u16,
+}
+
+/// How a registry started by [`Registry::start_with`] authenticates clients.
+#[derive(Debug, Clone)]
+pub enum RegistryAuth {
+    /// HTTP Basic against an htpasswd file (bcrypt, made with `htpasswd -B`) holding one user.
+    Htpasswd {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+    /// Bearer tokens: clients fetch a JWT from `realm`; tokens whose `x5c` chain ends in
+    /// `root_cert` and whose `iss`/`aud` match are accepted.
+    Token {
+        /// Token endpoint URL announced in the challenge.
+        realm: String,
+        /// `service` (the tokens' audience).
+        service: String,
+        /// Accepted `iss`.
+        issuer: String,
+        /// PEM bundle of trusted signing certificates.
+        root_cert: PathBuf,
+    },
+}
+
+/// Options for [`Registry::start_with`]; the default is what [`Registry::start`] runs.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    /// Listen on this port (e.g. to restart a registry in place) instead of a free one.
+    pub port: Option<u16>,
+    /// Serve this storage directory (e.g. another registry's `data`) instead of `dir/data`.
+    pub data: Option<PathBuf>,
+    /// Require authentication.
+    pub auth: Option<RegistryAuth>,
+    /// Serve HTTPS with this PEM certificate and key.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Registry {
@@ -31,6 +70,61 @@ impl Registry {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         reg
+    }
+
+    /// Starts a registry configured by `opts`, its config and log under `dir`.
+    pub fn start_with(dir: &Path, opts: &RegistryOptions) -> Registry {
+        let port = opts.port.unwrap_or_else(free_port);
+        std::fs::create_dir_all(dir).expect("registry dir");
+        let data = opts.data.clone().unwrap_or_else(|| dir.join("data"));
+        std::fs::create_dir_all(&data).expect("registry data dir");
+        let mut yaml = config_yaml(&data, port);
+        if let Some((cert, key)) = &opts.tls {
+            yaml.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
+        match &opts.auth {
+            None => {}
+            Some(RegistryAuth::Htpasswd { user, password }) => {
+                let file = dir.join("htpasswd");
+                let line = run_ok(Command::new("htpasswd").args(["-Bbn", user, password]));
+                std::fs::write(&file, line).expect("write htpasswd");
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: augur-tests\n    path: {}\n",
+                    file.display()
+                ));
+            }
+            Some(RegistryAuth::Token {
+                realm,
+                service,
+                issuer,
+                root_cert,
+            }) => yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+                 issuer: {issuer}\n    rootcertbundle: {}\n",
+                root_cert.display()
+            )),
+        }
+        let config = dir.join("registry.yml");
+        std::fs::write(&config, yaml).expect("write registry config");
+        let child = spawn_logged(
+            Command::new("docker-registry").arg("serve").arg(&config),
+            &dir.join("registry.log"),
+            "docker-registry (run integration-tests/scripts/deps.sh)",
+        );
+        let reg = Registry { child, port };
+        wait_until("registry port", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        reg
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// `127.0.0.1:<port>`.

@@ -85,22 +85,7 @@ impl Bed {
     /// Waits until containerd's connection to the restarted daemon works again (its gRPC client
     /// reconnects with backoff): a Prepare+Remove must reach the daemon.
     fn wait_reconnected(&self) {
-        wait_until(
-            "containerd to reach augur again",
-            Duration::from_secs(30),
-            || {
-                let sn = ["snapshots", "--snapshotter", "augur"];
-                let ok = self
-                    .containerd
-                    .ctr(&[&sn[..], &["prepare", "reconnect-probe"]].concat())
-                    .status
-                    .success();
-                if ok {
-                    self.ctr(&[&sn[..], &["rm", "reconnect-probe"]].concat());
-                }
-                ok
-            },
-        );
+        self.containerd.wait_reconnected("augur");
     }
 }
 

@@ -5,6 +5,7 @@
 //! annotated default file is `systemd/config.toml`; a test keeps the three in step.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -41,6 +42,82 @@ pub struct RawConfig {
     /// `[grpc]` table.
     #[serde(default)]
     pub grpc: RawGrpc,
+    /// `[remote]` table.
+    #[serde(default)]
+    pub remote: RawRemote,
+    /// `[registry]` table.
+    #[serde(default)]
+    pub registry: RawRegistry,
+}
+
+/// The `[remote]` table (lazy pulling) as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemote {
+    /// Mount eStargz layers lazily.
+    pub enable: Option<bool>,
+    /// FUSE threads per mounted layer.
+    pub fuse_threads: Option<i64>,
+    /// Seconds a read may wait on the registry before it fails with EIO.
+    pub read_timeout_secs: Option<i64>,
+    /// Fetch each mounted layer whole in the background.
+    pub background_fetch: Option<bool>,
+    /// Largest background request, in MiB.
+    pub fetch_span_mib: Option<i64>,
+    /// Refuse (pull normally) layers whose image carries no TOC digest.
+    pub require_toc_digest: Option<bool>,
+}
+
+/// The `[registry]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRegistry {
+    /// containerd-style `hosts.toml` directory (`""` = none).
+    pub config_path: Option<PathBuf>,
+    /// Directory holding the Docker `config.json` (`""` = `$DOCKER_CONFIG` or `~/.docker`).
+    pub docker_config: Option<PathBuf>,
+    /// Hosts (`host` or `host:port`) that may be reached over plain HTTP.
+    pub insecure_hosts: Option<Vec<String>>,
+    /// TCP connect timeout, seconds.
+    pub connect_timeout_secs: Option<i64>,
+    /// Timeout of one HTTP request, seconds.
+    pub request_timeout_secs: Option<i64>,
+    /// Retries of a failed request (with backoff).
+    pub retries: Option<i64>,
+}
+
+/// Validated `[remote]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSettings {
+    /// Mount eStargz layers lazily.
+    pub enable: bool,
+    /// FUSE threads per mounted layer.
+    pub fuse_threads: usize,
+    /// A read waiting on the registry longer than this fails with EIO.
+    pub read_timeout: Duration,
+    /// Fetch each mounted layer whole in the background.
+    pub background_fetch: bool,
+    /// Largest background request, in bytes.
+    pub fetch_span: u64,
+    /// Refuse (pull normally) layers whose image carries no TOC digest.
+    pub require_toc_digest: bool,
+}
+
+/// Validated `[registry]` settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySettings {
+    /// `hosts.toml` directory, if any.
+    pub config_path: Option<PathBuf>,
+    /// Docker config directory, if set.
+    pub docker_config: Option<PathBuf>,
+    /// Hosts reachable over plain HTTP (loopback always is).
+    pub insecure_hosts: Vec<String>,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Timeout of one HTTP request.
+    pub request_timeout: Duration,
+    /// Retries of a failed request.
+    pub retries: u32,
 }
 
 /// The `[grpc]` table as written.
@@ -75,6 +152,10 @@ pub struct Config {
     pub socket_mode: u32,
     /// Log filter directive.
     pub log_level: String,
+    /// `[remote]`.
+    pub remote: RemoteSettings,
+    /// `[registry]`.
+    pub registry: RegistrySettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -188,8 +269,110 @@ impl RawConfig {
             address,
             socket_mode,
             log_level,
+            remote: self.remote.validate()?,
+            registry: self.registry.validate()?,
         })
     }
+}
+
+impl RawRemote {
+    fn validate(self) -> Result<RemoteSettings, ConfigError> {
+        Ok(RemoteSettings {
+            enable: self.enable.unwrap_or(true),
+            fuse_threads: in_range("remote.fuse_threads", self.fuse_threads, 4, 1, 64)? as usize,
+            read_timeout: secs(
+                "remote.read_timeout_secs",
+                self.read_timeout_secs,
+                30,
+                1,
+                3600,
+            )?,
+            background_fetch: self.background_fetch.unwrap_or(true),
+            fetch_span: in_range("remote.fetch_span_mib", self.fetch_span_mib, 4, 1, 256)? << 20,
+            require_toc_digest: self.require_toc_digest.unwrap_or(true),
+        })
+    }
+}
+
+impl RawRegistry {
+    fn validate(self) -> Result<RegistrySettings, ConfigError> {
+        let dir = |key: &'static str, p: Option<PathBuf>, default: Option<&str>| match p
+            .or_else(|| default.map(PathBuf::from))
+        {
+            Some(p) if p.as_os_str().is_empty() => Ok(None),
+            Some(p) => check_absolute(key, &p).map(|()| Some(p)),
+            None => Ok(None),
+        };
+        let insecure_hosts = self.insecure_hosts.unwrap_or_default();
+        for h in &insecure_hosts {
+            let ok = !h.is_empty() && !h.contains("://") && !h.contains('/') && !h.contains(' ');
+            if !ok {
+                return Err(invalid(
+                    "registry.insecure_hosts",
+                    h.clone(),
+                    "each entry is a host or host:port, without scheme or path".into(),
+                ));
+            }
+        }
+        Ok(RegistrySettings {
+            config_path: dir(
+                "registry.config_path",
+                self.config_path,
+                Some(DEFAULT_HOSTS_DIR),
+            )?,
+            docker_config: dir("registry.docker_config", self.docker_config, None)?,
+            insecure_hosts,
+            connect_timeout: secs(
+                "registry.connect_timeout_secs",
+                self.connect_timeout_secs,
+                10,
+                1,
+                600,
+            )?,
+            request_timeout: secs(
+                "registry.request_timeout_secs",
+                self.request_timeout_secs,
+                60,
+                1,
+                3600,
+            )?,
+            retries: in_range("registry.retries", self.retries, 4, 0, 20)? as u32,
+        })
+    }
+}
+
+/// containerd's default `config_path` for registry hosts.
+pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
+
+/// `value` (or `default`) if within `min..=max`.
+fn in_range(
+    key: &'static str,
+    value: Option<i64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    match u64::try_from(v) {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(invalid(
+            key,
+            v.to_string(),
+            format!("must be a whole number from {min} to {max}"),
+        )),
+    }
+}
+
+fn secs(
+    key: &'static str,
+    value: Option<i64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    in_range(key, value, default, min, max).map(Duration::from_secs)
 }
 
 /// Names the command-line flag that can also set `key`, since the bad value may come from it.
@@ -283,6 +466,21 @@ mod tests {
             ("[grpc]\nsocket_mode = \"0666\"", "grpc.socket_mode"),
             ("[grpc]\nsocket_mode = \"0400\"", "grpc.socket_mode"),
             ("[grpc]\nsocket_mode = \"rw\"", "grpc.socket_mode"),
+            ("[remote]\nfuse_threads = 0", "remote.fuse_threads"),
+            (
+                "[remote]\nread_timeout_secs = -1",
+                "remote.read_timeout_secs",
+            ),
+            ("[remote]\nfetch_span_mib = 1024", "remote.fetch_span_mib"),
+            (
+                "[registry]\nconfig_path = \"certs.d\"",
+                "registry.config_path",
+            ),
+            (
+                "[registry]\ninsecure_hosts = [\"http://x\"]",
+                "registry.insecure_hosts",
+            ),
+            ("[registry]\nretries = 100", "registry.retries"),
         ];
         for (text, key) in cases {
             match validate(text) {

@@ -18,7 +18,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::Config;
 use crate::grpc::SnapshotService;
+use crate::lazy::{LazyConfig, LazyLayers};
 use crate::notify::notify;
+use crate::registry::RegistryConfig;
 use crate::snapshotter::Snapshotter;
 
 /// Why the daemon could not start or stopped with an error.
@@ -62,7 +64,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), DaemonError> {
     let root = config.root.clone();
-    let sn = tokio::task::spawn_blocking(move || Snapshotter::open(&root))
+    let lazy_cfg = config.remote.enable.then(|| lazy_config(&config));
+    let handle = tokio::runtime::Handle::current();
+    let sn = tokio::task::spawn_blocking(move || open(&root, lazy_cfg, handle))
         .await
         .map_err(DaemonError::Startup)?
         .map_err(|source| DaemonError::Open {
@@ -79,7 +83,8 @@ pub async fn run(
     if let Err(e) = notify("READY=1") {
         tracing::warn!(error = %e, "could not notify systemd of readiness");
     }
-    let service = SnapshotService::new(Arc::new(sn));
+    let sn = Arc::new(sn);
+    let service = SnapshotService::new(Arc::clone(&sn));
     let served = tonic::transport::Server::builder()
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
@@ -89,9 +94,49 @@ pub async fn run(
         })
         .await;
     let _ = std::fs::remove_file(&config.address);
+    tokio::task::spawn_blocking(move || sn.shutdown())
+        .await
+        .map_err(DaemonError::Startup)?;
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Opens the store and, if enabled, mounts every remote layer it records again (blocking), so
+/// that containerd's first call after a restart finds them.
+fn open(
+    root: &Path,
+    lazy_cfg: Option<LazyConfig>,
+    handle: tokio::runtime::Handle,
+) -> Result<Snapshotter, crate::error::Error> {
+    let mut sn = Snapshotter::open(root)?;
+    if let Some(cfg) = lazy_cfg {
+        let lazy = LazyLayers::new(root, cfg, handle)
+            .map_err(|e| crate::error::Error::Lazy(e.to_string()))?;
+        sn.enable_lazy(Arc::new(lazy))?;
+    }
+    Ok(sn)
+}
+
+/// The lazy-pulling settings from the validated config.
+fn lazy_config(config: &Config) -> LazyConfig {
+    let (r, g) = (&config.remote, &config.registry);
+    LazyConfig {
+        fuse_threads: r.fuse_threads,
+        read_deadline: r.read_timeout,
+        background_fetch: r.background_fetch,
+        fetch_span: r.fetch_span,
+        require_toc_digest: r.require_toc_digest,
+        registry: RegistryConfig {
+            hosts_dir: g.config_path.clone(),
+            docker_config: g.docker_config.clone(),
+            insecure_hosts: g.insecure_hosts.clone(),
+            connect_timeout: g.connect_timeout,
+            request_timeout: g.request_timeout,
+            retries: g.retries,
+            ..RegistryConfig::default()
+        },
+    }
 }
 
 /// Binds `path` with `mode`, refusing to steal a socket another process is serving.

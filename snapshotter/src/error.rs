@@ -86,6 +86,9 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// A remote layer could not be mounted (Prepare then falls back to the normal path).
+    #[error("lazy layer: {0}")]
+    Lazy(String),
 }
 
 impl Error {
@@ -109,7 +112,7 @@ impl Error {
                 Code::FailedPrecondition
             }
             Error::Store(StoreError::AlreadyOpen { .. }) => Code::Unavailable,
-            Error::Store(_) | Error::Io { .. } => Code::Internal,
+            Error::Store(_) | Error::Io { .. } | Error::Lazy(_) => Code::Internal,
         }
     }
 }

@@ -65,6 +65,68 @@ impl SnapshotService {
     }
 }
 
+impl SnapshotService {
+    /// The remote-snapshot handshake: if `labels` ask for a remote layer and it can be mounted
+    /// lazily (or already is, e.g. pulled in another containerd namespace), returns the
+    /// ALREADY_EXISTS status containerd takes as "the layer is there". `None` means: prepare
+    /// normally (not a remote request, lazy pulling off, or the layer cannot be read lazily,
+    /// in which case containerd downloads and unpacks it as usual).
+    async fn try_remote(&self, key: &str, parent: &str, labels: &Labels) -> Option<Status> {
+        let lazy = Arc::clone(self.sn.lazy()?);
+        let spec = match crate::lazy::labels::remote_spec(labels) {
+            Ok(spec) => spec?,
+            Err(e) => {
+                tracing::warn!(key, error = %e, "remote-snapshot labels unusable; pulling normally");
+                return None;
+            }
+        };
+        let exists = |target: &str| {
+            Status::already_exists(format!("remote layer {target} is mounted lazily"))
+        };
+        if self
+            .sn
+            .stat(&spec.target)
+            .is_ok_and(|i| i.kind == Kind::Committed)
+        {
+            return Some(exists(&spec.target));
+        }
+        let start = Instant::now();
+        let resolved = match lazy.resolve(&spec).await {
+            Ok(r) => r,
+            Err(e) => {
+                let level_info = matches!(e, crate::lazy::LazyError::NotLazy(_));
+                if level_info {
+                    tracing::info!(key, layer = %spec.layer_digest, reason = %e, "not lazy; pulling normally");
+                } else {
+                    tracing::warn!(key, layer = %spec.layer_digest, error = %e, "cannot mount lazily; pulling normally");
+                }
+                return None;
+            }
+        };
+        let (target, parent, labels) = (spec.target.clone(), parent.to_owned(), labels.clone());
+        let result = self
+            .run("prepare-remote", key, move |sn| {
+                sn.prepare_remote(&target, &parent, labels, resolved)
+            })
+            .await;
+        match result {
+            Ok(()) => {
+                tracing::info!(
+                    key,
+                    layer = %spec.layer_digest,
+                    snapshot = %spec.target,
+                    elapsed_ms = start.elapsed().as_millis() as u64,
+                    "remote layer mounted lazily"
+                );
+                Some(exists(&spec.target))
+            }
+            // Committed concurrently by another namespace's pull: as good as ours.
+            Err(s) if s.code() == tonic::Code::AlreadyExists => Some(exists(&spec.target)),
+            Err(_) => None,
+        }
+    }
+}
+
 /// Runs a read-only metadata lookup (no filesystem access) inline; see the module docs.
 fn lookup<T>(
     sn: &Snapshotter,
@@ -107,9 +169,13 @@ impl Snapshots for SnapshotService {
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let r = req.into_inner();
         let key = r.key.clone();
+        let labels = labels(r.labels);
+        if let Some(done) = self.try_remote(&key, &r.parent, &labels).await {
+            return Err(done);
+        }
         let mounts = self
             .run("prepare", &key, move |sn| {
-                sn.prepare(&r.key, &r.parent, labels(r.labels))
+                sn.prepare(&r.key, &r.parent, labels)
             })
             .await?;
         Ok(Response::new(pb::PrepareSnapshotResponse {

@@ -10,7 +10,10 @@
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
+//! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
+//! | [`registry`] | OCI registry client: manifests, ranged blob reads, auth, `hosts.toml` mirrors |
+//! | [`estargz`] | the eStargz layer format: footer, TOC, layer index, chunk checks, writer (pure, no I/O) |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
 //! | [`config`] | TOML → validated [`config::Config`] |
@@ -23,6 +26,8 @@
 //! | `augur-grpc` (tokio workers) | tonic, request decoding, Stat and Mounts (one in-memory redb read each); never blocks on disk |
 //! | tokio blocking pool | every other snapshot operation (fsync, directory walks, renames) |
 //! | `augur-reaper` | deletes removed snapshots' directories in the background |
+//! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
+//! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
 //!
 //! ## Core types
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
@@ -31,11 +36,14 @@
 pub mod config;
 pub mod daemon;
 pub mod error;
+pub mod estargz;
 pub mod filter;
 pub mod fsutil;
 pub mod grpc;
+pub mod lazy;
 pub mod mounts;
 pub mod notify;
 pub mod reaper;
+pub mod registry;
 pub mod snapshotter;
 pub mod store;

@@ -22,11 +22,13 @@
 use std::fs;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
 use crate::fsutil::{disk_usage, remove_tree};
+use crate::lazy::{self, InheritedDir, LazyLayers, Resolved};
 use crate::mounts::{Layout, Mount};
 use crate::reaper::Reaper;
 use crate::store::{Info, Kind, Labels, Store, Usage};
@@ -55,6 +57,7 @@ pub struct Snapshotter {
     store: Store,
     reaper: Reaper,
     tmp_seq: AtomicU64,
+    lazy: Option<Arc<LazyLayers>>,
 }
 
 impl Snapshotter {
@@ -67,6 +70,19 @@ impl Snapshotter {
             .mode(0o700)
             .create(&snapshots_dir)
             .map_err(Error::io("create snapshot directory", &snapshots_dir))?;
+        // A daemon killed while layers were mounted leaves dead FUSE mounts (every access fails
+        // with ENOTCONN); detach them before anything below walks or deletes those directories.
+        let stale = lazy::mount::fuse_mounts_under(&snapshots_dir)
+            .map_err(Error::io("read mount table for", &snapshots_dir))?;
+        for point in &stale {
+            lazy::mount::unmount(point).map_err(Error::io("unmount stale FUSE mount", point))?;
+        }
+        if !stale.is_empty() {
+            tracing::info!(
+                mounts = stale.len(),
+                "detached FUSE mounts left by an earlier run"
+            );
+        }
         let store = Store::open(&root.join("metadata.db"))?;
         let sn = Snapshotter {
             root: root.to_path_buf(),
@@ -75,6 +91,7 @@ impl Snapshotter {
             store,
             reaper: Reaper::start()?,
             tmp_seq: AtomicU64::new(0),
+            lazy: None,
         };
         // Leftovers of interrupted Prepare and Remove calls: renamed at once and deleted by the
         // reaper, so a large leftover never delays readiness.
@@ -95,6 +112,105 @@ impl Snapshotter {
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Enables lazy pulling and mounts every remote layer the store records (blocking). A layer
+    /// that cannot be mounted is logged and left unmounted: its snapshot reads as empty until it
+    /// is removed and pulled again.
+    pub fn enable_lazy(&mut self, lazy: Arc<LazyLayers>) -> Result<()> {
+        let layers = self.store.read()?.remote_layers()?;
+        let mut mounted = 0;
+        for (id, key, remote) in &layers {
+            let fs_dir = self.layout.fs(*id);
+            match lazy.mount(*id, &fs_dir, remote, None) {
+                Ok(()) => mounted += 1,
+                Err(e) => tracing::error!(
+                    snapshot = %key,
+                    layer = %remote.layer_digest,
+                    error = %e,
+                    "could not mount remote layer again; remove the image and pull it again"
+                ),
+            }
+        }
+        if !layers.is_empty() {
+            tracing::info!(
+                mounted,
+                of = layers.len(),
+                "remote layers mounted from metadata"
+            );
+        }
+        self.lazy = Some(lazy);
+        Ok(())
+    }
+
+    /// The lazy-pulling subsystem, if enabled.
+    pub fn lazy(&self) -> Option<&Arc<LazyLayers>> {
+        self.lazy.as_ref()
+    }
+
+    /// Unmounts every lazy layer (shutdown).
+    pub fn shutdown(&self) {
+        if let Some(lazy) = &self.lazy {
+            lazy.unmount_all();
+        }
+    }
+
+    /// Commits a resolved remote layer as `name` (the chain ID containerd asked for) on
+    /// `parent`, mounted lazily. Returns [`Error::AlreadyExists`] if `name` exists, which
+    /// containerd takes as "done", like success.
+    pub fn prepare_remote(
+        &self,
+        name: &str,
+        parent: &str,
+        mut labels: Labels,
+        resolved: Resolved,
+    ) -> Result<()> {
+        let Some(lazy) = &self.lazy else {
+            return Err(Error::InvalidArgument("lazy pulling is disabled".into()));
+        };
+        check_key("name", name)?;
+        if !parent.is_empty() {
+            check_key("parent", parent)?;
+        }
+        labels.insert(
+            lazy::labels::REMOTE.into(),
+            lazy::labels::REMOTE_VALUE.into(),
+        );
+        check_labels(&labels)?;
+        let mut tx = self.store.write()?;
+        let tmp = self.make_tmp_dir(Kind::Committed)?;
+        let result = (|| {
+            let snap = tx.create_remote(name, parent, labels, resolved.remote.clone())?;
+            let dir = self.layout.dir(snap.id);
+            remove_tree(&dir).map_err(Error::io("remove uncommitted leftover", &dir))?;
+            fs::rename(&tmp, &dir).map_err(Error::io("rename new snapshot dir to", &dir))?;
+            let fs_dir = self.layout.fs(snap.id);
+            let mut index = resolved.index.clone();
+            let inherited = self.inherited_dirs(&index, &snap.parent_ids);
+            for d in &inherited {
+                d.apply(&mut index);
+            }
+            lazy.install(&resolved, &inherited)
+                .and_then(|()| {
+                    lazy.mount(snap.id, &fs_dir, &resolved.remote, Some(Arc::new(index)))
+                })
+                .map_err(|e| Error::Lazy(e.to_string()))?;
+            lazy.count_resolve_bytes(&resolved);
+            Ok(snap)
+        })();
+        let snap = match result {
+            Ok(snap) => snap,
+            Err(e) => {
+                let _ = remove_tree(&tmp);
+                return Err(e);
+            }
+        };
+        if let Err(e) = tx.commit() {
+            lazy.unmount(snap.id);
+            let _ = remove_tree(&self.layout.dir(snap.id));
+            return Err(e);
+        }
+        Ok(())
     }
 
     /// Creates an active snapshot on `parent` (may be empty) and returns its mounts.
@@ -140,8 +256,13 @@ impl Snapshotter {
     pub fn remove(&self, key: &str) -> Result<()> {
         check_key("key", key)?;
         let mut tx = self.store.write()?;
-        let (id, _) = tx.remove(key)?;
+        let rec = tx.remove(key)?;
         tx.commit()?;
+        let id = rec.id;
+        if let (Some(lazy), Some(_)) = (&self.lazy, &rec.remote) {
+            // Before the rename: the reaper must never walk into a live FUSE mount.
+            lazy.unmount(id);
+        }
         let dir = self.layout.dir(id);
         let trash = self.snapshots_dir.join(format!("{TRASH_PREFIX}{id}"));
         match fs::rename(&dir, &trash) {
@@ -210,6 +331,10 @@ impl Snapshotter {
                     .parse::<u64>()
                     .map_or(true, |id| !ids.contains_key(&id))
         })?;
+        let mut doomed = doomed;
+        if let Some(lazy) = &self.lazy {
+            doomed.extend(self.unused_layer_dirs(lazy, &tx)?);
+        }
         drop(tx);
         for dir in &doomed {
             remove_tree(dir).map_err(Error::io("remove", dir))?;
@@ -257,6 +382,65 @@ impl Snapshotter {
             return Err(e);
         }
         Ok(self.layout.mounts(&snap))
+    }
+
+    /// What each implicit directory of `index` inherits from the same directory in the layers
+    /// below (`parent_ids`, topmost first), as containerd's unpacking would give it.
+    fn inherited_dirs(
+        &self,
+        index: &crate::estargz::LayerIndex,
+        parent_ids: &[u64],
+    ) -> Vec<InheritedDir> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut out = Vec::new();
+        for &node in index.implicit_dirs() {
+            let rel = index.path_of(node);
+            let rel = rel.strip_prefix("/").unwrap_or(&rel);
+            let found = parent_ids
+                .iter()
+                .find_map(|&pid| fs::symlink_metadata(self.layout.fs(pid).join(rel)).ok())
+                .filter(fs::Metadata::is_dir);
+            if let Some(m) = found {
+                out.push(InheritedDir {
+                    node,
+                    mode: m.permissions().mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime_secs: m.mtime(),
+                    mtime_nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+                });
+            }
+        }
+        out
+    }
+
+    /// Moves aside the `layers/` entries no remote snapshot record refers to (their snapshots
+    /// were removed); the caller deletes them. Runs under the store's write lock.
+    fn unused_layer_dirs(
+        &self,
+        lazy: &LazyLayers,
+        tx: &crate::store::WriteTxn,
+    ) -> Result<Vec<PathBuf>> {
+        let used: std::collections::HashSet<PathBuf> = tx
+            .remote_layers()?
+            .iter()
+            .map(|(_, _, r)| lazy.layer_dir(&r.layer_digest))
+            .collect();
+        let dir = lazy.layers_dir();
+        let mut moved = Vec::new();
+        for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+            let entry = entry.map_err(Error::io("list", dir))?;
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if used.contains(&path) || name.starts_with(TRASH_PREFIX) {
+                continue;
+            }
+            let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+            let trash = dir.join(format!("{TRASH_PREFIX}{seq}-{name}"));
+            fs::rename(&path, &trash).map_err(Error::io("move aside", &path))?;
+            moved.push(trash);
+        }
+        Ok(moved)
     }
 
     fn make_tmp_dir(&self, kind: Kind) -> Result<PathBuf> {

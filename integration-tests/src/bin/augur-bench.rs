@@ -359,10 +359,7 @@ impl Row {
     }
 
     fn ratio(&self) -> f64 {
-        let (a, r) = (
-            median(&self.samples[0]),
-            median(&self.samples[1]),
-        );
+        let (a, r) = (median(&self.samples[0]), median(&self.samples[1]));
         a.as_secs_f64() / r.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 

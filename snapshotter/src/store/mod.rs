@@ -19,7 +19,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub use records::{Info, Kind, Labels, Record, Timestamp, Usage};
+pub use records::{Info, Kind, Labels, Record, RemoteLayer, Timestamp, Usage};
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
@@ -192,6 +192,11 @@ impl ReadTxn {
         Ok(ids)
     }
 
+    /// Every remote layer record: (directory id, key, remote info).
+    pub fn remote_layers(&self) -> Result<Vec<(u64, String, RemoteLayer)>> {
+        remote_layers_in(&self.snapshots)
+    }
+
     /// Number of snapshots whose parent has directory id `id`.
     pub fn child_count(&self, id: u64) -> Result<usize> {
         Ok(self.children.range((id, 0)..=(id, u64::MAX))?.count())
@@ -212,6 +217,29 @@ impl WriteTxn {
         key: &str,
         parent: &str,
         labels: Labels,
+    ) -> Result<Snapshot> {
+        self.create_record(kind, key, parent, labels, None)
+    }
+
+    /// Creates a committed snapshot for a lazily mounted remote layer in one step (it is never
+    /// active: its content is the registry's).
+    pub fn create_remote(
+        &mut self,
+        name: &str,
+        parent: &str,
+        labels: Labels,
+        remote: RemoteLayer,
+    ) -> Result<Snapshot> {
+        self.create_record(Kind::Committed, name, parent, labels, Some(remote))
+    }
+
+    fn create_record(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: Labels,
+        remote: Option<RemoteLayer>,
     ) -> Result<Snapshot> {
         let mut snaps = self.tx.open_table(SNAPSHOTS)?;
         let parent_ids = if parent.is_empty() {
@@ -244,6 +272,7 @@ impl WriteTxn {
             created: now,
             updated: now,
             usage: Usage::default(),
+            remote,
         };
         snaps.insert(key, encode(&rec).as_slice())?;
         if let Some(&pid) = parent_ids.first() {
@@ -291,8 +320,8 @@ impl WriteTxn {
         Ok(rec.id)
     }
 
-    /// Deletes `key` unless it has children (`storage.Remove`). Returns its id and kind.
-    pub fn remove(&mut self, key: &str) -> Result<(u64, Kind)> {
+    /// Deletes `key` unless it has children (`storage.Remove`). Returns the deleted record.
+    pub fn remove(&mut self, key: &str) -> Result<Record> {
         let mut snaps = self.tx.open_table(SNAPSHOTS)?;
         let mut children = self.tx.open_table(CHILDREN)?;
         let rec = get_record(&snaps, key)?;
@@ -308,7 +337,7 @@ impl WriteTxn {
             children.remove((pid, rec.id))?;
         }
         snaps.remove(key)?;
-        Ok((rec.id, rec.kind))
+        Ok(rec)
     }
 
     /// Replaces labels per containerd's field paths (`storage.UpdateInfo`); other fields are
@@ -356,6 +385,11 @@ impl WriteTxn {
         Ok(ids)
     }
 
+    /// Every remote layer record, as this transaction sees it.
+    pub fn remote_layers(&self) -> Result<Vec<(u64, String, RemoteLayer)>> {
+        remote_layers_in(&self.tx.open_table(SNAPSHOTS)?)
+    }
+
     /// Makes every change durable (fsync) or none of them.
     pub fn commit(self) -> Result<()> {
         self.tx.commit()?;
@@ -368,6 +402,21 @@ impl WriteTxn {
         meta.insert(NEXT_ID, id + 1)?;
         Ok(id)
     }
+}
+
+fn remote_layers_in<T>(table: &T) -> Result<Vec<(u64, String, RemoteLayer)>>
+where
+    T: ReadableTable<&'static str, &'static [u8]>,
+{
+    let mut out = Vec::new();
+    for item in table.iter()? {
+        let (k, v) = item?;
+        let rec = decode(k.value(), v.value())?;
+        if let Some(remote) = rec.remote {
+            out.push((rec.id, k.value().to_owned(), remote));
+        }
+    }
+    Ok(out)
 }
 
 fn get_record<T>(table: &T, key: &str) -> Result<Record>

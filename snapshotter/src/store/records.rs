@@ -98,6 +98,24 @@ pub struct Record {
     pub updated: Timestamp,
     /// Usage measured at commit (zero for active and view snapshots).
     pub usage: Usage,
+    /// For a lazily mounted remote layer: where its bytes come from (absent for every other
+    /// snapshot, so records written before lazy pulling existed read back unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteLayer>,
+}
+
+/// What a committed remote layer's record keeps: enough to mount it again after a restart
+/// without asking the registry (its TOC is saved under `layers/`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteLayer {
+    /// The image reference the layer is fetched from.
+    pub image_ref: String,
+    /// The layer blob's digest.
+    pub layer_digest: String,
+    /// The digest of its (verified) TOC JSON.
+    pub toc_digest: String,
+    /// Where the TOC starts in the blob (the end of the last data member).
+    pub toc_offset: u64,
 }
 
 impl Record {

@@ -1,0 +1,381 @@
+//! [`LazyLayers`]: resolving a remote layer (footer, TOC, verification), mounting it, keeping
+//! its FUSE session and background fetch alive, and unmounting it.
+//!
+//! ```text
+//! layers/<digest hex>/toc.json   the verified TOC, so a restart mounts without the registry
+//! layers/<digest hex>/data       chunk bytes (see `data`)
+//! layers/<digest hex>/present    which chunks are in `data` (a hint)
+//! ```
+//!
+//! Several snapshots may use one layer (the same blob under different parents): they share one
+//! [`LayerData`], so its bytes are fetched once.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use fuser::BackgroundSession;
+
+use std::time::UNIX_EPOCH;
+
+use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
+use crate::lazy::background::BackgroundFetch;
+use crate::lazy::data::LayerData;
+use crate::lazy::labels::RemoteSpec;
+use crate::lazy::source::{BlobSource, RegistrySource};
+use crate::lazy::{LazyError, mount};
+use crate::registry::{Registry, RegistryConfig};
+use crate::store::RemoteLayer;
+
+/// Settings of the lazy-pulling subsystem (the `[remote]` config section).
+#[derive(Debug, Clone)]
+pub struct LazyConfig {
+    /// Threads serving each layer's FUSE requests.
+    pub fuse_threads: usize,
+    /// A read waiting on the registry longer than this fails with EIO.
+    pub read_deadline: Duration,
+    /// Fetch each mounted layer whole in the background.
+    pub background_fetch: bool,
+    /// Largest background request, in compressed bytes.
+    pub fetch_span: u64,
+    /// Accept layers whose image carries no TOC digest (their TOC is then unverified).
+    pub require_toc_digest: bool,
+    /// The registry client's settings.
+    pub registry: RegistryConfig,
+}
+
+/// A layer ready to mount: what the record keeps, and its index.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// For the snapshot record.
+    pub remote: RemoteLayer,
+    /// The layer's tree and chunk table.
+    pub index: LayerIndex,
+    /// The verified TOC, saved by [`LazyLayers::install`].
+    pub toc: Arc<Toc>,
+    /// Bytes read from the registry to resolve it (footer and TOC), counted in its stats.
+    pub resolve_bytes: u64,
+}
+
+struct Mounted {
+    mountpoint: PathBuf,
+    digest: String,
+    data: Arc<LayerData>,
+    // Dropped in this order: the fetch stops, then the session ends.
+    _fetch: Option<BackgroundFetch>,
+    _session: BackgroundSession,
+}
+
+/// The lazily mounted layers of one daemon.
+pub struct LazyLayers {
+    layers_dir: PathBuf,
+    cfg: LazyConfig,
+    registry: Registry,
+    handle: tokio::runtime::Handle,
+    mounted: Mutex<HashMap<u64, Mounted>>,
+    shared: Mutex<HashMap<String, Weak<LayerData>>>,
+}
+
+impl std::fmt::Debug for LazyLayers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LazyLayers")
+            .field("layers_dir", &self.layers_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LazyLayers {
+    /// The subsystem for the daemon rooted at `root`; `handle` runs registry requests.
+    pub fn new(
+        root: &Path,
+        cfg: LazyConfig,
+        handle: tokio::runtime::Handle,
+    ) -> Result<LazyLayers, LazyError> {
+        let layers_dir = root.join("layers");
+        std::fs::create_dir_all(&layers_dir).map_err(LazyError::io("create", &layers_dir))?;
+        let registry = Registry::new(cfg.registry.clone())?;
+        Ok(LazyLayers {
+            layers_dir,
+            cfg,
+            registry,
+            handle,
+            mounted: Mutex::new(HashMap::new()),
+            shared: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The directory holding `digest`'s local data.
+    pub fn layer_dir(&self, digest: &str) -> PathBuf {
+        self.layers_dir
+            .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// The directory all layers live under.
+    pub fn layers_dir(&self) -> &Path {
+        &self.layers_dir
+    }
+
+    /// Reads the layer's footer and TOC from the registry, verifies the TOC, builds the index
+    /// and saves the TOC for later mounts. [`LazyError::NotLazy`] means: use the normal path.
+    pub async fn resolve(&self, spec: &RemoteSpec) -> Result<Resolved, LazyError> {
+        if spec.toc_digest.is_none() && self.cfg.require_toc_digest {
+            return Err(LazyError::NotLazy(format!(
+                "layer {} has no TOC digest annotation (not eStargz, or converted without it); \
+                 set remote.require_toc_digest = false to mount such layers unverified",
+                spec.layer_digest
+            )));
+        }
+        let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
+        let size = self.registry.blob_size(r, d).await?;
+        if size < FOOTER_SIZE {
+            return Err(LazyError::NotLazy(format!(
+                "layer {d} is only {size} bytes"
+            )));
+        }
+        let tail = self
+            .registry
+            .read_range(r, d, size - FOOTER_SIZE, FOOTER_SIZE)
+            .await?;
+        let footer = match estargz::parse_footer(&tail) {
+            Ok(f) => f,
+            Err(e) => return Err(LazyError::NotLazy(format!("layer {d}: {e}"))),
+        };
+        let toc_end = size - footer.footer_size;
+        if footer.toc_offset >= toc_end {
+            return Err(LazyError::NotLazy(format!(
+                "layer {d}: TOC offset beyond the blob"
+            )));
+        }
+        let toc_gz = self
+            .registry
+            .read_range(r, d, footer.toc_offset, toc_end - footer.toc_offset)
+            .await?;
+        let (toc, toc_digest) = estargz::decode_toc(&toc_gz, spec.toc_digest.as_deref())?;
+        let index = LayerIndex::from_toc(&toc, footer.toc_offset)?;
+        Ok(Resolved {
+            remote: RemoteLayer {
+                image_ref: spec.image_ref.clone(),
+                layer_digest: spec.layer_digest.clone(),
+                toc_digest,
+                toc_offset: footer.toc_offset,
+            },
+            index,
+            toc: Arc::new(toc),
+            resolve_bytes: tail.len() as u64 + toc_gz.len() as u64,
+        })
+    }
+
+    /// Saves a resolved layer's TOC, and the attributes its implicit directories inherited from
+    /// the layers below, under `layers/` (blocking), so it can be mounted again after a restart
+    /// exactly as now. Called under the store's write lock, so Cleanup never sees it half-made.
+    pub fn install(
+        &self,
+        resolved: &Resolved,
+        inherited: &[InheritedDir],
+    ) -> Result<(), LazyError> {
+        let dir = self.layer_dir(&resolved.remote.layer_digest);
+        let toc =
+            serde_json::to_vec(&*resolved.toc).map_err(|e| LazyError::Internal(e.to_string()))?;
+        let attrs =
+            serde_json::to_vec(inherited).map_err(|e| LazyError::Internal(e.to_string()))?;
+        save_file(&dir, DIR_ATTRS_FILE, &attrs)?;
+        save_file(&dir, TOC_FILE, &toc)
+    }
+
+    /// Mounts snapshot `id`'s layer at `mountpoint` (blocking). Without `index`, the saved TOC
+    /// is loaded (a mount after restart).
+    pub fn mount(
+        &self,
+        id: u64,
+        mountpoint: &Path,
+        remote: &RemoteLayer,
+        index: Option<Arc<LayerIndex>>,
+    ) -> Result<(), LazyError> {
+        let data = self.layer_data(remote, index)?;
+        let session = mount::mount(Arc::clone(&data), mountpoint, self.cfg.fuse_threads)
+            .map_err(LazyError::io("mount FUSE at", mountpoint))?;
+        let fetch = if self.cfg.background_fetch && !data.is_complete() {
+            match BackgroundFetch::start(Arc::clone(&data), self.cfg.fetch_span) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start background fetch");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let mounted = Mounted {
+            mountpoint: mountpoint.to_path_buf(),
+            digest: remote.layer_digest.clone(),
+            data,
+            _fetch: fetch,
+            _session: session,
+        };
+        self.mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, mounted);
+        Ok(())
+    }
+
+    /// Counts the bytes a fresh resolve read (footer, TOC) in the layer's fetch statistics.
+    pub fn count_resolve_bytes(&self, resolved: &Resolved) {
+        let shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(data) = shared
+            .get(&resolved.remote.layer_digest)
+            .and_then(Weak::upgrade)
+        {
+            data.stats
+                .fetched_bytes
+                .fetch_add(resolved.resolve_bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Unmounts snapshot `id`'s layer (if mounted) and saves its fetch progress.
+    pub fn unmount(&self, id: u64) {
+        let m = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+        if let Some(m) = m {
+            if let Err(e) = mount::unmount(&m.mountpoint) {
+                tracing::warn!(path = %m.mountpoint.display(), error = %e, "could not unmount lazy layer");
+            }
+            if let Err(e) = m.data.persist() {
+                tracing::warn!(layer = %m.digest, error = %e, "could not save fetch progress");
+            }
+        }
+    }
+
+    /// Unmounts every layer (daemon shutdown).
+    pub fn unmount_all(&self) {
+        let ids: Vec<u64> = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        for id in ids {
+            self.unmount(id);
+        }
+    }
+
+    /// Whether any mounted snapshot uses layer `digest`.
+    pub fn in_use(&self, digest: &str) -> bool {
+        self.mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|m| m.digest == digest)
+    }
+
+    /// The shared data of a layer, opened if no mounted snapshot has it open.
+    fn layer_data(
+        &self,
+        remote: &RemoteLayer,
+        index: Option<Arc<LayerIndex>>,
+    ) -> Result<Arc<LayerData>, LazyError> {
+        let mut shared = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(data) = shared.get(&remote.layer_digest).and_then(Weak::upgrade) {
+            return Ok(data);
+        }
+        let dir = self.layer_dir(&remote.layer_digest);
+        let index = match index {
+            Some(i) => i,
+            None => Arc::new(load_index(&dir, remote)?),
+        };
+        let source: Arc<dyn BlobSource> = Arc::new(RegistrySource::new(
+            self.registry.clone(),
+            self.handle.clone(),
+            &remote.image_ref,
+            &remote.layer_digest,
+        ));
+        let data = LayerData::open(&dir, index, source, self.cfg.read_deadline)
+            .map_err(LazyError::io("open layer data in", &dir))?;
+        let data = Arc::new(data);
+        shared.retain(|_, w| w.strong_count() > 0);
+        shared.insert(remote.layer_digest.clone(), Arc::downgrade(&data));
+        Ok(data)
+    }
+}
+
+const TOC_FILE: &str = "toc.json";
+const DIR_ATTRS_FILE: &str = "dirattrs.json";
+
+/// Attributes an implicit directory of a layer (one its TOC implies but does not list) takes from
+/// the same directory in a lower layer, as containerd's unpacking gives it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InheritedDir {
+    /// The directory's node in the layer's index (stable: the index is built from the same TOC).
+    pub node: NodeId,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds since the epoch.
+    pub mtime_secs: i64,
+    /// Nanoseconds of the modification time.
+    pub mtime_nanos: u32,
+}
+
+impl InheritedDir {
+    /// Applies these attributes to `index`.
+    pub fn apply(&self, index: &mut LayerIndex) {
+        let mtime = if self.mtime_secs >= 0 {
+            UNIX_EPOCH + Duration::new(self.mtime_secs as u64, self.mtime_nanos)
+        } else {
+            UNIX_EPOCH
+        };
+        let attrs = DirAttrs {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime,
+            xattrs: Default::default(),
+        };
+        index.inherit_dir_attrs(self.node, &attrs);
+    }
+}
+
+/// Writes `dir/name` atomically and durably (a restart mounts from it).
+fn save_file(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LazyError> {
+    std::fs::create_dir_all(dir).map_err(LazyError::io("create", dir))?;
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(LazyError::io("save", &path))
+}
+
+fn load_index(dir: &Path, remote: &RemoteLayer) -> Result<LayerIndex, LazyError> {
+    let path = dir.join(TOC_FILE);
+    let bytes = std::fs::read(&path).map_err(LazyError::io("read saved TOC", &path))?;
+    let toc: Toc = serde_json::from_slice(&bytes)
+        .map_err(|e| LazyError::Internal(format!("saved TOC {}: {e}", path.display())))?;
+    let mut index = LayerIndex::from_toc(&toc, remote.toc_offset)?;
+    let path = dir.join(DIR_ATTRS_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            let dirs: Vec<InheritedDir> = serde_json::from_slice(&bytes)
+                .map_err(|e| LazyError::Internal(format!("{}: {e}", path.display())))?;
+            for d in &dirs {
+                d.apply(&mut index);
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(LazyError::io("read", &path)(e)),
+    }
+    Ok(index)
+}
