@@ -70,6 +70,9 @@ impl Snapshotter {
             .mode(0o700)
             .create(&snapshots_dir)
             .map_err(Error::io("create snapshot directory", &snapshots_dir))?;
+        // The store's lock comes first: a second daemon on this root must fail before it
+        // touches anything, in particular the first one's live mounts.
+        let store = Store::open(&root.join("metadata.db"))?;
         // A daemon killed while layers were mounted leaves dead FUSE mounts (every access fails
         // with ENOTCONN); detach them before anything below walks or deletes those directories.
         let stale = lazy::mount::fuse_mounts_under(&snapshots_dir)
@@ -83,7 +86,6 @@ impl Snapshotter {
                 "detached FUSE mounts left by an earlier run"
             );
         }
-        let store = Store::open(&root.join("metadata.db"))?;
         let sn = Snapshotter {
             root: root.to_path_buf(),
             layout: Layout::new(snapshots_dir.clone()),
