@@ -28,6 +28,10 @@ use std::time::{Duration, Instant};
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
 use crate::lazy::source::{BlobSource, FetchError};
 
+/// On a miss, also fetch the following missing members in the same request, up to this many
+/// compressed bytes in all (one round trip instead of several; see `fetch_member_now`).
+pub const MISS_READAHEAD: u64 = 128 << 10;
+
 /// Why a read of a lazy layer failed (the FUSE reader gets EIO).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
@@ -88,6 +92,38 @@ fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 struct Flight {
     done: Mutex<Option<Result<(), ReadError>>>,
     cv: Condvar,
+}
+
+/// Ends a leader's [`Flight`]: publishes the result (an error if the leader unwound without
+/// one), wakes the followers and forgets the flight.
+struct Landing<'a> {
+    data: &'a LayerData,
+    member: u32,
+    flight: &'a Flight,
+}
+
+impl Landing<'_> {
+    fn land(self, result: Result<(), ReadError>) {
+        *self.flight.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+    }
+}
+
+impl Drop for Landing<'_> {
+    fn drop(&mut self) {
+        let mut done = self.flight.done.lock().unwrap_or_else(|p| p.into_inner());
+        if done.is_none() {
+            *done = Some(Err(ReadError::Local(
+                "the fetch of this member failed".into(),
+            )));
+        }
+        drop(done);
+        self.flight.cv.notify_all();
+        self.data
+            .inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.member);
+    }
 }
 
 /// A fixed-size set of bits shared between threads.
@@ -320,30 +356,59 @@ impl LayerData {
             }
             return done.clone().unwrap_or(Ok(()));
         }
+        // Completes the flight even if the fetch panics, so no follower waits forever.
+        let landing = Landing {
+            data: self,
+            member: m,
+            flight: &flight,
+        };
         let result = self.fetch_member_now(m, deadline);
-        *flight.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result.clone());
-        flight.cv.notify_all();
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&m);
+        landing.land(result.clone());
         result
     }
 
+    /// Fetches member `m` and, in the same request, the members right after it that are not
+    /// here yet, up to [`MISS_READAHEAD`] bytes in all: files of one directory sit next to each
+    /// other in a layer, and a program that reads one usually reads its neighbours next, so one
+    /// round trip serves several misses. Only `m` must verify; a bad neighbour is just dropped.
     fn fetch_member_now(&self, m: u32, deadline: Instant) -> Result<(), ReadError> {
-        let member = &self.index.members()[m as usize];
+        let members = self.index.members();
+        let start = members[m as usize].offset;
+        let mut last = m as usize;
+        while last + 1 < members.len() {
+            let next = &members[last + 1];
+            if next.offset != members[last].end
+                || next.end - start > MISS_READAHEAD
+                || self.member_present(last as u32 + 1)
+                || self.member_in_flight(last as u32 + 1)
+            {
+                break;
+            }
+            last += 1;
+        }
+        let end = members[last].end;
         let compressed = self
             .source
-            .read_range(member.offset, member.end - member.offset, deadline)
+            .read_range(start, end - start, deadline)
             .map_err(|source| ReadError::Fetch {
-                offset: member.offset,
+                offset: start,
                 source,
             })?;
         self.stats
             .fetched_bytes
             .fetch_add(compressed.len() as u64, Ordering::Relaxed);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
-        self.store_member(m, &compressed)
+        let slice = |j: usize| {
+            let mm = &members[j];
+            &compressed[(mm.offset - start) as usize..(mm.end - start) as usize]
+        };
+        self.store_member(m, slice(m as usize))?;
+        for j in m as usize + 1..=last {
+            if let Err(e) = self.store_member(j as u32, slice(j)) {
+                tracing::debug!(member = j, error = %e, "read-ahead member dropped");
+            }
+        }
+        Ok(())
     }
 
     /// Inflates one member's compressed bytes, verifies every chunk in it and writes them to

@@ -168,6 +168,18 @@ impl Filesystem for LazyFs {
         }
     }
 
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: fuser::ReplyEmpty,
+    ) {
+        // Read-only and stateless: nothing to flush. (fuser's default logs a warning per call.)
+        reply.ok();
+    }
+
     fn readdir(
         &self,
         _req: &Request,

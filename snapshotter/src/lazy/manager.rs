@@ -63,7 +63,7 @@ struct Mounted {
     digest: String,
     data: Arc<LayerData>,
     // Dropped in this order: the fetch stops, then the session ends.
-    _fetch: Option<BackgroundFetch>,
+    fetch: Option<BackgroundFetch>,
     _session: BackgroundSession,
 }
 
@@ -195,7 +195,17 @@ impl LazyLayers {
         let data = self.layer_data(remote, index)?;
         let session = mount::mount(Arc::clone(&data), mountpoint, self.cfg.fuse_threads)
             .map_err(LazyError::io("mount FUSE at", mountpoint))?;
-        let fetch = if self.cfg.background_fetch && !data.is_complete() {
+        // One background fetch per layer, even when several snapshots share it.
+        let fetching = self
+            .mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .any(|m| {
+                m.digest == remote.layer_digest
+                    && m.fetch.as_ref().is_some_and(|f| !f.is_finished())
+            });
+        let fetch = if self.cfg.background_fetch && !data.is_complete() && !fetching {
             match BackgroundFetch::start(Arc::clone(&data), self.cfg.fetch_span) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -210,7 +220,7 @@ impl LazyLayers {
             mountpoint: mountpoint.to_path_buf(),
             digest: remote.layer_digest.clone(),
             data,
-            _fetch: fetch,
+            fetch,
             _session: session,
         };
         self.mounted
