@@ -83,7 +83,7 @@ fn demo() {
     let in_containerd = containerd_layer_bytes(&containerd, &esgz);
     // A clean stop saves every layer's counters (layers/<digest>/stats.json).
     daemon.stop();
-    let fetched = fetched_bytes(&daemon.root().join("layers"));
+    let (fetched, requests) = fetched_bytes(&daemon.root().join("layers"));
     let saved = image_bytes.saturating_sub(fetched);
     println!("\n{}", out.trim());
     println!("\n== Augur demo report ==");
@@ -99,6 +99,7 @@ fn demo() {
         human(fetched),
         percent(fetched, image_bytes)
     );
+    println!("range requests:        {requests} (besides the footer and TOC reads)");
     println!(
         "saved:                 {saved} bytes ({}), {:.1} % never left the registry",
         human(saved),
@@ -128,16 +129,21 @@ fn containerd_layer_bytes(containerd: &Containerd, image: &str) -> u64 {
         .sum()
 }
 
-/// Compressed bytes Augur fetched, summed over its layers' saved counters.
-fn fetched_bytes(layers: &Path) -> u64 {
+/// Compressed bytes Augur fetched and chunk range requests it made, summed over its layers'
+/// saved counters.
+fn fetched_bytes(layers: &Path) -> (u64, u64) {
     let Ok(dirs) = std::fs::read_dir(layers) else {
-        return 0;
+        return (0, 0);
     };
     dirs.flatten()
         .filter_map(|d| std::fs::read(d.path().join("stats.json")).ok())
         .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .filter_map(|v| v["fetched_bytes"].as_u64())
-        .sum()
+        .fold((0, 0), |(bytes, reqs), v| {
+            (
+                bytes + v["fetched_bytes"].as_u64().unwrap_or(0),
+                reqs + v["fetches"].as_u64().unwrap_or(0),
+            )
+        })
 }
 
 /// Parses ctr's sizes (`48.72MiB`, `1.23kB`, `512B`).
