@@ -33,6 +33,7 @@
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
 //! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
 
+pub mod cache;
 pub mod config;
 pub mod daemon;
 pub mod error;
