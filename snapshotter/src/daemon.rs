@@ -136,6 +136,7 @@ fn lazy_config(config: &Config) -> LazyConfig {
             retries: g.retries,
             ..RegistryConfig::default()
         },
+        cache: config.cache.clone(),
     }
 }
 

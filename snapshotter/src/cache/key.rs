@@ -75,6 +75,13 @@ impl<'a> Verified<'a> {
         self.bytes
     }
 
+    /// Bytes the caller has just checked against `key` itself (the lazy read path verifies
+    /// each chunk against its TOC digest, which is this key), so they are not hashed twice.
+    pub(crate) fn assume(key: ChunkKey, bytes: &'a [u8]) -> Verified<'a> {
+        debug_assert!(key.matches(bytes));
+        Verified { key, bytes }
+    }
+
     /// Re-wraps bytes already held verified by a tier (moving a chunk between tiers).
     pub(super) fn trusted(key: ChunkKey, bytes: &'a [u8]) -> Verified<'a> {
         Verified { key, bytes }
