@@ -53,6 +53,17 @@ pub struct RawConfig {
     /// `[cache]` table.
     #[serde(default)]
     pub cache: RawCache,
+    /// `[admin]` table.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// The `[admin]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The admin API's unix socket (`""` = `admin.sock` beside `grpc.address`).
+    pub address: Option<PathBuf>,
 }
 
 /// The `[cache]` table (the tiered chunk cache of lazy layers) as written.
@@ -189,6 +200,8 @@ pub struct Config {
     pub registry: RegistrySettings,
     /// `[cache]`.
     pub cache: CacheSettings,
+    /// The admin API's unix socket (absolute; mode 0600).
+    pub admin_address: PathBuf,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -299,12 +312,13 @@ impl RawConfig {
         }
         Ok(Config {
             root: root.clone(),
-            address,
+            address: address.clone(),
             socket_mode,
             log_level,
             remote: self.remote.validate()?,
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
+            admin_address: admin_address(self.admin.address, &address)?,
         })
     }
 }
@@ -440,6 +454,37 @@ impl RawCache {
     }
 }
 
+/// The admin socket: as configured, or `admin.sock` in the gRPC socket's directory.
+fn admin_address(configured: Option<PathBuf>, grpc: &Path) -> Result<PathBuf, ConfigError> {
+    let path = match configured {
+        Some(p) if !p.as_os_str().is_empty() => {
+            check_absolute("admin.address", &p)?;
+            p
+        }
+        _ => grpc.with_file_name(DEFAULT_ADMIN_SOCKET_NAME),
+    };
+    if path == grpc {
+        return Err(invalid(
+            "admin.address",
+            path.display().to_string(),
+            "must differ from grpc.address".into(),
+        ));
+    }
+    if path.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+        return Err(invalid(
+            "admin.address",
+            path.display().to_string(),
+            format!(
+                "a unix socket path must be at most {MAX_SOCKET_PATH_BYTES} bytes; set a shorter one"
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// The admin socket's name when `admin.address` is not set.
+pub const DEFAULT_ADMIN_SOCKET_NAME: &str = "admin.sock";
+
 /// containerd's default `config_path` for registry hosts.
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 
@@ -551,6 +596,7 @@ mod tests {
         );
         assert_eq!(c.cache.hdd_bytes, 8192 << 20);
         assert_eq!(c.cache.policy.name(), "lfu");
+        assert_eq!(c.admin_address, Path::new("/run/augur/admin.sock"));
     }
 
     #[test]
@@ -597,6 +643,11 @@ mod tests {
             (
                 "[cache]\npromote_after_hits = 0",
                 "cache.promote_after_hits",
+            ),
+            ("[admin]\naddress = \"admin.sock\"", "admin.address"),
+            (
+                "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
+                "admin.address",
             ),
         ];
         for (text, key) in cases {

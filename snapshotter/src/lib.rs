@@ -8,6 +8,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
+//! | [`admin`] | the admin API (JSON over a root-only unix socket) that `augurctl` uses |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
@@ -34,6 +35,7 @@
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
 //! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
 
+pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod daemon;

@@ -306,6 +306,21 @@ impl ChunkCache {
         Evicted { chunks }
     }
 
+    /// Drops every chunk from every tier (referenced chunks are fetched again when read).
+    pub fn evict_all(&self) -> Evicted {
+        let mut chunks = 0;
+        if let Some(ram) = &self.ram {
+            chunks += ram.remove_where(|_| true).len() as u64;
+        }
+        if let Some(nvme) = &self.nvme {
+            chunks += nvme.remove_where(|_| true) as u64;
+        }
+        if let Some(hdd) = self.hdd() {
+            chunks += hdd.remove_where(|_| true) as u64;
+        }
+        Evicted { chunks }
+    }
+
     /// Current (RAM, NVMe) admission thresholds.
     pub fn thresholds(&self) -> (f32, f32) {
         (
