@@ -34,6 +34,7 @@
 //! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
 
 pub mod config;
+pub mod containerd;
 pub mod daemon;
 pub mod error;
 pub mod estargz;
@@ -45,5 +46,6 @@ pub mod mounts;
 pub mod notify;
 pub mod reaper;
 pub mod registry;
+pub mod rpull;
 pub mod snapshotter;
 pub mod store;
