@@ -7,9 +7,8 @@ const SERVICES: [&str; 5] = ["snapshots", "content", "images", "leases", "diff"]
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=vendor");
-    let files = SERVICES.map(|s| {
-        format!("github.com/containerd/containerd/api/services/{s}/v1/{s}.proto")
-    });
+    let files =
+        SERVICES.map(|s| format!("github.com/containerd/containerd/api/services/{s}/v1/{s}.proto"));
     let fds = protox::compile(files, ["vendor"])?;
     tonic_prost_build::configure()
         .build_server(true)

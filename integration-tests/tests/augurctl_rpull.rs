@@ -75,9 +75,9 @@ fn content_labels(bed: &LazyBed, ns: &str, digest: &str) -> Vec<String> {
 
 /// The snapshot labels `ctr snapshots info` shows for `key` in `ns`.
 fn snapshot_labels(bed: &LazyBed, ns: &str, key: &str) -> serde_json::Value {
-    let info = bed
-        .containerd
-        .ctr_ok(&["-n", ns, "snapshots", "--snapshotter", "augur", "info", key]);
+    let info =
+        bed.containerd
+            .ctr_ok(&["-n", ns, "snapshots", "--snapshotter", "augur", "info", key]);
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
     info["Labels"].clone()
 }
@@ -105,10 +105,18 @@ fn rpull_is_lazy_runs_and_matches_ctr_remote() {
     let bed = LazyBed::start("augurctl-rpull");
     let mut lazy_layers = 0;
     for (image, cmd, expect) in [
-        ("busybox:latest", vec!["echo", "hi from augurctl"], "hi from augurctl"),
+        (
+            "busybox:latest",
+            vec!["echo", "hi from augurctl"],
+            "hi from augurctl",
+        ),
         (
             "python:latest",
-            vec!["python3", "-c", "import json; print(json.dumps({'rpull': 1}))"],
+            vec![
+                "python3",
+                "-c",
+                "import json; print(json.dumps({'rpull': 1}))",
+            ],
             "{\"rpull\": 1}",
         ),
     ] {
@@ -123,13 +131,23 @@ fn rpull_is_lazy_runs_and_matches_ctr_remote() {
         lazy_layers += layers.len();
         let content = content_digests(&bed.containerd, "ours");
         for l in &layers {
-            assert!(!content.contains(l), "layer {l} of {esgz} entered the content store");
+            assert!(
+                !content.contains(l),
+                "layer {l} of {esgz} entered the content store"
+            );
         }
-        assert_eq!(bed.fuse_mounts().len(), lazy_layers, "one FUSE mount per layer");
+        assert_eq!(
+            bed.fuse_mounts().len(),
+            lazy_layers,
+            "one FUSE mount per layer"
+        );
         assert_eq!(bed.run("ours", &esgz, "c", &cmd).trim(), expect, "{esgz}");
     }
     assert_eq!(
-        bed.daemon.log().matches("remote layer mounted lazily").count(),
+        bed.daemon
+            .log()
+            .matches("remote layer mounted lazily")
+            .count(),
         lazy_layers
     );
 
@@ -141,7 +159,11 @@ fn rpull_is_lazy_runs_and_matches_ctr_remote() {
         logged_prepare_labels(&log, "ours"),
         logged_prepare_labels(&log, "ref"),
     );
-    assert_eq!(theirs.len(), 2, "ctr-remote prepared python's two layers:\n{log}");
+    assert_eq!(
+        theirs.len(),
+        2,
+        "ctr-remote prepared python's two layers:\n{log}"
+    );
     for (chain, labels) in &theirs {
         assert_eq!(ours.get(chain), Some(labels), "Prepare labels of {chain}");
     }
@@ -150,9 +172,16 @@ fn rpull_is_lazy_runs_and_matches_ctr_remote() {
     assert!(manifest.contains(&esgz));
     let image_line = |ns: &str| -> String {
         let ls = bed.containerd.ctr_ok(&["-n", ns, "image", "ls"]);
-        let line = ls.lines().find(|l| l.starts_with(&esgz)).unwrap().to_owned();
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with(&esgz))
+            .unwrap()
+            .to_owned();
         // NAME TYPE DIGEST SIZE PLATFORMS LABELS
-        line.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+        line.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     assert_eq!(image_line("ours"), image_line("ref"), "image records");
     let target = image_line("ours").split(' ').nth(2).unwrap().to_owned();
@@ -169,7 +198,11 @@ fn rpull_is_lazy_runs_and_matches_ctr_remote() {
         "the config holds the snapshot chain"
     );
     let ours = snapshot_labels(&bed, "ours", &chain);
-    assert_eq!(ours, snapshot_labels(&bed, "ref", &chain), "labels of {chain}");
+    assert_eq!(
+        ours,
+        snapshot_labels(&bed, "ref", &chain),
+        "labels of {chain}"
+    );
     assert_eq!(ours["containerd.io/snapshot/remote"], "remote snapshot");
 }
 
@@ -192,7 +225,10 @@ fn plain_layers_are_fetched_unpacked_and_run() {
         "the layer blob records its verified diff ID"
     );
     assert!(bed.fuse_mounts().is_empty());
-    assert_eq!(bed.run("plain", &plain, "p", &["echo", "plain"]).trim(), "plain");
+    assert_eq!(
+        bed.run("plain", &plain, "p", &["echo", "plain"]).trim(),
+        "plain"
+    );
     // Pulling again finds everything there.
     let again = rpull_ok(&bed, "plain", &plain);
     assert!(again.contains("already present"), "{again}");
@@ -207,14 +243,22 @@ fn namespaces_removal_and_gc() {
     let esgz = push_estargz(&bed.containerd, &bed.registry, "busybox:latest");
     rpull_ok(&bed, "one", &esgz);
     rpull_ok(&bed, "two", &esgz);
-    assert_eq!(bed.fuse_mounts().len(), 1, "one mount shared by both namespaces");
     assert_eq!(
-        bed.daemon.log().matches("remote layer mounted lazily").count(),
+        bed.fuse_mounts().len(),
+        1,
+        "one mount shared by both namespaces"
+    );
+    assert_eq!(
+        bed.daemon
+            .log()
+            .matches("remote layer mounted lazily")
+            .count(),
         1
     );
     let (_, chain) = config_and_chain(&bed, "two", &esgz);
     // image rm --sync runs a full GC before it returns.
-    bed.containerd.ctr_ok(&["-n", "one", "image", "rm", "--sync", &esgz]);
+    bed.containerd
+        .ctr_ok(&["-n", "one", "image", "rm", "--sync", &esgz]);
     let left = |ns: &str, what: &[&str]| -> String {
         let mut args = vec!["-n", ns];
         args.extend_from_slice(what);
@@ -223,11 +267,15 @@ fn namespaces_removal_and_gc() {
     assert_eq!(left("one", &["content", "ls", "-q"]).trim(), "");
     let snapshots = ["snapshots", "--snapshotter", "augur", "ls"];
     assert!(!left("one", &snapshots).contains("sha256:"));
-    assert!(left("two", &snapshots).contains(&chain), "namespace two keeps its snapshot");
+    assert!(
+        left("two", &snapshots).contains(&chain),
+        "namespace two keeps its snapshot"
+    );
     assert_eq!(bed.fuse_mounts().len(), 1);
     assert_eq!(bed.run("two", &esgz, "c", &["echo", "two"]).trim(), "two");
 
-    bed.containerd.ctr_ok(&["-n", "two", "image", "rm", "--sync", &esgz]);
+    bed.containerd
+        .ctr_ok(&["-n", "two", "image", "rm", "--sync", &esgz]);
     assert_eq!(left("two", &["content", "ls", "-q"]).trim(), "");
     assert!(!left("two", &snapshots).contains("sha256:"));
     assert!(
@@ -254,7 +302,13 @@ fn errors_say_what_to_do() {
     assert!(stderr.contains("is containerd running?"), "{stderr}");
 
     let mut bed = LazyBed::start("augurctl-errors-bed");
-    expect_failure(&bed, "e", &[], "127.0.0.1:5000/Bad/Name", "invalid image reference");
+    expect_failure(
+        &bed,
+        "e",
+        &[],
+        "127.0.0.1:5000/Bad/Name",
+        "invalid image reference",
+    );
     let missing = bed.registry.image("busybox:no-such-tag");
     expect_failure(&bed, "e", &[], &missing, "not found");
     let plain = bed.registry.image("busybox:latest");
@@ -275,5 +329,8 @@ fn expect_failure(bed: &LazyBed, ns: &str, args: &[&str], image: &str, says: &st
     assert!(!out.status.success(), "{image} {args:?} must fail");
     assert!(stderr.contains(says), "expected {says:?} in:\n{stderr}");
     let last = stderr.trim_end().lines().last().unwrap_or_default();
-    assert!(last.starts_with("augurctl: "), "ends with one error line:\n{stderr}");
+    assert!(
+        last.starts_with("augurctl: "),
+        "ends with one error line:\n{stderr}"
+    );
 }

@@ -203,9 +203,11 @@ impl WriteSession {
     ) -> Result<pb::WriteContentResponse, tonic::Status> {
         if self.tx.send(req).await.is_err() {
             // The stream ended: its status says why.
-            return Err(self.answer().await.err().unwrap_or_else(|| {
-                tonic::Status::internal("containerd closed the write stream")
-            }));
+            return Err(self
+                .answer()
+                .await
+                .err()
+                .unwrap_or_else(|| tonic::Status::internal("containerd closed the write stream")));
         }
         self.answer().await
     }

@@ -228,7 +228,9 @@ impl Containerd {
             labels: labels.clone().into_iter().collect(),
         };
         self.snapshots().commit(req).await.map_err(|s| {
-            ContainerdError::call(format!("commit snapshot {key:?} as {name} on {snapshotter}"))(s)
+            ContainerdError::call(format!(
+                "commit snapshot {key:?} as {name} on {snapshotter}"
+            ))(s)
         })?;
         Ok(())
     }

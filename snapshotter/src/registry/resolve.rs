@@ -16,9 +16,7 @@ use super::digest::{Digest, sha256};
 use super::endpoint::{Cap, Endpoint};
 use super::platform::{self, Platform};
 use super::transport::{Failure, Request, Target, describe};
-use super::{
-    Descriptor, IndexBlob, Registry, RegistryError, Repo, Resolved, parse_reference,
-};
+use super::{Descriptor, IndexBlob, Registry, RegistryError, Repo, Resolved, parse_reference};
 
 /// Manifest media types asked for, indexes first.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \

@@ -32,16 +32,31 @@ fn snapshot_labels_are_the_ones_ctr_remote_sends() {
     let layers = [
         layer(
             "sha256:l0",
-            &[(toc, "sha256:t0"), ("io.containers.estargz.uncompressed-size", "9")],
+            &[
+                (toc, "sha256:t0"),
+                ("io.containers.estargz.uncompressed-size", "9"),
+            ],
         ),
         layer("sha256:l1", &[(toc, "sha256:t1")]),
     ];
-    let got = snapshot_labels("127.0.0.1:5000/python:esgz", &layers, 0, "sha256:c0", 10 << 20);
+    let got = snapshot_labels(
+        "127.0.0.1:5000/python:esgz",
+        &layers,
+        0,
+        "sha256:c0",
+        10 << 20,
+    );
     let want: BTreeMap<String, String> = [
         ("containerd.io/snapshot.ref", "sha256:c0"),
-        ("containerd.io/snapshot/remote/stargz.reference", "127.0.0.1:5000/python:esgz"),
+        (
+            "containerd.io/snapshot/remote/stargz.reference",
+            "127.0.0.1:5000/python:esgz",
+        ),
         ("containerd.io/snapshot/remote/stargz.digest", "sha256:l0"),
-        ("containerd.io/snapshot/remote/stargz.layers", "sha256:l0,sha256:l1"),
+        (
+            "containerd.io/snapshot/remote/stargz.layers",
+            "sha256:l0,sha256:l1",
+        ),
         ("containerd.io/snapshot/remote/stargz.prefetch", "10485760"),
         ("containerd.io/snapshot/remote/urls", ""),
         ("containerd.io/snapshot/remote/urls.0", ""),
@@ -54,7 +69,10 @@ fn snapshot_labels_are_the_ones_ctr_remote_sends() {
     assert_eq!(got, want);
 
     let top = snapshot_labels("r", &layers, 1, "sha256:c1", 1);
-    assert_eq!(top["containerd.io/snapshot/remote/stargz.layers"], "sha256:l1");
+    assert_eq!(
+        top["containerd.io/snapshot/remote/stargz.layers"],
+        "sha256:l1"
+    );
     assert!(!top.contains_key("containerd.io/snapshot/remote/urls.1"));
     assert_eq!(top[toc], "sha256:t1");
 }
@@ -102,7 +120,9 @@ fn gc_labels_name_children_as_containerd_does() {
 #[test]
 fn media_types_and_ingest_refs() {
     assert!(is_layer_type("application/vnd.oci.image.layer.v1.tar+zstd"));
-    assert!(is_layer_type("application/vnd.docker.image.rootfs.diff.tar.gzip"));
+    assert!(is_layer_type(
+        "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    ));
     assert!(!is_layer_type("application/vnd.oci.image.config.v1+json"));
     assert_eq!(
         ingest_ref("application/vnd.oci.image.index.v1+json", "sha256:x"),
@@ -113,7 +133,10 @@ fn media_types_and_ingest_refs() {
         "config-sha256:x"
     );
     let key = extract_key("sha256:c");
-    assert!(key.starts_with("extract-") && key.ends_with(" sha256:c"), "{key}");
+    assert!(
+        key.starts_with("extract-") && key.ends_with(" sha256:c"),
+        "{key}"
+    );
     assert_ne!(lease_id(), lease_id());
 }
 
@@ -122,7 +145,10 @@ fn distribution_source_drops_the_port_and_merges_sorted() {
     let (key, repo) = distribution_source("127.0.0.1:5000", "python");
     assert_eq!(key, "containerd.io/distribution.source.127.0.0.1");
     assert_eq!(repo, "python");
-    assert_eq!(distribution_source("[::1]:5000", "x").0, "containerd.io/distribution.source.::1");
+    assert_eq!(
+        distribution_source("[::1]:5000", "x").0,
+        "containerd.io/distribution.source.::1"
+    );
     assert_eq!(append_source(None, "b"), "b");
     assert_eq!(append_source(Some("c,a"), "b"), "a,b,c");
     assert_eq!(append_source(Some("a,b"), "b"), "a,b");

@@ -141,7 +141,10 @@ pub async fn rpull(
     let lease = labels::lease_id();
     let expiry = labels::rfc3339_after(SystemTime::now(), LEASE_EXPIRY_SECS);
     containerd
-        .create_lease(&lease, BTreeMap::from([(labels::GC_EXPIRE.to_owned(), expiry)]))
+        .create_lease(
+            &lease,
+            BTreeMap::from([(labels::GC_EXPIRE.to_owned(), expiry)]),
+        )
         .await?;
     let pull = Pull {
         containerd: containerd.with_lease(&lease)?,
@@ -184,8 +187,13 @@ impl Pull<'_> {
             .map(|l| (l.media_type.clone(), l.digest.clone()))
             .collect();
         let gc = labels::manifest_gc_labels((&r.config.media_type, &r.config.digest), &layer_refs);
-        self.store_bytes(&r.media_type, &r.manifest_digest, r.manifest_bytes.clone(), gc)
-            .await?;
+        self.store_bytes(
+            &r.media_type,
+            &r.manifest_digest,
+            r.manifest_bytes.clone(),
+            gc,
+        )
+        .await?;
         let config = self.fetch_config().await?;
         let diff_ids = self.diff_ids(&config)?;
         let chain = labels::chain_ids(&diff_ids);
@@ -204,7 +212,10 @@ impl Pull<'_> {
         let top = chain.last().cloned().unwrap_or_default();
         let snapshot_ref = format!("containerd.io/gc.ref.snapshot.{}", self.opts.snapshotter);
         self.containerd
-            .set_content_labels(&r.config.digest, &BTreeMap::from([(snapshot_ref, top.clone())]))
+            .set_content_labels(
+                &r.config.digest,
+                &BTreeMap::from([(snapshot_ref, top.clone())]),
+            )
             .await?;
         let (target, name) = (self.target(), self.reference.to_owned());
         let target_digest = target.digest.clone();
@@ -228,9 +239,8 @@ impl Pull<'_> {
         labels: BTreeMap<String, String>,
     ) -> Result<(), RpullError> {
         let size = bytes.len() as u64;
-        let open = async || {
-            Ok::<_, RegistryError>(futures::stream::iter([Ok::<_, RegistryError>(bytes)]))
-        };
+        let open =
+            async || Ok::<_, RegistryError>(futures::stream::iter([Ok::<_, RegistryError>(bytes)]));
         self.containerd
             .write_content(&labels::ingest_ref(media_type, digest), digest, size, open)
             .await??;
@@ -246,7 +256,10 @@ impl Pull<'_> {
         let existing = self.containerd.content_labels(digest).await?;
         let (key, repo) = &self.source;
         let merged = labels::append_source(
-            existing.as_ref().and_then(|l| l.get(key)).map(String::as_str),
+            existing
+                .as_ref()
+                .and_then(|l| l.get(key))
+                .map(String::as_str),
             repo,
         );
         labels.insert(key.clone(), merged);
@@ -281,8 +294,12 @@ impl Pull<'_> {
             reference: self.reference.to_owned(),
             detail,
         };
-        let parsed: Config = serde_json::from_slice(config)
-            .map_err(|e| bad(format!("config {} does not parse: {e}", self.resolved.config.digest)))?;
+        let parsed: Config = serde_json::from_slice(config).map_err(|e| {
+            bad(format!(
+                "config {} does not parse: {e}",
+                self.resolved.config.digest
+            ))
+        })?;
         let (ids, layers) = (parsed.rootfs.diff_ids, self.resolved.layers.len());
         if ids.len() != layers {
             return Err(bad(format!(

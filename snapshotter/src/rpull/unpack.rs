@@ -61,7 +61,11 @@ pub(super) async fn unpack_layer(
                     tracing::debug!(chain_id, "layer mounted remotely by the snapshotter");
                     return Ok(LayerOutcome::Lazy);
                 }
-                tracing::debug!(key, chain_id, "extraction snapshot exists, chain ID not found");
+                tracing::debug!(
+                    key,
+                    chain_id,
+                    "extraction snapshot exists, chain ID not found"
+                );
             }
             Err(e) => return Err(pull.snapshot_error(e)),
         }
@@ -117,7 +121,10 @@ impl Unpack<'_> {
     async fn fetch_apply_commit(&self, mounts: Vec<Mount>) -> Result<LayerOutcome, RpullError> {
         let pull = self.pull;
         let layer = &pull.resolved.layers[self.i];
-        tracing::debug!(digest = layer.digest, "layer not mounted remotely; fetching it");
+        tracing::debug!(
+            digest = layer.digest,
+            "layer not mounted remotely; fetching it"
+        );
         let open = async || {
             pull.registry
                 .stream_blob(pull.reference, &layer.digest, 0)
