@@ -154,56 +154,74 @@ fn rpull_is_lazy_runs_and_matches_ctr_remote() {
     // The reference client on the same image, in its own namespace.
     let esgz = bed.registry.image("python:esgz");
     bed.ctr_remote_rpull("ref", &esgz);
-    let log = bed.daemon.log();
-    let (ours, theirs) = (
-        logged_prepare_labels(&log, "ours"),
-        logged_prepare_labels(&log, "ref"),
-    );
+    let theirs = logged_prepare_labels(&bed.daemon.log(), "ref");
+    assert_eq!(theirs.len(), 2, "ctr-remote prepared python's two layers");
+    let chain = assert_stored_like_ctr_remote(&bed, "ours", "ref", &esgz);
     assert_eq!(
-        theirs.len(),
-        2,
-        "ctr-remote prepared python's two layers:\n{log}"
+        snapshot_labels(&bed, "ours", &chain)["containerd.io/snapshot/remote"],
+        "remote snapshot"
     );
-    for (chain, labels) in &theirs {
-        assert_eq!(ours.get(chain), Some(labels), "Prepare labels of {chain}");
+}
+
+/// Asserts that `image` in namespace `ours` (pulled by augurctl) was stored exactly as in `theirs`
+/// (pulled by ctr-remote): the Prepare labels the daemon logged, the image record, the labels of
+/// the target (and of the manifest an index points at) and of the config, the snapshots' labels.
+/// Returns the top chain ID.
+fn assert_stored_like_ctr_remote(bed: &LazyBed, ours: &str, theirs: &str, image: &str) -> String {
+    let log = bed.daemon.log();
+    let (sent, reference) = (
+        logged_prepare_labels(&log, ours),
+        logged_prepare_labels(&log, theirs),
+    );
+    assert!(
+        !reference.is_empty(),
+        "no Prepare logged for {theirs}:\n{log}"
+    );
+    for (chain, labels) in &reference {
+        assert_eq!(sent.get(chain), Some(labels), "Prepare labels of {chain}");
     }
-    let (config, chain) = config_and_chain(&bed, "ours", &esgz);
-    let manifest = bed.containerd.ctr_ok(&["-n", "ours", "image", "ls", "-q"]);
-    assert!(manifest.contains(&esgz));
     let image_line = |ns: &str| -> String {
         let ls = bed.containerd.ctr_ok(&["-n", ns, "image", "ls"]);
         let line = ls
             .lines()
-            .find(|l| l.starts_with(&esgz))
-            .unwrap()
+            .find(|l| l.split_whitespace().next() == Some(image))
+            .unwrap_or_else(|| panic!("{image} not in namespace {ns}:\n{ls}"))
             .to_owned();
-        // NAME TYPE DIGEST SIZE PLATFORMS LABELS
+        // NAME TYPE DIGEST (then size, platforms, labels)
         line.split_whitespace()
             .take(3)
             .collect::<Vec<_>>()
             .join(" ")
     };
-    assert_eq!(image_line("ours"), image_line("ref"), "image records");
-    let target = image_line("ours").split(' ').nth(2).unwrap().to_owned();
-    for digest in [target.as_str(), config.as_str()] {
+    let record = image_line(ours);
+    assert_eq!(record, image_line(theirs), "image records");
+    let target = record.split(' ').nth(2).unwrap().to_owned();
+    let (config, chain) = config_and_chain(bed, ours, image);
+    let mut blobs = vec![target.clone(), config.clone()];
+    if let Some(m) = content_labels(bed, ours, &target)
+        .iter()
+        .find_map(|l| l.strip_prefix("containerd.io/gc.ref.content.m.0="))
+    {
+        blobs.push(m.to_owned()); // the target is an index
+    }
+    for digest in &blobs {
         assert_eq!(
-            content_labels(&bed, "ours", digest),
-            content_labels(&bed, "ref", digest),
+            content_labels(bed, ours, digest),
+            content_labels(bed, theirs, digest),
             "labels of {digest}"
         );
     }
     assert!(
-        content_labels(&bed, "ours", &config)
+        content_labels(bed, ours, &config)
             .contains(&format!("containerd.io/gc.ref.snapshot.augur={chain}")),
         "the config holds the snapshot chain"
     );
-    let ours = snapshot_labels(&bed, "ours", &chain);
     assert_eq!(
-        ours,
-        snapshot_labels(&bed, "ref", &chain),
+        snapshot_labels(bed, ours, &chain),
+        snapshot_labels(bed, theirs, &chain),
         "labels of {chain}"
     );
-    assert_eq!(ours["containerd.io/snapshot/remote"], "remote snapshot");
+    chain
 }
 
 /// A plain gzip image falls back exactly like containerd: the blob is fetched into the content
@@ -332,5 +350,61 @@ fn expect_failure(bed: &LazyBed, ns: &str, args: &[&str], image: &str, says: &st
     assert!(
         last.starts_with("augurctl: "),
         "ends with one error line:\n{stderr}"
+    );
+}
+
+/// A reference that names an index: the index is stored as the image's target, with its GC
+/// reference to this platform's manifest, exactly as ctr-remote stores it; the layer is lazy.
+#[test]
+fn an_index_is_stored_like_ctr_remote_stores_it() {
+    use augur_snapshotter::registry::manifest::{
+        ImageIndexEntry, OCI_IMAGE_INDEX_MEDIA_TYPE, OciImageIndex, OciManifest, Platform as P,
+    };
+    use augur_snapshotter::registry::{Platform, Registry, RegistryConfig};
+    let bed = LazyBed::start("augurctl-index");
+    let esgz = push_estargz(&bed.containerd, &bed.registry, "busybox:latest");
+    let tagged = bed.registry.image("busybox:esgz-index");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Registry::new(RegistryConfig::default()).unwrap();
+        let r = c.resolve(&esgz, None).await.unwrap();
+        let host = Platform::host();
+        let index = OciImageIndex {
+            schema_version: 2,
+            media_type: Some(OCI_IMAGE_INDEX_MEDIA_TYPE.to_owned()),
+            manifests: vec![ImageIndexEntry {
+                media_type: r.media_type.clone(),
+                digest: r.manifest_digest.clone(),
+                size: r.manifest_bytes.len() as i64,
+                platform: Some(P {
+                    architecture: host.architecture.as_str().into(),
+                    os: host.os.as_str().into(),
+                    os_version: None,
+                    os_features: None,
+                    variant: host.variant,
+                    features: None,
+                }),
+                annotations: None,
+                artifact_type: None,
+            }],
+            artifact_type: None,
+            annotations: None,
+        };
+        c.push_manifest(&tagged, &OciManifest::ImageIndex(index))
+            .await
+            .unwrap();
+    });
+    let progress = rpull_ok(&bed, "ours", &tagged);
+    assert!(progress.contains("lazy (remote)"), "{progress}");
+    bed.ctr_remote_rpull("ref", &tagged);
+    assert_stored_like_ctr_remote(&bed, "ours", "ref", &tagged);
+    let target = bed.containerd.ctr_ok(&["-n", "ours", "image", "ls"]);
+    assert!(
+        target.contains("application/vnd.oci.image.index.v1+json"),
+        "{target}"
+    );
+    assert_eq!(
+        bed.run("ours", &tagged, "i", &["echo", "indexed"]).trim(),
+        "indexed"
     );
 }
