@@ -44,40 +44,8 @@ pub(super) async fn unpack_layer(
         chain_id,
         pull.opts.prefetch_size,
     );
-    let mut prepared = None;
-    for _ in 0..PREPARE_TRIES {
-        let key = labels::extract_key(chain_id);
-        match pull
-            .containerd
-            .prepare(sn, &key, parent, &snapshot_labels)
-            .await
-        {
-            Ok(mounts) => {
-                prepared = Some((key, mounts));
-                break;
-            }
-            Err(e) if e.code() == tonic::Code::AlreadyExists => {
-                if stat(pull, chain_id).await? {
-                    tracing::debug!(chain_id, "layer mounted remotely by the snapshotter");
-                    return Ok(LayerOutcome::Lazy);
-                }
-                tracing::debug!(
-                    key,
-                    chain_id,
-                    "extraction snapshot exists, chain ID not found"
-                );
-            }
-            Err(e) => return Err(pull.snapshot_error(e)),
-        }
-    }
-    let Some((key, mounts)) = prepared else {
-        return Err(RpullError::BadImage {
-            reference: pull.reference.to_owned(),
-            detail: format!(
-                "unable to prepare extraction snapshot for {chain_id}: the snapshotter answered \
-                 \"already exists\" {PREPARE_TRIES} times but has no snapshot by that name"
-            ),
-        });
+    let Some((key, mounts)) = prepare(pull, chain_id, parent, &snapshot_labels).await? else {
+        return Ok(LayerOutcome::Lazy);
     };
     let step = Unpack {
         pull,
@@ -95,6 +63,43 @@ pub(super) async fn unpack_layer(
         }
     }
     result
+}
+
+/// Prepares an extraction snapshot for `chain_id`: `None` when the snapshotter answered
+/// ALREADY_EXISTS and the chain ID now exists (the remote-snapshot handshake), else its key and
+/// mounts.
+async fn prepare(
+    pull: &Pull<'_>,
+    chain_id: &str,
+    parent: &str,
+    labels: &BTreeMap<String, String>,
+) -> Result<Option<(String, Vec<Mount>)>, RpullError> {
+    let sn = &pull.opts.snapshotter;
+    for _ in 0..PREPARE_TRIES {
+        let key = labels::extract_key(chain_id);
+        match pull.containerd.prepare(sn, &key, parent, labels).await {
+            Ok(mounts) => return Ok(Some((key, mounts))),
+            Err(e) if e.code() == tonic::Code::AlreadyExists => {
+                if stat(pull, chain_id).await? {
+                    tracing::debug!(chain_id, "layer mounted remotely by the snapshotter");
+                    return Ok(None);
+                }
+                tracing::debug!(
+                    key,
+                    chain_id,
+                    "extraction snapshot exists, chain ID not found"
+                );
+            }
+            Err(e) => return Err(pull.snapshot_error(e)),
+        }
+    }
+    Err(RpullError::BadImage {
+        reference: pull.reference.to_owned(),
+        detail: format!(
+            "unable to prepare extraction snapshot for {chain_id}: the snapshotter answered \
+             \"already exists\" {PREPARE_TRIES} times but has no snapshot by that name"
+        ),
+    })
 }
 
 /// Whether the chain ID exists (containerd answers from its metadata).
