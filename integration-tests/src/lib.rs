@@ -51,19 +51,30 @@ pub fn script(name: &str) -> PathBuf {
 /// The `augur-snapshotter` binary under test: `$AUGUR_SNAPSHOTTER_BIN`, else the one cargo built
 /// next to this test (same profile).
 pub fn snapshotter_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("AUGUR_SNAPSHOTTER_BIN") {
+    workspace_bin("augur-snapshotter", "AUGUR_SNAPSHOTTER_BIN")
+}
+
+/// The `augurctl` binary under test: `$AUGURCTL_BIN`, else the one cargo built next to this test.
+pub fn augurctl_bin() -> PathBuf {
+    workspace_bin("augurctl", "AUGURCTL_BIN")
+}
+
+/// A binary of the workspace: `$<env>` if set, else `target/<profile>/<name>` of this test's
+/// profile.
+fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("own binary path");
-    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/augur-snapshotter
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<name>
     let mut profile_dir = exe.parent().expect("binary has a directory");
     if profile_dir.ends_with("deps") {
         profile_dir = profile_dir.parent().expect("target/<profile>");
     }
-    let bin = profile_dir.join("augur-snapshotter");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p augur-snapshotter` (or set AUGUR_SNAPSHOTTER_BIN)",
+        "{} is missing: run `cargo build -p augur-snapshotter` (or set {env})",
         bin.display()
     );
     bin

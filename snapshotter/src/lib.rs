@@ -1,7 +1,8 @@
 //! # augur-snapshotter
 //!
 //! The Augur daemon as a library: containerd's Snapshots API served over a unix socket, backed by
-//! an embedded transactional metadata store and plain directories stacked with OverlayFS.
+//! an embedded transactional metadata store and plain directories stacked with OverlayFS; and the
+//! library side of the `augurctl` CLI.
 //!
 //! ## Layers (each depends only on the ones below it)
 //!
@@ -21,6 +22,13 @@
 //! | [`config`] | TOML → validated [`config::Config`] |
 //! | [`error`] | the snapshot layer's error type and its gRPC codes |
 //!
+//! Used by the `augurctl` binary only (the daemon never calls containerd):
+//!
+//! | module | role |
+//! |---|---|
+//! | [`rpull`] | `augurctl image rpull`: an image pulled through containerd with the remote-snapshot labels, as `ctr-remote image rpull` pulls it |
+//! | [`containerd`] | a client for containerd's own gRPC API (content, images, leases, snapshots, diff) |
+//!
 //! ## Threads
 //!
 //! | thread | runs |
@@ -38,6 +46,7 @@
 pub mod admin;
 pub mod cache;
 pub mod config;
+pub mod containerd;
 pub mod daemon;
 pub mod error;
 pub mod estargz;
@@ -49,5 +58,6 @@ pub mod mounts;
 pub mod notify;
 pub mod reaper;
 pub mod registry;
+pub mod rpull;
 pub mod snapshotter;
 pub mod store;

@@ -56,6 +56,13 @@ pub use error::RegistryError;
 pub use oci_client::manifest;
 pub use platform::Platform;
 
+/// `(registry, repository)` of a reference as the client names them (`docker.io`,
+/// `library/busybox`), for labels that record where content came from.
+pub fn registry_and_repository(reference: &str) -> Result<(String, String), RegistryError> {
+    let r = parse_reference(reference)?;
+    Ok((r.registry, r.repository))
+}
+
 use endpoint::{Cap, Endpoint, Endpoints};
 use transport::{Backoff, Transport};
 
@@ -117,6 +124,9 @@ pub struct Resolved {
     pub manifest_digest: String,
     /// Digest of the index the manifest was chosen from, if the reference named one.
     pub index_digest: Option<String>,
+    /// The indexes followed to reach the manifest, outermost first (empty when the reference
+    /// named a manifest), exactly as served: a pull stores them as containerd does.
+    pub indexes: Vec<IndexBlob>,
     /// The manifest's media type (OCI or Docker schema 2).
     pub media_type: String,
     /// The manifest, parsed.
@@ -127,6 +137,19 @@ pub struct Resolved {
     pub config: Descriptor,
     /// The layers, bottom first.
     pub layers: Vec<Descriptor>,
+}
+
+/// An index (or Docker manifest list) as served, with the child chosen from it.
+#[derive(Debug, Clone)]
+pub struct IndexBlob {
+    /// Its digest.
+    pub digest: String,
+    /// Its media type (from the document, else the `Content-Type`).
+    pub media_type: String,
+    /// The bytes as served.
+    pub bytes: Bytes,
+    /// The entry chosen for the platform (a manifest, or a nested index).
+    pub chosen: Descriptor,
 }
 
 /// The registry client. Cheap to clone; clones share everything.

@@ -16,7 +16,7 @@ use super::digest::{Digest, sha256};
 use super::endpoint::{Cap, Endpoint};
 use super::platform::{self, Platform};
 use super::transport::{Failure, Request, Target, describe};
-use super::{Descriptor, Registry, RegistryError, Repo, Resolved, parse_reference};
+use super::{Descriptor, IndexBlob, Registry, RegistryError, Repo, Resolved, parse_reference};
 
 /// Manifest media types asked for, indexes first.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
@@ -56,6 +56,7 @@ impl Registry {
         };
         let mut fetched = self.fetch_manifest(&repo, &repo.reference, cap).await?;
         let mut index_digest = None;
+        let mut indexes = Vec::new();
         for _ in 0..MAX_INDEX_DEPTH {
             if !is_index(&fetched) {
                 break;
@@ -72,7 +73,14 @@ impl Registry {
             })?;
             let child = Digest::parse(&entry.digest)?.to_string();
             index_digest.get_or_insert_with(|| fetched.digest.to_string());
-            fetched = self.fetch_manifest(&repo, &child, Cap::Pull).await?;
+            let chosen = Descriptor {
+                media_type: entry.media_type.clone(),
+                digest: child.clone(),
+                size: u64::try_from(entry.size).unwrap_or_default(),
+                annotations: entry.annotations.clone().unwrap_or_default(),
+            };
+            let next = self.fetch_manifest(&repo, &child, Cap::Pull).await?;
+            indexes.push(index_blob(std::mem::replace(&mut fetched, next), chosen));
         }
         if is_index(&fetched) {
             return Err(RegistryError::protocol(
@@ -80,7 +88,9 @@ impl Registry {
                 format!("{} nests indexes too deep", repo.display),
             ));
         }
-        image(fetched, index_digest, &repo)
+        let mut resolved = image(fetched, index_digest, &repo)?;
+        resolved.indexes = indexes;
+        Ok(resolved)
     }
 
     /// GET `manifests/<reference>`; a digest reference is verified.
@@ -162,6 +172,28 @@ async fn read_manifest(
     })
 }
 
+fn index_blob(f: Fetched, chosen: Descriptor) -> IndexBlob {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let declared = serde_json::from_slice::<Shape>(&f.bytes)
+        .ok()
+        .and_then(|s| s.media_type)
+        .filter(|m| !m.is_empty());
+    let media_type = declared.unwrap_or_else(|| match f.media_type.as_str() {
+        IMAGE_MANIFEST_LIST_MEDIA_TYPE => f.media_type.clone(),
+        _ => OCI_IMAGE_INDEX_MEDIA_TYPE.to_owned(),
+    });
+    IndexBlob {
+        digest: f.digest.to_string(),
+        media_type,
+        bytes: f.bytes,
+        chosen,
+    }
+}
+
 /// Index or manifest list, by media type, else by shape (`manifests` instead of `layers`).
 fn is_index(f: &Fetched) -> bool {
     #[derive(serde::Deserialize)]
@@ -229,6 +261,7 @@ fn image(f: Fetched, index_digest: Option<String>, repo: &Repo) -> Result<Resolv
     Ok(Resolved {
         manifest_digest: f.digest.to_string(),
         index_digest,
+        indexes: Vec::new(),
         media_type,
         manifest,
         manifest_bytes: f.bytes,
