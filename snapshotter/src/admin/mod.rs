@@ -9,6 +9,8 @@
 //! | `POST /cache/evict` | `{"scope":"unreferenced"}` (default) or `{"scope":"all"}`: drops chunks now |
 //! | `PUT /cache/thresholds` | `{"ram":0.8,"nvme":0.4}`: the admission thresholds, at run time |
 //!
+//! [`AdminClient`] is the client `augurctl` uses.
+//!
 //! Bad input gets a 4xx answer whose body is `{"error": "..."}` saying what to change. Handlers
 //! that touch the disk run on the blocking pool. Why HTTP and not gRPC: operators can use `curl
 //! --unix-socket` on it, and the dashboard (issue 6) is served from the same router.
@@ -24,7 +26,9 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{CacheStatus, Evicted};
+
 use crate::lazy::LazyLayers;
+pub use client::{AdminClient, ClientError};
 
 /// What the handlers reach.
 #[derive(Debug, Clone)]
@@ -204,6 +208,8 @@ async fn cache_thresholds(
     let (ram, nvme) = lazy.cache().thresholds();
     Ok(Json(Thresholds { ram, nvme }))
 }
+
+pub mod client;
 
 #[cfg(test)]
 mod tests;

@@ -142,6 +142,30 @@ impl ChunkCache {
         None
     }
 
+    /// The budget of the tier chunks admitted as `admission` land in (0 if no tier is on): a
+    /// caller can tell whether a whole layer would fit before streaming it in.
+    pub fn admission_budget(&self, admission: Admission) -> u64 {
+        let budget = |t: Tier| match t {
+            Tier::Ram => self.ram.as_ref().map_or(0, RamTier::budget),
+            Tier::Nvme => self.nvme.as_ref().map_or(0, NvmeTier::budget),
+            Tier::Hdd => self.hdd().map_or(0, HddTier::budget),
+        };
+        self.fallbacks(self.preferred_tier(admission))
+            .first()
+            .map_or(0, |&t| budget(t))
+    }
+
+    /// The tier `admission` asks for (before disabled tiers are skipped).
+    fn preferred_tier(&self, admission: Admission) -> Tier {
+        let (ram, nvme) = self.thresholds();
+        match admission {
+            Admission::Demand => Tier::Ram,
+            Admission::Prefetch { probability } if probability >= ram => Tier::Ram,
+            Admission::Prefetch { probability } if probability >= nvme => Tier::Nvme,
+            Admission::Prefetch { .. } | Admission::Background => Tier::Hdd,
+        }
+    }
+
     /// `preferred`, then the enabled tiers below it, then those above it (nearest first).
     fn fallbacks(&self, preferred: Tier) -> Vec<Tier> {
         let enabled = |t: &Tier| match t {
@@ -385,7 +409,7 @@ impl ChunkCache {
         }
         let (ram_threshold, nvme_threshold) = self.thresholds();
         CacheStatus {
-            policy: self.ctx.policy.name(),
+            policy: self.ctx.policy.name().to_owned(),
             ram_threshold,
             nvme_threshold,
             tiers,

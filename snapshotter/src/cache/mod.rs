@@ -87,7 +87,9 @@ pub struct CacheSettings {
 }
 
 /// The tiers, fastest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// In-process memory.
@@ -238,7 +240,7 @@ impl Chunk {
 }
 
 /// One tier in [`CacheStatus`].
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct TierStatus {
     /// Which.
     pub tier: Tier,
@@ -263,10 +265,10 @@ pub struct TierStatus {
 }
 
 /// A snapshot of the cache's state and counters.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct CacheStatus {
     /// `lfu`, `lru` or `score`.
-    pub policy: &'static str,
+    pub policy: String,
     /// Current RAM admission threshold.
     pub ram_threshold: f32,
     /// Current NVMe admission threshold.
@@ -284,7 +286,7 @@ pub struct CacheStatus {
 }
 
 /// What `evict_unreferenced` removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Evicted {
     /// Chunks removed.
     pub chunks: u64,

@@ -20,7 +20,7 @@ use fuser::BackgroundSession;
 
 use std::time::UNIX_EPOCH;
 
-use crate::cache::{CacheSettings, CacheStatus, ChunkCache};
+use crate::cache::{Admission, CacheSettings, CacheStatus, ChunkCache};
 use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
 use crate::lazy::background::BackgroundFetch;
 use crate::lazy::data::LayerData;
@@ -222,7 +222,17 @@ impl LazyLayers {
                 m.digest == remote.layer_digest
                     && m.fetch.as_ref().is_some_and(|f| !f.is_finished())
             });
-        let fetch = if self.cfg.background_fetch && !data.is_complete() && !fetching {
+        let fits = data.index().data_size() <= self.cache.admission_budget(Admission::Background);
+        if self.cfg.background_fetch && !fits && !fetching {
+            tracing::info!(
+                layer = %remote.layer_digest,
+                bytes = data.index().data_size(),
+                budget = self.cache.admission_budget(Admission::Background),
+                "layer larger than the cache tier that keeps whole layers; no background fetch, \
+                 chunks are fetched when read (raise cache.hdd_mib to keep such layers)"
+            );
+        }
+        let fetch = if self.cfg.background_fetch && fits && !data.is_complete() && !fetching {
             match BackgroundFetch::start(Arc::clone(&data), self.cfg.fetch_span) {
                 Ok(f) => Some(f),
                 Err(e) => {

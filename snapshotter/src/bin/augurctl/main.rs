@@ -2,6 +2,7 @@
 //! the async runtime, and calls the library (`augur_snapshotter::rpull`, …). Each subcommand
 //! lives in its own file; `augurctl image <subcommand>` groups those that work on images.
 
+mod cache;
 mod rpull;
 
 use std::process::ExitCode;
@@ -26,6 +27,8 @@ enum Command {
     /// Work with images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Inspect and steer the daemon's chunk cache (through its admin socket).
+    Cache(cache::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -62,5 +65,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     match cli.command {
         Command::Image(ImageCommand::Rpull(args)) => runtime.block_on(rpull::run(args)),
+        Command::Cache(args) => runtime.block_on(cache::run(args)),
     }
 }
