@@ -16,7 +16,7 @@
 //!   and an extent is reused only after the chunk is unpublished and its last reader is gone.
 //!
 //! What this cannot prevent: a media error on the device under the mapping raises SIGBUS in
-//! the reading thread (the kernel has no error code to return to a plain load). Decision 0008
+//! the reading thread (the kernel has no error code to return to a plain load). Decision 0010
 //! records why the tier is mmap'd anyway.
 
 use std::fs::File;
