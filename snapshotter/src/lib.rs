@@ -12,7 +12,8 @@
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
-//! | [`registry`] | OCI registry client: manifests, ranged blob reads, auth, `hosts.toml` mirrors |
+//! | [`convert`] | `augurctl image convert`: an image (registry or OCI layout) rewritten as eStargz |
+//! | [`registry`] | OCI registry client: manifests, ranged blob reads, pushes, auth, `hosts.toml` mirrors |
 //! | [`estargz`] | the eStargz layer format: footer, TOC, layer index, chunk checks, writer (pure, no I/O) |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
@@ -34,6 +35,7 @@
 //! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
 
 pub mod config;
+pub mod convert;
 pub mod daemon;
 pub mod error;
 pub mod estargz;
