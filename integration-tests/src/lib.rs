@@ -14,6 +14,7 @@
 //! need them fail with the command to run when they are missing.
 
 mod containerd;
+pub mod convert;
 mod daemon;
 pub mod estargz_images;
 pub mod lazy;
@@ -51,19 +52,29 @@ pub fn script(name: &str) -> PathBuf {
 /// The `augur-snapshotter` binary under test: `$AUGUR_SNAPSHOTTER_BIN`, else the one cargo built
 /// next to this test (same profile).
 pub fn snapshotter_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("AUGUR_SNAPSHOTTER_BIN") {
+    built_bin("augur-snapshotter", "AUGUR_SNAPSHOTTER_BIN")
+}
+
+/// The `augurctl` binary under test: `$AUGURCTL_BIN`, else the one cargo built next to this test.
+pub fn augurctl_bin() -> PathBuf {
+    built_bin("augurctl", "AUGURCTL_BIN")
+}
+
+/// `$env`, else the binary `name` of the `augur-snapshotter` package built next to this test.
+fn built_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("own binary path");
-    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/augur-snapshotter
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<name>
     let mut profile_dir = exe.parent().expect("binary has a directory");
     if profile_dir.ends_with("deps") {
         profile_dir = profile_dir.parent().expect("target/<profile>");
     }
-    let bin = profile_dir.join("augur-snapshotter");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p augur-snapshotter` (or set AUGUR_SNAPSHOTTER_BIN)",
+        "{} is missing: run `cargo build -p augur-snapshotter --bins` (or set {env})",
         bin.display()
     );
     bin
