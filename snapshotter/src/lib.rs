@@ -1,7 +1,8 @@
 //! # augur-snapshotter
 //!
 //! The Augur daemon as a library: containerd's Snapshots API served over a unix socket, backed by
-//! an embedded transactional metadata store and plain directories stacked with OverlayFS.
+//! an embedded transactional metadata store and plain directories stacked with OverlayFS. The
+//! `augurctl` binary (`src/bin/augurctl/`) uses the same library for its commands ([`convert`]).
 //!
 //! ## Layers (each depends only on the ones below it)
 //!
@@ -29,6 +30,7 @@
 //! | `augur-reaper` | deletes removed snapshots' directories in the background |
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
+//! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its

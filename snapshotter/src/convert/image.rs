@@ -7,7 +7,7 @@
 //! manifest keeps its annotations, layers keep theirs plus the eStargz ones. Unlike
 //! `ctr-remote` without `--oci`, Docker media types always become OCI ones: Docker manifests
 //! cannot carry the layer annotations a lazy pull needs (containerd drops them), so the result
-//! is always an OCI image (decision 0007).
+//! is always an OCI image (decision 0008).
 
 use std::collections::BTreeMap;
 

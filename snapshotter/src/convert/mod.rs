@@ -5,7 +5,7 @@
 //! diff IDs, OCI manifest, and an index with `--all-platforms`) to a registry or an OCI layout,
 //! so users need no other tool to make images Augur can pull lazily. What it writes is what
 //! `ctr-remote image convert --estargz --oci` writes: same TOC, footer, chunking, layer
-//! annotations and media types (decision 0007).
+//! annotations and media types (decision 0008).
 //!
 //! | module | role |
 //! |---|---|
