@@ -14,8 +14,8 @@ use augur_snapshotter::registry::{Platform, RegistryConfig};
 
 /// Convert an image to eStargz, so Augur can pull it lazily.
 ///
-/// SRC and DST are registry references (host[:port]/repo:tag, or @digest for SRC) or OCI image
-/// layouts (oci:DIR[:TAG], as skopeo writes them). Plain HTTP is used only for loopback
+/// SRC and DST are registry references (host:port/repo:tag, or host:port/repo@sha256:… for SRC)
+/// or OCI image layouts (oci:DIR or oci:DIR:TAG, as skopeo writes them). Plain HTTP is used only for loopback
 /// registries and --insecure-host; credentials come from Docker's config.json.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -67,7 +67,8 @@ pub struct Args {
     /// Directory holding Docker's config.json [default: $DOCKER_CONFIG, else ~/.docker].
     #[arg(long, value_name = "DIR")]
     docker_config: Option<PathBuf>,
-    /// A host[:port] that may be reached over plain HTTP (loopback always may). Repeatable.
+    /// A host or host:port that may be reached over plain HTTP (loopback always may).
+    /// Repeatable.
     #[arg(long, value_name = "HOST")]
     insecure_host: Vec<String>,
     /// No progress on stderr; only errors and the summary line.

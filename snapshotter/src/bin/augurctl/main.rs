@@ -32,7 +32,7 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum ImageCommand {
-    /// Convert an image to eStargz, so Augur can pull it lazily.
+    // The help text is `convert::Args`'s doc comment.
     Convert(convert::Args),
 }
 
@@ -84,4 +84,47 @@ fn interrupted() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => {}
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, ImageCommand};
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn platform_choices_exclude_each_other_and_ctr_remote_names_work() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["augurctl"], args].concat());
+        let cli = parse(&[
+            "--log-level",
+            "debug",
+            "image",
+            "convert",
+            "--estargz-chunk-size",
+            "65536",
+            "a:1/b",
+            "oci:/x",
+        ])
+        .expect("parses");
+        let Command::Image {
+            command: ImageCommand::Convert(_),
+        } = cli.command;
+        assert_eq!(cli.log_level, "debug");
+        let e = parse(&[
+            "image",
+            "convert",
+            "--platform",
+            "linux/arm64",
+            "--all-platforms",
+            "a",
+            "b",
+        ])
+        .expect_err("conflict");
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
+    }
 }
