@@ -668,3 +668,62 @@ fn an_interrupt_removes_the_temporary_files_and_tags_nothing() {
         "{stderr}"
     );
 }
+
+/// A `config.json` under `dir` holding `user:password` for `host`.
+fn docker_config(dir: &Path, host: &str, user: &str, password: &str) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    let auth = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("{user}:{password}"),
+    );
+    let json = json!({"auths": {host: {"auth": auth}}});
+    std::fs::write(dir.join("config.json"), json.to_string()).unwrap();
+    dir.display().to_string()
+}
+
+#[test]
+fn destinations_are_checked_before_anything_is_converted() {
+    let dir = TestDir::new("convert-dst");
+    let open = Registry::start(&dir.join("open"));
+    open.push_test_images();
+    let secured = Registry::start_with(
+        &dir.join("secured"),
+        &augur_integration_tests::RegistryOptions {
+            auth: Some(augur_integration_tests::RegistryAuth::Htpasswd {
+                user: "augur".to_owned(),
+                password: "s3cret".to_owned(),
+            }),
+            ..Default::default()
+        },
+    );
+    let tmp = dir.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let src = open.image("busybox:latest");
+    let gone = format!("127.0.0.1:{}/x:y", augur_integration_tests::free_port());
+    let no_login = docker_config(&dir.join("nobody"), "elsewhere:5000", "x", "y");
+    let login = docker_config(&dir.join("augur"), &secured.host(), "augur", "s3cret");
+    let dst = secured.image("busybox:esgz");
+    for (dst, extra, expect) in [
+        (gone.as_str(), vec!["--log-level", "error"], "reaching DST"),
+        (
+            dst.as_str(),
+            vec!["--docker-config", &no_login],
+            "docker login",
+        ),
+    ] {
+        let out = convert::run(&src, dst, &tmp, &extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(expect),
+            "{dst}: expected {expect:?} in\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("eStargz sha256:"),
+            "converted before failing:\n{stderr}"
+        );
+        assert!(entries(&tmp).is_empty(), "left {:?}", entries(&tmp));
+    }
+    // With credentials the same conversion goes through.
+    convert_ok(&src, &dst, &tmp, &["--docker-config", &login]);
+}

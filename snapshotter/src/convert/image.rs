@@ -264,7 +264,7 @@ pub(crate) fn index_bytes(
     serde_json::to_vec(&index).unwrap_or_default()
 }
 
-/// Annotations as a map (for tests and reports).
+/// A descriptor's annotations as a map (empty if it has none).
 pub(crate) fn annotations(d: &OciDescriptor) -> BTreeMap<String, String> {
     d.annotations.clone().unwrap_or_default()
 }

@@ -161,6 +161,7 @@ async fn run(
     let source = open_source(src, client.clone()).await?;
     let top = source.top().await?;
     let target = open_target(dst, client).await?;
+    target.check(&top.digest).await?;
     let ctx = Ctx {
         source: &source,
         target: &target,

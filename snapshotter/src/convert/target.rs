@@ -47,6 +47,22 @@ impl Target {
         ConvertError::registry(format!("{doing} to DST {}", self.name()))
     }
 
+    /// Fails early if the destination registry cannot be reached or refuses access, before any
+    /// layer is converted (`probe` is any digest; whether the registry has it does not matter).
+    pub(crate) async fn check(&self, probe: &str) -> Result<(), ConvertError> {
+        if let Target::Registry { client, reference } = self {
+            match client.blob_size(reference, probe).await {
+                Ok(_) | Err(RegistryError::NotFound { .. }) => {}
+                Err(e) => {
+                    return Err(ConvertError::registry(format!("reaching DST {reference}"))(
+                        e,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// True if the destination has blob `digest` already.
     pub(crate) async fn has_blob(&self, digest: &str) -> Result<bool, ConvertError> {
         match self {

@@ -159,8 +159,6 @@ struct Layer {
     started: Instant,
     printed: Instant,
     size: u64,
-    read: u64,
-    written: u64,
 }
 
 impl Renderer {
@@ -198,8 +196,6 @@ impl Renderer {
                     started: now,
                     printed: now,
                     size: *size,
-                    read: 0,
-                    written: 0,
                 };
                 layers.insert(key(layer), state);
                 eprintln!(
@@ -217,59 +213,24 @@ impl Renderer {
                 let Some(l) = layers.get_mut(&key(layer)) else {
                     return;
                 };
-                (l.read, l.written) = (*read, *written);
-                if l.printed.elapsed() >= EVERY {
-                    l.printed = Instant::now();
-                    let rate = rate(l.read, l.started);
+                if l.due() {
+                    let rate = rate(*read, l.started);
+                    let (read, size, written) = (mib(*read), mib(l.size), mib(*written));
                     eprintln!(
-                        "{} read {} of {}, wrote {}, {rate}",
-                        tag(layer),
-                        mib(l.read),
-                        mib(l.size),
-                        mib(l.written)
+                        "{} read {read} of {size}, wrote {written}, {rate}",
+                        tag(layer)
                     );
                 }
             }
             Event::Uploading { layer, sent, total } => {
-                let Some(l) = layers.get_mut(&key(layer)) else {
-                    return;
-                };
-                if l.printed.elapsed() >= EVERY {
-                    l.printed = Instant::now();
+                if layers.get_mut(&key(layer)).is_some_and(Layer::due) {
                     eprintln!("{} storing: {} of {}", tag(layer), mib(*sent), mib(*total));
                 }
             }
             Event::LayerDone { layer, outcome } => {
-                let Some(l) = layers.remove(&key(layer)) else {
-                    return;
-                };
-                let secs = l.started.elapsed().as_secs_f64();
-                let line = match outcome {
-                    LayerOutcome::Converted {
-                        digest,
-                        size,
-                        uploaded,
-                    } => format!(
-                        "eStargz {digest}, {} -> {} in {secs:.1} s ({}){}",
-                        mib(l.size),
-                        mib(*size),
-                        rate(l.size, l.started),
-                        if *uploaded {
-                            ""
-                        } else {
-                            "; DST had it already"
-                        }
-                    ),
-                    LayerOutcome::AlreadyEstargz { uploaded } => format!(
-                        "already eStargz, {}",
-                        if *uploaded {
-                            "copied as it is"
-                        } else {
-                            "DST had it already"
-                        }
-                    ),
-                };
-                eprintln!("{} {line}", tag(layer));
+                if let Some(l) = layers.remove(&key(layer)) {
+                    eprintln!("{} {}", tag(layer), done(&l, outcome));
+                }
             }
             Event::Stored {
                 what,
@@ -277,6 +238,38 @@ impl Renderer {
                 reference,
             } => eprintln!("stored {what} {digest} as {reference}"),
         }
+    }
+}
+
+impl Layer {
+    /// True (and the clock restarted) if this layer's last line is [`EVERY`] old.
+    fn due(&mut self) -> bool {
+        let due = self.printed.elapsed() >= EVERY;
+        if due {
+            self.printed = Instant::now();
+        }
+        due
+    }
+}
+
+/// The line that ends a layer.
+fn done(l: &Layer, outcome: &LayerOutcome) -> String {
+    let had = "; DST had it already";
+    match outcome {
+        LayerOutcome::Converted {
+            digest,
+            size,
+            uploaded,
+        } => format!(
+            "eStargz {digest}, {} -> {} in {:.1} s ({}){}",
+            mib(l.size),
+            mib(*size),
+            l.started.elapsed().as_secs_f64(),
+            rate(l.size, l.started),
+            if *uploaded { "" } else { had }
+        ),
+        LayerOutcome::AlreadyEstargz { uploaded: true } => "already eStargz, copied".to_owned(),
+        LayerOutcome::AlreadyEstargz { uploaded: false } => format!("already eStargz{had}"),
     }
 }
 
