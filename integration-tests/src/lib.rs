@@ -14,6 +14,7 @@
 //! need them fail with the command to run when they are missing.
 
 mod containerd;
+pub mod convert;
 mod daemon;
 pub mod estargz_images;
 pub mod lazy;
@@ -74,7 +75,7 @@ fn workspace_bin(name: &str, env: &str) -> PathBuf {
     let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p augur-snapshotter` (or set {env})",
+        "{} is missing: run `cargo build -p augur-snapshotter --bins` (or set {env})",
         bin.display()
     );
     bin
