@@ -8,6 +8,10 @@
 //! | [`Registry`] | Debian's `docker-registry` on a free 127.0.0.1 port |
 //! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
 //! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
+//! | [`MountGuard`] | a bind or overlay mount made from a snapshotter's mount description |
+//!
+//! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
+//! content hashes, hard links) and lists the differences between two.
 //!
 //! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
 //! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
@@ -20,6 +24,7 @@ pub mod estargz_images;
 pub mod lazy;
 mod mounts;
 mod registry;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,7 +32,7 @@ use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
 pub use daemon::{Daemon, connect, list};
-pub use mounts::{TestDir, mounts_under};
+pub use mounts::{MountGuard, TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
 /// The workspace root (this crate's parent directory).

@@ -177,8 +177,8 @@ pub fn format_digest(d: &[u8; 32]) -> String {
 }
 
 /// Xattr values as base64 strings, as Go's `encoding/json` writes `[]byte` (a JSON `null`
-/// reads as empty).
-mod base64_values {
+/// reads as empty). Also used for the xattrs `lazy` saves beside a TOC.
+pub(crate) mod base64_values {
     use std::collections::BTreeMap;
 
     use base64::Engine;
