@@ -117,7 +117,11 @@ impl LazyBed {
         let dir = TestDir::new(name);
         let registry = Registry::start(&dir.join("registry"));
         registry.push_test_images();
-        std::fs::write(dir.join("augur.toml"), config).unwrap();
+        std::fs::write(
+            dir.join("augur.toml"),
+            crate::daemon::with_test_cache(config),
+        )
+        .unwrap();
         let daemon = Daemon::start_with_config(
             &dir.join("augur"),
             &dir.join("augur.sock"),

@@ -8,25 +8,31 @@
 //! | [`Registry`] | Debian's `docker-registry` on a free 127.0.0.1 port |
 //! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
 //! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
+//! | [`MountGuard`] | a bind or overlay mount made from a snapshotter's mount description |
+//!
+//! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
+//! content hashes, hard links) and lists the differences between two.
 //!
 //! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
 //! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
 //! need them fail with the command to run when they are missing.
 
 mod containerd;
+pub mod convert;
 mod daemon;
 pub mod estargz_images;
 pub mod lazy;
 mod mounts;
 mod registry;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, connect, list};
-pub use mounts::{TestDir, mounts_under};
+pub use daemon::{Daemon, TEST_CACHE, connect, list, with_test_cache};
+pub use mounts::{MountGuard, TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
 /// The workspace root (this crate's parent directory).
@@ -74,7 +80,7 @@ fn workspace_bin(name: &str, env: &str) -> PathBuf {
     let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p augur-snapshotter` (or set {env})",
+        "{} is missing: run `cargo build -p augur-snapshotter --bins` (or set {env})",
         bin.display()
     );
     bin

@@ -132,7 +132,8 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Pushes the cached test images (`busybox:latest`, `python:latest`) built by `images.sh`.
+    /// Pushes the cached test images (`busybox`, `python`, `edgecases`, tag `latest`) built by
+    /// `images.sh`.
     pub fn push_test_images(&self) {
         run_ok(
             Command::new("bash")

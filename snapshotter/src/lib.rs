@@ -2,7 +2,7 @@
 //!
 //! The Augur daemon as a library: containerd's Snapshots API served over a unix socket, backed by
 //! an embedded transactional metadata store and plain directories stacked with OverlayFS; and the
-//! library side of the `augurctl` CLI.
+//! library side of the `augurctl` CLI (`src/bin/augurctl/`: [`rpull`], [`convert`]).
 //!
 //! ## Layers (each depends only on the ones below it)
 //!
@@ -15,7 +15,8 @@
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
-//! | [`registry`] | OCI registry client: manifests, ranged blob reads, auth, `hosts.toml` mirrors |
+//! | [`convert`] | `augurctl image convert`: an image (registry or OCI layout) rewritten as eStargz |
+//! | [`registry`] | OCI registry client: manifests, ranged blob reads, pushes, auth, `hosts.toml` mirrors |
 //! | [`estargz`] | the eStargz layer format: footer, TOC, layer index, chunk checks, writer (pure, no I/O) |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
@@ -38,6 +39,7 @@
 //! | `augur-reaper` | deletes removed snapshots' directories in the background |
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
+//! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
@@ -47,6 +49,7 @@ pub mod admin;
 pub mod cache;
 pub mod config;
 pub mod containerd;
+pub mod convert;
 pub mod daemon;
 pub mod error;
 pub mod estargz;

@@ -11,7 +11,7 @@
 //! Several snapshots may use one layer (the same blob under different parents): they share one
 //! [`LayerData`], so its bytes are fetched once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -365,6 +365,14 @@ pub struct InheritedDir {
     pub mtime_secs: i64,
     /// Nanoseconds of the modification time.
     pub mtime_nanos: u32,
+    /// Extended attributes but `trusted.*` (containerd does not copy those); base64 values.
+    /// Absent from files saved before xattrs were inherited: those dirs then have none.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "crate::estargz::base64_values"
+    )]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl InheritedDir {
@@ -380,7 +388,11 @@ impl InheritedDir {
             uid: self.uid,
             gid: self.gid,
             mtime,
-            xattrs: Default::default(),
+            xattrs: self
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.into(), v.clone()))
+                .collect(),
         };
         index.inherit_dir_attrs(self.node, &attrs);
     }
@@ -421,4 +433,56 @@ fn load_index(dir: &Path, remote: &RemoteLayer) -> Result<LayerIndex, LazyError>
         Err(e) => return Err(LazyError::io("read", &path)(e)),
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estargz::TocEntry;
+
+    fn index_with_implicit_usr() -> (LayerIndex, NodeId) {
+        let entry = TocEntry {
+            name: "usr/lib/x".into(),
+            kind: "reg".into(),
+            ..TocEntry::default()
+        };
+        let toc = Toc {
+            version: 1,
+            entries: vec![entry],
+        };
+        let index = LayerIndex::from_toc(&toc, 0).unwrap();
+        let usr = index.find(Path::new("usr")).unwrap();
+        (index, usr)
+    }
+
+    #[test]
+    fn inherited_dirs_keep_their_xattrs_across_a_save() {
+        let (mut index, usr) = index_with_implicit_usr();
+        let dir = InheritedDir {
+            node: usr,
+            mode: 0o700,
+            uid: 5,
+            gid: 6,
+            mtime_secs: 1_000_000_000,
+            mtime_nanos: 7,
+            xattrs: [("user.tag".to_owned(), vec![0, 0xff, b'y'])].into(),
+        };
+        let saved = serde_json::to_vec(&[&dir]).unwrap();
+        let loaded: Vec<InheritedDir> = serde_json::from_slice(&saved).unwrap();
+        assert_eq!(loaded, [dir]);
+        loaded[0].apply(&mut index);
+        let node = index.node(usr);
+        assert_eq!((node.mode, node.uid, node.gid), (0o700, 5, 6));
+        assert_eq!(
+            node.xattrs[std::ffi::OsStr::new("user.tag")],
+            [0, 0xff, b'y']
+        );
+    }
+
+    #[test]
+    fn inherited_dirs_saved_without_xattrs_still_load() {
+        let old = br#"[{"node":1,"mode":493,"uid":0,"gid":0,"mtime_secs":0,"mtime_nanos":0}]"#;
+        let loaded: Vec<InheritedDir> = serde_json::from_slice(old).unwrap();
+        assert!(loaded[0].xattrs.is_empty());
+    }
 }

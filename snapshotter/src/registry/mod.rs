@@ -54,7 +54,8 @@ use bytes::Bytes;
 pub use error::RegistryError;
 /// Manifest and index types (from `oci-client`), for [`Registry::push_manifest`] and [`Resolved`].
 pub use oci_client::manifest;
-pub use platform::Platform;
+pub use platform::{Platform, offered, select};
+pub use transport::SendProgress;
 
 /// `(registry, repository)` of a reference as the client names them (`docker.io`,
 /// `library/busybox`), for labels that record where content came from.
@@ -150,6 +151,25 @@ pub struct IndexBlob {
     pub bytes: Bytes,
     /// The entry chosen for the platform (a manifest, or a nested index).
     pub chosen: Descriptor,
+}
+
+/// A manifest or index as the registry served it, not followed ([`Registry::manifest`]).
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    /// The `mediaType` the document declares, else the `Content-Type` it was served with.
+    pub media_type: String,
+    /// True for an OCI index or a Docker manifest list.
+    pub index: bool,
+    /// Its digest (`sha256:<hex>`; verified when it was asked for by digest).
+    pub digest: String,
+    /// The bytes as served.
+    pub bytes: Bytes,
+}
+
+/// `registry/repository` of `reference` (`127.0.0.1:5000/python:3` → `127.0.0.1:5000/python`,
+/// `busybox` → `docker.io/library/busybox`): append `@digest` to name something else in it.
+pub fn repository_of(reference: &str) -> Result<String, RegistryError> {
+    parse_reference(reference).map(|r| r.display)
 }
 
 /// The registry client. Cheap to clone; clones share everything.

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::FutureExt;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageIndex, OciImageManifest,
+    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageIndex, OciImageManifest, Versioned,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Response};
@@ -16,7 +16,9 @@ use super::digest::{Digest, sha256};
 use super::endpoint::{Cap, Endpoint};
 use super::platform::{self, Platform};
 use super::transport::{Failure, Request, Target, describe};
-use super::{Descriptor, IndexBlob, Registry, RegistryError, Repo, Resolved, parse_reference};
+use super::{
+    Descriptor, IndexBlob, RawManifest, Registry, RegistryError, Repo, Resolved, parse_reference,
+};
 
 /// Manifest media types asked for, indexes first.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
@@ -91,6 +93,37 @@ impl Registry {
         let mut resolved = image(fetched, index_digest, &repo)?;
         resolved.indexes = indexes;
         Ok(resolved)
+    }
+
+    /// The manifest or index `reference` names (or, with `digest`, the one with that digest in
+    /// the reference's repository), exactly as served and not followed: for callers that walk
+    /// an index themselves. A digest is verified; Docker schema 1 is refused.
+    pub async fn manifest(
+        &self,
+        reference: &str,
+        digest: Option<&str>,
+    ) -> Result<RawManifest, RegistryError> {
+        let repo = parse_reference(reference)?;
+        let (wanted, cap) = match digest {
+            Some(d) => (Digest::parse(d)?.to_string(), Cap::Pull),
+            None if repo.is_digest => (repo.reference.clone(), Cap::Pull),
+            None => (repo.reference.clone(), Cap::Resolve),
+        };
+        let f = self.fetch_manifest(&repo, &wanted, cap).await?;
+        if f.media_type.starts_with(DOCKER_SCHEMA1_PREFIX) {
+            return Err(schema1(&f, &repo));
+        }
+        let declared = serde_json::from_slice::<Versioned>(&f.bytes)
+            .ok()
+            .and_then(|v| v.media_type)
+            .filter(|m| !m.is_empty());
+        let index = is_index(&f);
+        Ok(RawManifest {
+            media_type: declared.unwrap_or(f.media_type),
+            index,
+            digest: f.digest.to_string(),
+            bytes: f.bytes,
+        })
     }
 
     /// GET `manifests/<reference>`; a digest reference is verified.
@@ -214,15 +247,19 @@ fn is_index(f: &Fetched) -> bool {
     }
 }
 
+fn schema1(f: &Fetched, repo: &Repo) -> RegistryError {
+    RegistryError::protocol(
+        &f.host,
+        format!(
+            "{} has a Docker schema 1 manifest, which is not supported; push it again with a current tool",
+            repo.display
+        ),
+    )
+}
+
 fn image(f: Fetched, index_digest: Option<String>, repo: &Repo) -> Result<Resolved, RegistryError> {
     if f.media_type.starts_with(DOCKER_SCHEMA1_PREFIX) {
-        return Err(RegistryError::protocol(
-            &f.host,
-            format!(
-                "{} has a Docker schema 1 manifest, which is not supported; push it again with a current tool",
-                repo.display
-            ),
-        ));
+        return Err(schema1(&f, repo));
     }
     let manifest: OciImageManifest =
         serde_json::from_slice(&f.bytes).map_err(|e| bad_json(&f, repo, "manifest", &e))?;
