@@ -23,23 +23,26 @@ pub fn ctr_remote(ctd: &Containerd, args: &[&str]) -> Command {
 /// `ctr-remote image convert --estargz --oci` and pushes it as `<repo>:esgz`; returns that
 /// reference. The conversion namespace is emptied afterwards.
 pub fn push_estargz(ctd: &Containerd, registry: &Registry, name: &str) -> String {
+    push_estargz_as(ctd, registry, name, "esgz", &[])
+}
+
+/// Like [`push_estargz`], pushed as `<repo>:<tag>`, with `extra` conversion flags (e.g.
+/// `--estargz-compression-level 1`: other blob bytes, the same chunks).
+pub fn push_estargz_as(
+    ctd: &Containerd,
+    registry: &Registry,
+    name: &str,
+    tag: &str,
+    extra: &[&str],
+) -> String {
     let src = registry.image(name);
     let repo = name.split(':').next().unwrap_or(name);
-    let dst = registry.image(&format!("{repo}:esgz"));
+    let dst = registry.image(&format!("{repo}:{tag}"));
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "pull", "--plain-http", &src]);
-    run_ok(&mut ctr_remote(
-        ctd,
-        &[
-            "-n",
-            CONVERT_NS,
-            "image",
-            "convert",
-            "--estargz",
-            "--oci",
-            &src,
-            &dst,
-        ],
-    ));
+    let mut args = vec!["-n", CONVERT_NS, "image", "convert", "--estargz", "--oci"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[&src, &dst]);
+    run_ok(&mut ctr_remote(ctd, &args));
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "push", "--plain-http", &dst]);
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "rm", "--sync", &src, &dst]);
     dst
@@ -114,7 +117,11 @@ impl LazyBed {
         let dir = TestDir::new(name);
         let registry = Registry::start(&dir.join("registry"));
         registry.push_test_images();
-        std::fs::write(dir.join("augur.toml"), config).unwrap();
+        std::fs::write(
+            dir.join("augur.toml"),
+            crate::daemon::with_test_cache(config),
+        )
+        .unwrap();
         let daemon = Daemon::start_with_config(
             &dir.join("augur"),
             &dir.join("augur.sock"),

@@ -50,7 +50,7 @@ impl Bed {
         registry.push_test_images();
         std::fs::write(
             dir.join("augur.toml"),
-            "[remote]\nbackground_fetch = false\n",
+            augur_integration_tests::with_test_cache("[remote]\nbackground_fetch = false\n"),
         )
         .unwrap();
         let daemon = Daemon::start_with_config(

@@ -9,9 +9,11 @@
 //! | module | role |
 //! |---|---|
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
+//! | [`admin`] | the admin API (JSON over a root-only unix socket) that `augurctl` uses |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
+//! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
 //! | [`convert`] | `augurctl image convert`: an image (registry or OCI layout) rewritten as eStargz |
 //! | [`registry`] | OCI registry client: manifests, ranged blob reads, pushes, auth, `hosts.toml` mirrors |
@@ -43,6 +45,8 @@
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
 //! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
 
+pub mod admin;
+pub mod cache;
 pub mod config;
 pub mod containerd;
 pub mod convert;

@@ -267,7 +267,7 @@ impl LayerIndex {
             .copied()
     }
 
-    /// Total size of all chunks: the size of the layer's local data file.
+    /// Total uncompressed size of all chunks (what the layer takes in a cache).
     pub fn data_size(&self) -> u64 {
         self.data_size
     }

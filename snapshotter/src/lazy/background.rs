@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::cache::Admission;
 use crate::lazy::data::LayerData;
 
 /// How long one span request may take before it is retried.
@@ -113,7 +114,7 @@ fn fetch_pass(data: &LayerData, stop: &AtomicBool, span: u64) {
                 for (j, member) in members.iter().enumerate().take(k).skip(m) {
                     let slice =
                         &bytes[(member.offset - start) as usize..(member.end - start) as usize];
-                    if let Err(e) = data.store_member(j as u32, slice) {
+                    if let Err(e) = data.store_member(j as u32, slice, Admission::Background) {
                         tracing::warn!(layer = data.source_name(), error = %e, "background fetch: bad member");
                     }
                 }

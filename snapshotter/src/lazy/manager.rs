@@ -2,11 +2,12 @@
 //! its FUSE session and background fetch alive, and unmounting it.
 //!
 //! ```text
-//! layers/<digest hex>/toc.json   the verified TOC, so a restart mounts without the registry
-//! layers/<digest hex>/data       chunk bytes (see `data`)
-//! layers/<digest hex>/present    which chunks are in `data` (a hint)
+//! layers/<digest hex>/toc.json       the verified TOC, so a restart mounts without the registry
+//! layers/<digest hex>/dirattrs.json  attributes implicit directories inherited from lower layers
+//! layers/<digest hex>/stats.json     the layer's fetch counters (see `data`)
 //! ```
 //!
+//! Chunk bytes live in the node-wide tiered [`ChunkCache`] (`[cache]`), shared by all layers.
 //! Several snapshots may use one layer (the same blob under different parents): they share one
 //! [`LayerData`], so its bytes are fetched once.
 
@@ -19,6 +20,7 @@ use fuser::BackgroundSession;
 
 use std::time::UNIX_EPOCH;
 
+use crate::cache::{Admission, CacheSettings, CacheStatus, ChunkCache};
 use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
 use crate::lazy::background::BackgroundFetch;
 use crate::lazy::data::LayerData;
@@ -43,6 +45,8 @@ pub struct LazyConfig {
     pub require_toc_digest: bool,
     /// The registry client's settings.
     pub registry: RegistryConfig,
+    /// The chunk cache's settings.
+    pub cache: CacheSettings,
 }
 
 /// A layer ready to mount: what the record keeps, and its index.
@@ -72,6 +76,7 @@ pub struct LazyLayers {
     layers_dir: PathBuf,
     cfg: LazyConfig,
     registry: Registry,
+    cache: Arc<ChunkCache>,
     handle: tokio::runtime::Handle,
     mounted: Mutex<HashMap<u64, Mounted>>,
     shared: Mutex<HashMap<String, Weak<LayerData>>>,
@@ -95,10 +100,12 @@ impl LazyLayers {
         let layers_dir = root.join("layers");
         std::fs::create_dir_all(&layers_dir).map_err(LazyError::io("create", &layers_dir))?;
         let registry = Registry::new(cfg.registry.clone())?;
+        let cache = Arc::new(ChunkCache::open(&cfg.cache)?);
         Ok(LazyLayers {
             layers_dir,
             cfg,
             registry,
+            cache,
             handle,
             mounted: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
@@ -109,6 +116,16 @@ impl LazyLayers {
     pub fn layer_dir(&self, digest: &str) -> PathBuf {
         self.layers_dir
             .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// The chunk cache's budgets, use and counters.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache.status()
+    }
+
+    /// The chunk cache.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
     }
 
     /// The directory all layers live under.
@@ -205,7 +222,17 @@ impl LazyLayers {
                 m.digest == remote.layer_digest
                     && m.fetch.as_ref().is_some_and(|f| !f.is_finished())
             });
-        let fetch = if self.cfg.background_fetch && !data.is_complete() && !fetching {
+        let fits = data.index().data_size() <= self.cache.admission_budget(Admission::Background);
+        if self.cfg.background_fetch && !fits && !fetching {
+            tracing::info!(
+                layer = %remote.layer_digest,
+                bytes = data.index().data_size(),
+                budget = self.cache.admission_budget(Admission::Background),
+                "layer larger than the cache tier that keeps whole layers; no background fetch, \
+                 chunks are fetched when read (raise cache.hdd_mib to keep such layers)"
+            );
+        }
+        let fetch = if self.cfg.background_fetch && fits && !data.is_complete() && !fetching {
             match BackgroundFetch::start(Arc::clone(&data), self.cfg.fetch_span) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -304,8 +331,14 @@ impl LazyLayers {
             &remote.image_ref,
             &remote.layer_digest,
         ));
-        let data = LayerData::open(&dir, index, source, self.cfg.read_deadline)
-            .map_err(LazyError::io("open layer data in", &dir))?;
+        let data = LayerData::open(
+            &dir,
+            index,
+            source,
+            Arc::clone(&self.cache),
+            self.cfg.read_deadline,
+        )
+        .map_err(LazyError::io("open layer data in", &dir))?;
         let data = Arc::new(data);
         shared.retain(|_, w| w.strong_count() > 0);
         shared.insert(remote.layer_digest.clone(), Arc::downgrade(&data));

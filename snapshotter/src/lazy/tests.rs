@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::cache::{CacheSettings, ChunkCache, Policy};
 use crate::estargz::tests::fixtures::{Layer, TarBuilder, noise, small_chunks};
 use crate::lazy::background::BackgroundFetch;
 use crate::lazy::data::LayerData;
@@ -70,6 +71,25 @@ fn sample_layer() -> (Layer, Vec<u8>) {
     (Layer::write(&tar, &small_chunks()), big)
 }
 
+/// A chunk cache under `dir` (`ram` bytes of RAM tier; 0 puts demand reads on the NVMe tier,
+/// which survives a reopen).
+fn cache_in(dir: &Path, ram: u64) -> Arc<ChunkCache> {
+    Arc::new(
+        ChunkCache::open(&CacheSettings {
+            ram_bytes: ram,
+            nvme_path: dir.join("cache/chunks.nvme"),
+            nvme_bytes: 8 << 20,
+            hdd_path: dir.join("cache/spill"),
+            hdd_bytes: 8 << 20,
+            policy: Policy::Lru,
+            ram_threshold: 0.8,
+            nvme_threshold: 0.4,
+            promote_after_hits: 2,
+        })
+        .unwrap(),
+    )
+}
+
 /// A mounted layer under a temp dir, unmounted on drop.
 struct Mounted {
     dir: tempfile::TempDir,
@@ -80,6 +100,17 @@ struct Mounted {
 impl Mounted {
     fn new(layer: &Layer, source: Arc<dyn BlobSource>, deadline: Duration) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
+        let cache = cache_in(dir.path(), 4 << 20);
+        Mounted::with_cache(dir, cache, layer, source, deadline)
+    }
+
+    fn with_cache(
+        dir: tempfile::TempDir,
+        cache: Arc<ChunkCache>,
+        layer: &Layer,
+        source: Arc<dyn BlobSource>,
+        deadline: Duration,
+    ) -> Mounted {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let data = Arc::new(
@@ -87,6 +118,7 @@ impl Mounted {
                 &dir.path().join("layer"),
                 Arc::new(layer.index.clone()),
                 source,
+                cache,
                 deadline,
             )
             .unwrap(),
@@ -239,12 +271,13 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
         before,
         "served from local data only"
     );
-    // A new process (fresh LayerData over the same directory) trusts nothing it has not
-    // verified, but needs no fetch either.
+    // A new process (a fresh cache and LayerData over the same files) trusts nothing it has
+    // not verified, but needs no fetch either: the background fetch spilled every chunk to disk.
     let again = LayerData::open(
         &m.dir.path().join("layer"),
         Arc::new(layer.index.clone()),
         src.clone(),
+        cache_in(m.dir.path(), 4 << 20),
         Duration::from_millis(500),
     )
     .unwrap();
@@ -255,41 +288,98 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
 }
 
 #[test]
-fn a_corrupt_local_chunk_is_refetched_not_served() {
+fn a_corrupt_cached_chunk_is_refetched_not_served() {
     let (layer, big) = sample_layer();
     let dir = tempfile::tempdir().unwrap();
     let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
     let id = layer.find("big.bin").unwrap();
-    {
-        let data = LayerData::open(
-            dir.path(),
+    let open = |cache| {
+        LayerData::open(
+            &dir.path().join("layer"),
             Arc::new(layer.index.clone()),
             src.clone(),
+            cache,
             Duration::from_secs(5),
         )
-        .unwrap();
-        assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
-        data.persist().unwrap();
-    }
-    // Damage the stored copy of the first chunk of big.bin.
-    let slot = layer.index.file_chunks(id)[0].slot;
+        .unwrap()
+    };
+    // No RAM tier: the chunks land in the NVMe file, which outlives the process.
+    let data = open(cache_in(dir.path(), 0));
+    assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
+    drop(data);
+    // Damage the stored copy of big.bin's first chunk (found by its bytes in the file).
+    let first = &big[..4096];
+    let file = std::fs::read(dir.path().join("cache/chunks.nvme")).unwrap();
+    let at = file
+        .windows(first.len())
+        .position(|w| w == first)
+        .expect("the chunk is in the NVMe file");
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(dir.path().join("data"))
+        .open(dir.path().join("cache/chunks.nvme"))
         .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, b"XXXX", slot).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"XXXX", at as u64 + 10).unwrap();
     let before = src.requests.load(Ordering::SeqCst);
-    let data = LayerData::open(
-        dir.path(),
-        Arc::new(layer.index.clone()),
-        src.clone(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    let cache = cache_in(dir.path(), 0);
+    let data = open(Arc::clone(&cache));
     assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
     assert_eq!(
         src.requests.load(Ordering::SeqCst),
         before + 1,
         "exactly the damaged member refetched"
     );
+    assert_eq!(cache.status().corrupt, 1, "and counted");
+}
+
+/// Two different layers (two images) holding the same file: its chunks are stored once, by
+/// digest, and the second layer's read is served from what the first one fetched.
+#[test]
+fn layers_that_share_a_chunk_fetch_it_once() {
+    let shared = noise(100 << 10, 42);
+    let layer_a = Layer::write(
+        &TarBuilder::new()
+            .file("a-only", 0o644, b"from image a")
+            .file("usr/lib/shared.so", 0o755, &shared)
+            .finish(),
+        &small_chunks(),
+    );
+    let layer_b = Layer::write(
+        &TarBuilder::new()
+            .file("b-only", 0o644, &noise(50 << 10, 7))
+            .file("lib/same.so", 0o755, &shared)
+            .finish(),
+        &small_chunks(),
+    );
+    assert_ne!(layer_a.blob, layer_b.blob, "two different layer blobs");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path(), 4 << 20);
+    let (src_a, src_b) = (
+        TestSource::new(layer_a.blob.clone(), Duration::ZERO),
+        TestSource::new(layer_b.blob.clone(), Duration::ZERO),
+    );
+    let a = Mounted::with_cache(
+        tempfile::tempdir().unwrap(),
+        Arc::clone(&cache),
+        &layer_a,
+        src_a.clone(),
+        Duration::from_secs(5),
+    );
+    let b = Mounted::with_cache(
+        tempfile::tempdir().unwrap(),
+        Arc::clone(&cache),
+        &layer_b,
+        src_b.clone(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(std::fs::read(a.path("usr/lib/shared.so")).unwrap(), shared);
+    assert!(src_a.requests.load(Ordering::SeqCst) > 0);
+    assert_eq!(std::fs::read(b.path("lib/same.so")).unwrap(), shared);
+    assert_eq!(
+        src_b.requests.load(Ordering::SeqCst),
+        0,
+        "image b's copy of the file came from the cache"
+    );
+    // Its own file still comes from its own blob.
+    assert_eq!(std::fs::read(b.path("b-only")).unwrap(), noise(50 << 10, 7));
+    assert!(src_b.requests.load(Ordering::SeqCst) > 0);
 }

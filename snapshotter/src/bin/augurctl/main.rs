@@ -3,6 +3,7 @@
 //! subcommand lives in its own file; `augurctl image <subcommand>` groups those that work on
 //! images.
 
+mod cache;
 mod convert;
 mod rpull;
 
@@ -28,6 +29,8 @@ enum Command {
     /// Work with container images.
     #[command(subcommand)]
     Image(ImageCommand),
+    /// Inspect and steer the daemon's chunk cache (through its admin socket).
+    Cache(cache::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +76,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rpull::run(args).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Image(ImageCommand::Convert(args)) => convert::run(args).await,
+            Command::Cache(args) => cache::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     })
 }
