@@ -383,3 +383,98 @@ fn layers_that_share_a_chunk_fetch_it_once() {
     assert_eq!(std::fs::read(b.path("b-only")).unwrap(), noise(50 << 10, 7));
     assert!(src_b.requests.load(Ordering::SeqCst) > 0);
 }
+
+/// Many readers through the kernel at once, over a cache far smaller than the layer: every byte
+/// read is right, and no tier goes over its budget while chunks churn through all three.
+#[test]
+fn parallel_readers_through_fuse_over_a_small_cache_read_right_bytes_within_budgets() {
+    let files: Vec<Vec<u8>> = (0..24)
+        .map(|i| noise((96 + 8 * i) << 10, 100 + i as u64))
+        .collect();
+    let mut tar = TarBuilder::new().dir("d", 0o755);
+    for (i, f) in files.iter().enumerate() {
+        tar = tar.file(&format!("d/f{i}"), 0o644, f);
+    }
+    let layer = Layer::write(&tar.finish(), &small_chunks());
+    let dir = tempfile::tempdir().unwrap();
+    // ~3.4 MiB of files against 256 KiB + 512 KiB + 1 MiB of cache.
+    let cache = Arc::new(
+        ChunkCache::open(&CacheSettings {
+            ram_bytes: 256 << 10,
+            nvme_path: dir.path().join("cache/chunks.nvme"),
+            nvme_bytes: 512 << 10,
+            hdd_path: dir.path().join("cache/spill"),
+            hdd_bytes: 1 << 20,
+            policy: Policy::LfuDecay {
+                half_life: Duration::from_secs(60),
+            },
+            ram_threshold: 0.8,
+            nvme_threshold: 0.4,
+            promote_after_hits: 2,
+        })
+        .unwrap(),
+    );
+    let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
+    let m = Mounted::with_cache(
+        dir,
+        Arc::clone(&cache),
+        &layer,
+        src,
+        Duration::from_secs(10),
+    );
+    let files = Arc::new(files);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for t in cache.status().tiers {
+                    assert!(t.used_bytes <= t.budget_bytes, "{t:?}");
+                }
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let readers: Vec<_> = (0..8)
+        .map(|r| {
+            let files = Arc::clone(&files);
+            let base = m.path("d");
+            std::thread::spawn(move || {
+                for round in 0..6 {
+                    for k in 0..files.len() {
+                        let i = (k * 7 + r * 5 + round) % files.len();
+                        let mut f = std::fs::File::open(base.join(format!("f{i}"))).unwrap();
+                        let mut got = Vec::new();
+                        std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+                        assert!(got == files[i], "reader {r}: d/f{i} differs");
+                        // Forget the kernel's copy, so the next read reaches the cache again.
+                        nix::fcntl::posix_fadvise(
+                            &f,
+                            0,
+                            0,
+                            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                        )
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(watcher.join().unwrap() > 10);
+    let s = cache.status();
+    let evictions: u64 = s.tiers.iter().map(|t| t.evictions).sum();
+    assert!(evictions > 20, "chunks churned through the tiers: {s:?}");
+    let lookups = s.misses + s.tiers.iter().map(|t| t.hits).sum::<u64>();
+    let chunks = layer.index.chunks().len() as u64;
+    assert!(
+        lookups > 5 * chunks,
+        "reads reached the cache again and again ({lookups} lookups of {chunks} chunks)"
+    );
+    assert_eq!(s.corrupt, 0);
+}
