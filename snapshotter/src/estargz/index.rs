@@ -96,7 +96,8 @@ pub struct Chunk {
     pub size: u64,
     /// sha256 of its bytes.
     pub digest: [u8; 32],
-    /// Its offset in the layer's local data file: chunks in blob order, packed.
+    /// Its offset were the layer's chunks packed in blob order (chunks of one member are
+    /// contiguous this way; the last one ends at [`LayerIndex::data_size`]).
     pub slot: u64,
 }
 
