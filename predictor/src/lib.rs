@@ -35,13 +35,17 @@
 
 pub mod chunk;
 pub mod error;
+pub mod markov;
 pub mod model;
+pub mod replay;
 pub mod synth;
 pub mod trace;
 pub mod workload;
 
 pub use chunk::ChunkId;
 pub use error::{Error, Result};
+pub use markov::{Markov, MarkovConfig};
 pub use model::{Access, Prediction, Predictor, RunContext, RunId};
+pub use replay::{Replay, ReplayConfig};
 pub use trace::{AccessSource, Trace};
 pub use workload::WorkloadKey;
