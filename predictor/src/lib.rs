@@ -33,16 +33,20 @@
 //! Design choices are recorded in `docs/decisions/` (the predictor models record); the
 //! formats for users are in `docs/traces.md`.
 
+pub mod calibration;
 pub mod chunk;
+pub mod ensemble;
 pub mod error;
 pub mod markov;
 pub mod model;
 pub mod replay;
+pub mod stacking;
 pub mod synth;
 pub mod trace;
 pub mod workload;
 
 pub use chunk::ChunkId;
+pub use ensemble::{Combine, Ensemble, EnsembleConfig};
 pub use error::{Error, Result};
 pub use markov::{Markov, MarkovConfig};
 pub use model::{Access, Prediction, Predictor, RunContext, RunId};
