@@ -37,6 +37,7 @@ pub mod calibration;
 pub mod chunk;
 pub mod ensemble;
 pub mod error;
+pub mod eval;
 pub mod markov;
 pub mod model;
 pub mod replay;
