@@ -285,3 +285,13 @@ fn saved_state_predicts_the_same_and_rejects_another_models_state() {
             .is_err()
     );
 }
+
+#[test]
+fn models_can_move_to_the_predictor_thread() {
+    // The daemon owns its predictors on a thread of their own.
+    fn send<T: Send + 'static>() {}
+    send::<Replay>();
+    send::<Markov>();
+    send::<augur_predictor::Ensemble>();
+    send::<Box<dyn Predictor>>();
+}
