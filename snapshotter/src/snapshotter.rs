@@ -253,8 +253,8 @@ impl Snapshotter {
         tx.commit()
     }
 
-    /// Removes a snapshot that has no children. Its directory is renamed away at once and deleted
-    /// in the background.
+    /// Removes a snapshot that has no children. Its directory is moved aside and deleted in the
+    /// background, by the reaper.
     pub fn remove(&self, key: &str) -> Result<()> {
         check_key("key", key)?;
         let mut tx = self.store.write()?;
@@ -262,20 +262,11 @@ impl Snapshotter {
         tx.commit()?;
         let id = rec.id;
         if let (Some(lazy), Some(_)) = (&self.lazy, &rec.remote) {
-            // Before the rename: the reaper must never walk into a live FUSE mount.
+            // Before the reaper sees it: it must never walk into a live FUSE mount.
             lazy.unmount(id);
         }
-        let dir = self.layout.dir(id);
         let trash = self.snapshots_dir.join(format!("{TRASH_PREFIX}{id}"));
-        match fs::rename(&dir, &trash) {
-            Ok(()) => self.reaper.delete(trash),
-            // A concurrent Cleanup got there first.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            // The record is gone, so Cleanup will delete the directory later.
-            Err(e) => {
-                tracing::warn!(path = %dir.display(), error = %e, "could not move removed snapshot aside")
-            }
-        }
+        self.reaper.move_and_delete(self.layout.dir(id), trash);
         Ok(())
     }
 
