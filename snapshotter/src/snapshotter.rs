@@ -57,6 +57,8 @@ pub struct Snapshotter {
     store: Store,
     reaper: Reaper,
     tmp_seq: AtomicU64,
+    /// Whether the process umask takes bits off 0755 (then new `fs` dirs need a chmod).
+    umask_clears_0755: bool,
     lazy: Option<Arc<LazyLayers>>,
 }
 
@@ -93,6 +95,7 @@ impl Snapshotter {
             store,
             reaper: Reaper::start()?,
             tmp_seq: AtomicU64::new(0),
+            umask_clears_0755: umask_clears_0755(),
             lazy: None,
         };
         // Leftovers of interrupted Prepare and Remove calls: renamed at once and deleted by the
@@ -356,11 +359,7 @@ impl Snapshotter {
                 copy_owner(&self.layout.fs(pid), &tmp.join("fs"))?;
             }
             let dir = self.layout.dir(snap.id);
-            // A directory already under this fresh id is debris of a crash between this rename
-            // and the commit of an earlier transaction: that id was never committed, so no
-            // record refers to it (we hold the write lock).
-            remove_tree(&dir).map_err(Error::io("remove uncommitted leftover", &dir))?;
-            fs::rename(&tmp, &dir).map_err(Error::io("rename new snapshot dir to", &dir))?;
+            place_new_dir(&tmp, &dir)?;
             Ok(snap)
         })();
         let snap = match result {
@@ -443,14 +442,15 @@ impl Snapshotter {
             .snapshots_dir
             .join(format!("{TMP_PREFIX}{}-{seq}", std::process::id()));
         let fs_dir = tmp.join("fs");
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&fs_dir)
-            .map_err(Error::io("create", &fs_dir))?;
+        let mut mkdir = fs::DirBuilder::new();
+        mkdir.mode(0o755);
+        mkdir.create(&tmp).map_err(Error::io("create", &tmp))?;
+        mkdir.create(&fs_dir).map_err(Error::io("create", &fs_dir))?;
         // The container's `/` must be 0755 whatever umask the daemon was started with.
-        fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
-            .map_err(Error::io("chmod", &fs_dir))?;
+        if self.umask_clears_0755 {
+            fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))
+                .map_err(Error::io("chmod", &fs_dir))?;
+        }
         if kind == Kind::Active {
             let work = tmp.join("work");
             fs::DirBuilder::new()
@@ -484,8 +484,12 @@ impl Snapshotter {
             let trash = self
                 .snapshots_dir
                 .join(format!("{TRASH_PREFIX}swept-{pid}-{seq}-{name}"));
-            fs::rename(entry.path(), &trash).map_err(Error::io("move aside", entry.path()))?;
-            moved.push(trash);
+            match fs::rename(entry.path(), &trash) {
+                Ok(()) => moved.push(trash),
+                // The reaper took it first (a removed snapshot it is moving aside): its job now.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("move aside", entry.path())(e)),
+            }
         }
         Ok(moved)
     }
@@ -507,6 +511,35 @@ fn copied_up_xattrs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 
 /// Gives `dir` the owner of `like` (a new upper dir inherits its parent's root owner, as in
 /// containerd, so user-namespaced images keep their ownership).
+/// Whether the process umask would take bits off a 0755 directory. Reading the umask means
+/// setting it (and back): done once, at open, before any other thread of ours creates files.
+fn umask_clears_0755() -> bool {
+    use nix::sys::stat::{Mode, umask};
+    let mask = umask(Mode::from_bits_truncate(0o022));
+    umask(mask);
+    mask.bits() & 0o755 != 0
+}
+
+/// Renames the new snapshot's `tmp` directory to `dir`. A non-empty directory already there is
+/// debris of a crash between such a rename and the commit of an earlier transaction: its id was
+/// never committed, so no record refers to it (the caller holds the write lock); it is removed
+/// and the rename retried. (Rename first: the debris is rare, and a check would cost every
+/// Prepare a syscall.)
+fn place_new_dir(tmp: &Path, dir: &Path) -> Result<()> {
+    match fs::rename(tmp, dir) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists
+            ) =>
+        {
+            remove_tree(dir).map_err(Error::io("remove uncommitted leftover", dir))?;
+            fs::rename(tmp, dir).map_err(Error::io("rename new snapshot dir to", dir))
+        }
+        other => other.map_err(Error::io("rename new snapshot dir to", dir)),
+    }
+}
+
 fn copy_owner(like: &Path, dir: &Path) -> Result<()> {
     let meta = fs::metadata(like).map_err(Error::io("stat parent", like))?;
     std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))
