@@ -9,6 +9,7 @@
 #   fuse3 golang-go curl jq ca-certificates
 #   stargz-snapshotter (ctr-remote: rpull and eStargz conversion in the lazy-pull tests)
 #   apache2-utils (htpasswd, for the registry-auth test)
+#   iproute2 (ip netns, tc: the shaped network of the lazy-pull benchmark)
 #   golang-github-containerd-containerd-dev (--no-install-recommends; the
 #     containerd 1.6 Go sources under /usr/share/gocode used to build the
 #     reference snapshotter and the conformance test offline)
@@ -20,7 +21,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containerd runc docker-registry skopeo umoci debootstrap busybox-static
-      fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils)
+      fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils iproute2)
 PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev)
 
 log() { echo "deps: $*"; }
