@@ -9,10 +9,14 @@
 //! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
 //! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
 //!
+//! [`bench`] holds what the benchmark binaries share (Ctrl-C handling, medians, bootstrap
+//! intervals, machine facts).
+//!
 //! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
 //! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
 //! need them fail with the command to run when they are missing.
 
+pub mod bench;
 mod containerd;
 mod daemon;
 pub mod estargz_images;
