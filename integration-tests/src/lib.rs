@@ -8,6 +8,8 @@
 //! | [`Registry`] | Debian's `docker-registry` on a free 127.0.0.1 port |
 //! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
 //! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
+//! | [`netns::NetNs`], [`netns::RateLimit`] | a loopback-only network namespace, HTB rate limits on its `lo` |
+//! | [`delay_proxy::DelayProxy`] | a TCP proxy adding one-way latency and counting bytes |
 //!
 //! [`bench`] holds what the benchmark binaries share (Ctrl-C handling, medians, bootstrap
 //! intervals, machine facts).
@@ -19,9 +21,11 @@
 pub mod bench;
 mod containerd;
 mod daemon;
+pub mod delay_proxy;
 pub mod estargz_images;
 pub mod lazy;
 mod mounts;
+pub mod netns;
 mod registry;
 
 use std::path::{Path, PathBuf};
@@ -29,7 +33,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, connect, list};
+pub use daemon::{Daemon, DaemonOptions, connect, list};
 pub use mounts::{TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
