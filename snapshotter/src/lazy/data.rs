@@ -14,18 +14,20 @@
 //! wrong byte. Chunks this process fetched were verified before they were written.
 //!
 //! Concurrent misses on one gzip member are fetched once: the first reader fetches, the others
-//! wait on its [`Flight`]. Demand reads are counted so the background fetch can yield to them.
+//! wait on its [`Flight`]. Demand fetches are reported to the daemon's [`Activity`], so the
+//! background fetch can keep off the network while they wait.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
+use crate::lazy::activity::Activity;
 use crate::lazy::source::{BlobSource, FetchError};
 
 /// On a miss, also fetch the following missing members in the same request, up to this many
@@ -172,7 +174,7 @@ pub struct LayerData {
     member_chunks: Vec<Vec<u32>>,
     inflight: Mutex<HashMap<u32, Arc<Flight>>>,
     read_deadline: Duration,
-    demand_reads: AtomicUsize,
+    activity: Arc<Activity>,
     complete: AtomicBool,
     /// Counters.
     pub stats: LayerStats,
@@ -188,12 +190,14 @@ impl std::fmt::Debug for LayerData {
 }
 
 impl LayerData {
-    /// Opens (creating if needed) the data of the layer in `dir`.
+    /// Opens (creating if needed) the data of the layer in `dir`; its demand fetches are
+    /// reported to `activity`.
     pub fn open(
         dir: &Path,
         index: Arc<LayerIndex>,
         source: Arc<dyn BlobSource>,
         read_deadline: Duration,
+        activity: Arc<Activity>,
     ) -> std::io::Result<LayerData> {
         std::fs::create_dir_all(dir)?;
         let file = OpenOptions::new()
@@ -223,7 +227,7 @@ impl LayerData {
             member_chunks,
             inflight: Mutex::new(HashMap::new()),
             read_deadline,
-            demand_reads: AtomicUsize::new(0),
+            activity,
             complete: AtomicBool::new(false),
             stats: LayerStats::default(),
         };
@@ -257,16 +261,9 @@ impl LayerData {
         self.complete.load(Ordering::Acquire)
     }
 
-    /// Number of demand reads in progress (the background fetch yields while it is not zero).
-    pub fn demand_reads(&self) -> usize {
-        self.demand_reads.load(Ordering::Acquire)
-    }
-
     /// `size` bytes of file `node` at `offset` (fewer at end of file), fetching what is missing.
     pub fn read(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
-        self.demand_reads.fetch_add(1, Ordering::AcqRel);
         let result = self.read_inner(node, offset, size);
-        self.demand_reads.fetch_sub(1, Ordering::AcqRel);
         if result.is_err() {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -387,13 +384,25 @@ impl LayerData {
             last += 1;
         }
         let end = members[last].end;
+        let asked = Instant::now();
+        let fetching = self.activity.fetching();
         let compressed = self
             .source
             .read_range(start, end - start, deadline)
             .map_err(|source| ReadError::Fetch {
                 offset: start,
                 source,
-            })?;
+            });
+        drop(fetching);
+        let compressed = compressed?;
+        tracing::debug!(
+            layer = self.source_name(),
+            offset = start,
+            bytes = compressed.len(),
+            members = last + 1 - m as usize,
+            ms = asked.elapsed().as_secs_f64() * 1e3,
+            "demand fetch"
+        );
         self.stats
             .fetched_bytes
             .fetch_add(compressed.len() as u64, Ordering::Relaxed);

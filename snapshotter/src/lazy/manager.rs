@@ -20,7 +20,8 @@ use fuser::BackgroundSession;
 use std::time::UNIX_EPOCH;
 
 use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
-use crate::lazy::background::BackgroundFetch;
+use crate::lazy::activity::Activity;
+use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
 use crate::lazy::source::{BlobSource, RegistrySource};
@@ -39,6 +40,8 @@ pub struct LazyConfig {
     pub background_fetch: bool,
     /// Largest background request, in compressed bytes.
     pub fetch_span: u64,
+    /// Quiet time on the demand side before a background span starts.
+    pub background_idle: Duration,
     /// Accept layers whose image carries no TOC digest (their TOC is then unverified).
     pub require_toc_digest: bool,
     /// The registry client's settings.
@@ -75,6 +78,8 @@ pub struct LazyLayers {
     handle: tokio::runtime::Handle,
     mounted: Mutex<HashMap<u64, Mounted>>,
     shared: Mutex<HashMap<String, Weak<LayerData>>>,
+    /// Demand-side registry use of every layer (the background fetches yield to it).
+    activity: Arc<Activity>,
 }
 
 impl std::fmt::Debug for LazyLayers {
@@ -102,6 +107,7 @@ impl LazyLayers {
             handle,
             mounted: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
+            activity: Arc::new(Activity::new()),
         })
     }
 
@@ -126,6 +132,8 @@ impl LazyLayers {
                 spec.layer_digest
             )));
         }
+        // A pull in progress: the background fetches of layers mounted before wait.
+        self.activity.touch();
         let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
         let size = self.registry.blob_size(r, d).await?;
         if size < FOOTER_SIZE {
@@ -205,8 +213,14 @@ impl LazyLayers {
                 m.digest == remote.layer_digest
                     && m.fetch.as_ref().is_some_and(|f| !f.is_finished())
             });
+        // A container usually starts right after its layers are mounted.
+        self.activity.touch();
         let fetch = if self.cfg.background_fetch && !data.is_complete() && !fetching {
-            match BackgroundFetch::start(Arc::clone(&data), self.cfg.fetch_span) {
+            let policy = BackgroundPolicy {
+                max_span: self.cfg.fetch_span,
+                idle: self.cfg.background_idle,
+            };
+            match BackgroundFetch::start(Arc::clone(&data), Arc::clone(&self.activity), policy) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not start background fetch");
@@ -304,8 +318,14 @@ impl LazyLayers {
             &remote.image_ref,
             &remote.layer_digest,
         ));
-        let data = LayerData::open(&dir, index, source, self.cfg.read_deadline)
-            .map_err(LazyError::io("open layer data in", &dir))?;
+        let data = LayerData::open(
+            &dir,
+            index,
+            source,
+            self.cfg.read_deadline,
+            Arc::clone(&self.activity),
+        )
+        .map_err(LazyError::io("open layer data in", &dir))?;
         let data = Arc::new(data);
         shared.retain(|_, w| w.strong_count() > 0);
         shared.insert(remote.layer_digest.clone(), Arc::downgrade(&data));

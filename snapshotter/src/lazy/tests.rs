@@ -3,12 +3,13 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::estargz::tests::fixtures::{Layer, TarBuilder, noise, small_chunks};
-use crate::lazy::background::BackgroundFetch;
+use crate::lazy::activity::Activity;
+use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::mount;
 use crate::lazy::source::{BlobSource, FetchError};
@@ -19,6 +20,8 @@ struct TestSource {
     requests: AtomicUsize,
     broken: AtomicBool,
     delay: Duration,
+    /// When the first request came.
+    first_at: Mutex<Option<Instant>>,
 }
 
 impl TestSource {
@@ -28,6 +31,7 @@ impl TestSource {
             requests: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             delay,
+            first_at: Mutex::new(None),
         })
     }
 }
@@ -35,6 +39,10 @@ impl TestSource {
 impl BlobSource for TestSource {
     fn read_range(&self, offset: u64, len: u64, deadline: Instant) -> Result<Vec<u8>, FetchError> {
         self.requests.fetch_add(1, Ordering::SeqCst);
+        self.first_at
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
         if self.broken.load(Ordering::SeqCst) {
             // An unreachable registry: nothing comes back before the deadline.
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
@@ -88,6 +96,7 @@ impl Mounted {
                 Arc::new(layer.index.clone()),
                 source,
                 deadline,
+                Arc::new(Activity::new()),
             )
             .unwrap(),
         );
@@ -220,7 +229,12 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
     let (layer, big) = sample_layer();
     let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
     let m = Mounted::new(&layer, src.clone(), Duration::from_millis(500));
-    let fetch = BackgroundFetch::start(Arc::clone(&m.data), 64 << 10).unwrap();
+    let policy = BackgroundPolicy {
+        max_span: 64 << 10,
+        idle: Duration::ZERO,
+    };
+    let fetch =
+        BackgroundFetch::start(Arc::clone(&m.data), Arc::new(Activity::new()), policy).unwrap();
     let start = Instant::now();
     while !m.data.is_complete() {
         assert!(
@@ -246,6 +260,7 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
         Arc::new(layer.index.clone()),
         src.clone(),
         Duration::from_millis(500),
+        Arc::new(Activity::new()),
     )
     .unwrap();
     assert!(again.is_complete());
@@ -266,6 +281,7 @@ fn a_corrupt_local_chunk_is_refetched_not_served() {
             Arc::new(layer.index.clone()),
             src.clone(),
             Duration::from_secs(5),
+            Arc::new(Activity::new()),
         )
         .unwrap();
         assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
@@ -284,6 +300,7 @@ fn a_corrupt_local_chunk_is_refetched_not_served() {
         Arc::new(layer.index.clone()),
         src.clone(),
         Duration::from_secs(5),
+        Arc::new(Activity::new()),
     )
     .unwrap();
     assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
@@ -292,4 +309,57 @@ fn a_corrupt_local_chunk_is_refetched_not_served() {
         before + 1,
         "exactly the damaged member refetched"
     );
+}
+
+/// The background fetch sends nothing while a container's fetch (on any layer) is in flight, and
+/// starts only once the demand side has been quiet for the policy's idle time. Both checks are
+/// lower bounds on when it starts, which load can only push later.
+#[test]
+fn the_background_fetch_waits_until_demand_fetches_have_been_quiet_for_a_while() {
+    let (layer, big) = sample_layer();
+    let dir = tempfile::tempdir().unwrap();
+    let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
+    let activity = Arc::new(Activity::new());
+    let data = Arc::new(
+        LayerData::open(
+            dir.path(),
+            Arc::new(layer.index.clone()),
+            src.clone(),
+            Duration::from_secs(5),
+            Arc::clone(&activity),
+        )
+        .unwrap(),
+    );
+    let idle = Duration::from_millis(300);
+    let demand = activity.fetching();
+    let policy = BackgroundPolicy {
+        max_span: 64 << 10,
+        idle,
+    };
+    let fetch = BackgroundFetch::start(Arc::clone(&data), Arc::clone(&activity), policy).unwrap();
+    std::thread::sleep(idle * 2);
+    assert_eq!(
+        src.requests.load(Ordering::SeqCst),
+        0,
+        "the background fetch ran while a demand fetch was in flight"
+    );
+    let ended = Instant::now();
+    drop(demand);
+    let start = Instant::now();
+    while !data.is_complete() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "background fetch did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = src.first_at.lock().unwrap().expect("it fetched");
+    assert!(
+        first.duration_since(ended) >= idle,
+        "first background request {:?} after the demand side went quiet; idle is {idle:?}",
+        first.duration_since(ended)
+    );
+    drop(fetch);
+    let id = layer.find("big.bin").unwrap();
+    assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
 }
