@@ -14,8 +14,7 @@
 //! guard, so an error, a panic or Ctrl-C (checked between steps and while waiting on children)
 //! stops every process, unmounts, and removes the network namespace and the scratch directory.
 //!
-//! Usage: `augur-lazy-bench [--rounds N] [--profiles a,b] [--images a,b] [--augur-config FILE]
-//! [--strict]`; root, the images from `images.sh` and release binaries needed: see
+//! Usage: see `USAGE` (or `--help`); root, the images from `images.sh` and release binaries needed: see
 //! `integration-tests/scripts/bench-lazy.sh`.
 
 mod bed;
@@ -112,14 +111,21 @@ pub struct Opts {
     pub profiles: Vec<usize>,
     /// Workloads to run (indices into [`WORKLOADS`]).
     pub workloads: Vec<usize>,
+    /// Modes to run (both by default; one only for development).
+    pub modes: Vec<Mode>,
     /// Config file for the Augur daemon (`None`: its defaults).
     pub augur_config: Option<PathBuf>,
+    /// The daemon's `--log-level` (`info`: a line per layer, not per read).
+    pub augur_log_level: String,
+    /// Keep each run's daemon and containerd logs and its timeline here (for analysis).
+    pub keep_logs: Option<PathBuf>,
     /// Exit 1 if a target is missed.
     pub strict: bool,
 }
 
 const USAGE: &str = "usage: augur-lazy-bench [--rounds N (5)] [--profiles unshaped,100mbit-20ms,25mbit-50ms] \
-[--images python,python-big] [--augur-config FILE] [--strict]";
+[--images python,python-big] [--modes overlayfs,augur] [--augur-config FILE] \
+[--augur-log-level LEVEL (info)] [--keep-logs DIR] [--strict]";
 
 impl Opts {
     fn parse() -> Result<Opts> {
@@ -127,7 +133,10 @@ impl Opts {
             rounds: 5,
             profiles: (0..PROFILES.len()).collect(),
             workloads: (0..WORKLOADS.len()).collect(),
+            modes: vec![Mode::Overlayfs, Mode::Augur],
             augur_config: None,
+            augur_log_level: "info".to_owned(),
+            keep_logs: None,
             strict: false,
         };
         let mut args = std::env::args().skip(1);
@@ -145,7 +154,16 @@ impl Opts {
                 "--images" => {
                     o.workloads = pick(&value("--images")?, &WORKLOADS.map(|w| w.image))?;
                 }
+                "--modes" => {
+                    let all = [Mode::Overlayfs, Mode::Augur];
+                    o.modes = pick(&value("--modes")?, &all.map(Mode::name))?
+                        .into_iter()
+                        .map(|i| all[i])
+                        .collect();
+                }
                 "--augur-config" => o.augur_config = Some(value("--augur-config")?.into()),
+                "--augur-log-level" => o.augur_log_level = value("--augur-log-level")?,
+                "--keep-logs" => o.keep_logs = Some(value("--keep-logs")?.into()),
                 "--strict" => o.strict = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
@@ -222,7 +240,7 @@ fn run(opts: &Opts) -> Result<Report> {
                 } else {
                     [Mode::Augur, Mode::Overlayfs]
                 };
-                for mode in modes {
+                for mode in modes.into_iter().filter(|m| opts.modes.contains(m)) {
                     check_interrupted()?;
                     seq += 1;
                     let sample =

@@ -109,6 +109,15 @@ pub fn run_once(
     let dir = bed.dir().join(&format!("run-{seq}"));
     std::fs::create_dir_all(&dir)?;
     let result = measure(bed, opts, profile, workload, mode, &dir);
+    if let Some(keep) = &opts.keep_logs {
+        let name = format!(
+            "{seq:03}-{}-{}-{}",
+            profile.name,
+            workload.image,
+            mode.name()
+        );
+        keep_logs(&dir, &keep.join(name));
+    }
     remove_run_dir(&dir);
     nix::unistd::sync();
     result
@@ -133,7 +142,7 @@ fn measure(
                     .augur_config
                     .clone()
                     .unwrap_or_else(|| "/dev/null".into()),
-                log_level: "info".to_owned(),
+                log_level: opts.augur_log_level.clone(),
                 netns: Some(bed.netns().path()),
                 bin: Some(augur_bin()),
             },
@@ -155,6 +164,7 @@ fn measure(
     let (bytes0, conns0) = (counters.down(), counters.connections());
 
     let start = Instant::now();
+    let wall_start = epoch_secs();
     let mut pull = bed.netns().command(match mode {
         Mode::Overlayfs => "ctr",
         Mode::Augur => "ctr-remote",
@@ -183,6 +193,13 @@ fn measure(
         workload.expect
     );
     let (first_output, bytes_at_first) = out.first.context("no output")?;
+    let timeline = serde_json::json!({
+        "pull_start": wall_start,
+        "pull_end": wall_start + pulled.as_secs_f64(),
+        "first_output": wall_start + first_output.as_secs_f64(),
+        "run_exit": wall_start + total.as_secs_f64(),
+    });
+    std::fs::write(dir.join("timeline.json"), timeline.to_string())?;
     let sample = Sample {
         pull: pulled,
         first_output,
@@ -288,6 +305,25 @@ fn wait(child: &mut Child, what: &str) -> Result<std::process::ExitStatus> {
             bail!("{what} took longer than {CHILD_TIMEOUT:?}; killed");
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Seconds since the epoch (to line runs up with the daemon's log timestamps).
+fn epoch_secs() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Copies a run's logs and timeline to `to` (a new directory).
+fn keep_logs(dir: &Path, to: &Path) {
+    let _ = std::fs::create_dir_all(to);
+    for name in ["augur.log", "containerd/containerd.log", "timeline.json"] {
+        let from = dir.join(name);
+        if from.exists() {
+            let file = name.rsplit('/').next().unwrap_or(name);
+            let _ = std::fs::copy(&from, to.join(file));
+        }
     }
 }
 
