@@ -4,7 +4,8 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `main` | options, the interleaved loop over rounds × profiles × images × modes, targets |
+//! | `main` | profiles, workloads, the interleaved loop over rounds × profiles × images × modes |
+//! | [`opts`] | the command line; daemon variants to compare (`--variant`) |
 //! | [`bed`] | the registry in a loopback-only network namespace, HTB limits, one delay proxy per profile, the images and their eStargz copies |
 //! | [`measure`] | one run on fresh containerd (and a fresh Augur daemon): pull, `ctr run`, first output byte, bytes through the proxy |
 //! | [`report`] | medians and spread per cell, ratios with bootstrap intervals, the Markdown report, target checks |
@@ -19,17 +20,17 @@
 
 mod bed;
 mod measure;
+mod opts;
 mod report;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use augur_integration_tests::bench::{check_interrupted, watch_signals};
 
 use crate::bed::Bed;
-use crate::measure::Mode;
+use crate::opts::Opts;
 use crate::report::Report;
 
 /// A network profile: what clients of the registry see.
@@ -102,95 +103,8 @@ pub const WORKLOADS: [Workload; 2] = [
     },
 ];
 
-/// The command line.
-#[derive(Debug, Clone)]
-pub struct Opts {
-    /// Measured runs per profile × image × mode.
-    pub rounds: usize,
-    /// Profiles to run (indices into [`PROFILES`]).
-    pub profiles: Vec<usize>,
-    /// Workloads to run (indices into [`WORKLOADS`]).
-    pub workloads: Vec<usize>,
-    /// Modes to run (both by default; one only for development).
-    pub modes: Vec<Mode>,
-    /// Config file for the Augur daemon (`None`: its defaults).
-    pub augur_config: Option<PathBuf>,
-    /// The daemon's `--log-level` (`info`: a line per layer, not per read).
-    pub augur_log_level: String,
-    /// Keep each run's daemon and containerd logs and its timeline here (for analysis).
-    pub keep_logs: Option<PathBuf>,
-    /// Exit 1 if a target is missed.
-    pub strict: bool,
-}
-
-const USAGE: &str = "usage: augur-lazy-bench [--rounds N (5)] [--profiles unshaped,100mbit-20ms,25mbit-50ms] \
-[--images python,python-big] [--modes overlayfs,augur] [--augur-config FILE] \
-[--augur-log-level LEVEL (info)] [--keep-logs DIR] [--strict]";
-
-impl Opts {
-    fn parse() -> Result<Opts> {
-        let mut o = Opts {
-            rounds: 5,
-            profiles: (0..PROFILES.len()).collect(),
-            workloads: (0..WORKLOADS.len()).collect(),
-            modes: vec![Mode::Overlayfs, Mode::Augur],
-            augur_config: None,
-            augur_log_level: "info".to_owned(),
-            keep_logs: None,
-            strict: false,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(a) = args.next() {
-            let mut value =
-                |name: &str| args.next().with_context(|| format!("{name} needs a value"));
-            match a.as_str() {
-                "--rounds" => {
-                    let v = value("--rounds")?;
-                    o.rounds = v.parse().with_context(|| format!("--rounds {v:?}"))?;
-                }
-                "--profiles" => {
-                    o.profiles = pick(&value("--profiles")?, &PROFILES.map(|p| p.name))?;
-                }
-                "--images" => {
-                    o.workloads = pick(&value("--images")?, &WORKLOADS.map(|w| w.image))?;
-                }
-                "--modes" => {
-                    let all = [Mode::Overlayfs, Mode::Augur];
-                    o.modes = pick(&value("--modes")?, &all.map(Mode::name))?
-                        .into_iter()
-                        .map(|i| all[i])
-                        .collect();
-                }
-                "--augur-config" => o.augur_config = Some(value("--augur-config")?.into()),
-                "--augur-log-level" => o.augur_log_level = value("--augur-log-level")?,
-                "--keep-logs" => o.keep_logs = Some(value("--keep-logs")?.into()),
-                "--strict" => o.strict = true,
-                "-h" | "--help" => {
-                    println!("{USAGE}");
-                    std::process::exit(0);
-                }
-                other => bail!("unknown argument {other:?}\n{USAGE}"),
-            }
-        }
-        ensure!(o.rounds > 0, "--rounds must be at least 1");
-        Ok(o)
-    }
-}
-
-/// Indices of the comma-separated `list` in `names`.
-fn pick(list: &str, names: &[&str]) -> Result<Vec<usize>> {
-    list.split(',')
-        .map(|item| {
-            names
-                .iter()
-                .position(|n| *n == item.trim())
-                .with_context(|| format!("unknown {item:?}; choose from {}", names.join(", ")))
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
-    let opts = match Opts::parse() {
+    let opts = match Opts::parse(bed::augur_bin()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("augur-lazy-bench: {e:#}");
@@ -234,13 +148,11 @@ fn run(opts: &Opts) -> Result<Report> {
     for round in 0..opts.rounds {
         for &p in &opts.profiles {
             for &w in &opts.workloads {
-                // Alternate which mode goes first, so drift hits both alike.
-                let modes = if (round + p + w) % 2 == 0 {
-                    [Mode::Overlayfs, Mode::Augur]
-                } else {
-                    [Mode::Augur, Mode::Overlayfs]
-                };
-                for mode in modes.into_iter().filter(|m| opts.modes.contains(m)) {
+                // Rotate which mode goes first, so drift hits all alike.
+                let modes = opts.modes();
+                let first = (round + p + w) % modes.len();
+                let order = modes[first..].iter().chain(&modes[..first]).copied();
+                for mode in order {
                     check_interrupted()?;
                     seq += 1;
                     let sample =
@@ -251,7 +163,7 @@ fn run(opts: &Opts) -> Result<Report> {
                                     round + 1,
                                     PROFILES[p].name,
                                     WORKLOADS[w].image,
-                                    mode.name()
+                                    opts.mode_name(mode)
                                 )
                             })?;
                     progress(format!(
@@ -260,7 +172,7 @@ fn run(opts: &Opts) -> Result<Report> {
                         opts.rounds,
                         PROFILES[p].name,
                         WORKLOADS[w].image,
-                        mode.name(),
+                        opts.mode_name(mode),
                     ));
                     report.add(p, w, mode, sample);
                 }

@@ -23,7 +23,7 @@ use augur_integration_tests::delay_proxy::ProxyCounters;
 use augur_integration_tests::{Containerd, Daemon, DaemonOptions, mounts_under};
 use nix::mount::{MntFlags, umount2};
 
-use crate::bed::{Bed, augur_bin};
+use crate::bed::Bed;
 use crate::{Opts, Profile, Workload};
 
 /// No single pull or run may take longer (the slowest, python-big at 25 Mbit/s, takes ~2 min).
@@ -34,22 +34,18 @@ const CHILD_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 pub enum Mode {
     /// containerd's overlayfs snapshotter, full pull of the original image.
     Overlayfs,
-    /// Augur, lazy pull of the eStargz copy.
-    Augur,
+    /// Augur (daemon variant `i` of the options; 0 is the one under test), lazy pull of the
+    /// eStargz copy.
+    Augur(usize),
 }
 
 impl Mode {
-    /// As printed.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Overlayfs => "overlayfs",
-            Mode::Augur => "augur",
-        }
-    }
-
-    /// Index in per-mode arrays.
+    /// Index in per-mode arrays: overlayfs, then the daemon variants.
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            Mode::Overlayfs => 0,
+            Mode::Augur(i) => 1 + i,
+        }
     }
 }
 
@@ -110,12 +106,8 @@ pub fn run_once(
     std::fs::create_dir_all(&dir)?;
     let result = measure(bed, opts, profile, workload, mode, &dir);
     if let Some(keep) = &opts.keep_logs {
-        let name = format!(
-            "{seq:03}-{}-{}-{}",
-            profile.name,
-            workload.image,
-            mode.name()
-        );
+        let mode_name = opts.mode_name(mode).replace(':', "-");
+        let name = format!("{seq:03}-{}-{}-{mode_name}", profile.name, workload.image);
         keep_logs(&dir, &keep.join(name));
     }
     remove_run_dir(&dir);
@@ -132,54 +124,52 @@ fn measure(
     dir: &Path,
 ) -> Result<Sample> {
     let socket = dir.join("augur.sock");
-    let mut daemon = (mode == Mode::Augur).then(|| {
-        Daemon::start_with(
-            &dir.join("augur"),
-            &socket,
-            &dir.join("augur.log"),
-            DaemonOptions {
-                config: opts
-                    .augur_config
-                    .clone()
-                    .unwrap_or_else(|| "/dev/null".into()),
-                log_level: opts.augur_log_level.clone(),
-                netns: Some(bed.netns().path()),
-                bin: Some(augur_bin()),
-            },
-        )
-    });
+    let mut daemon = match mode {
+        Mode::Overlayfs => None,
+        Mode::Augur(i) => {
+            let v = &opts.variants[i];
+            Some(Daemon::start_with(
+                &dir.join("augur"),
+                &socket,
+                &dir.join("augur.log"),
+                DaemonOptions {
+                    config: v.config.clone().unwrap_or_else(|| "/dev/null".into()),
+                    log_level: opts.augur_log_level.clone(),
+                    netns: Some(bed.netns().path()),
+                    bin: Some(v.bin.clone()),
+                },
+            ))
+        }
+    };
+    let augur = daemon.is_some();
     let containerd = Containerd::start(&dir.join("containerd"), &[("augur", socket.as_path())]);
     let p = crate::PROFILES
         .iter()
         .position(|x| x.name == profile.name)
         .context("profile")?;
     let proxy = bed.proxy(p);
-    let tag = if mode == Mode::Augur {
-        "esgz"
-    } else {
-        "latest"
-    };
+    let tag = if augur { "esgz" } else { "latest" };
     let image = format!("{}/{}:{tag}", proxy.host(), workload.image);
     let counters = proxy.counters();
     let (bytes0, conns0) = (counters.down(), counters.connections());
 
     let start = Instant::now();
     let wall_start = epoch_secs();
-    let mut pull = bed.netns().command(match mode {
-        Mode::Overlayfs => "ctr",
-        Mode::Augur => "ctr-remote",
-    });
+    let mut pull = bed
+        .netns()
+        .command(if augur { "ctr-remote" } else { "ctr" });
     pull.arg("--address").arg(containerd.address());
     pull.args(["-n", "bench", "image"]);
-    match mode {
-        Mode::Overlayfs => pull.args(["pull", "--plain-http", &image]),
-        Mode::Augur => pull.args(["rpull", "--plain-http", "--snapshotter", "augur", &image]),
-    };
+    if augur {
+        pull.args(["rpull", "--plain-http", "--snapshotter", "augur", &image]);
+    } else {
+        pull.args(["pull", "--plain-http", &image]);
+    }
     watch(&mut pull, "pull", None).and_then(|o| o.check("pull"))?;
     let pulled = start.elapsed();
 
     let mut run = containerd.command(&["-n", "bench", "run", "--rm"]);
-    if mode == Mode::Augur {
+    if augur {
         run.args(["--snapshotter", "augur"]);
     }
     run.arg(&image).arg("lazybench").args(workload.cmd);

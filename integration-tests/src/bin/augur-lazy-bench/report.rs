@@ -11,9 +11,10 @@ use augur_integration_tests::bench::{
     fmt_mib, load_average, machine_facts, median, median_f64, ratio_interval, secs,
 };
 
-use crate::bed::{Bed, augur_bin};
+use crate::bed::Bed;
 use crate::measure::{Mode, Sample};
-use crate::{Opts, PROFILES, WORKLOADS};
+use crate::opts::Opts;
+use crate::{PROFILES, WORKLOADS};
 
 /// Augur's time to first output must be at most 1/this of the full pull's (shaped profiles).
 pub const SPEEDUP_TARGET: f64 = 3.0;
@@ -25,9 +26,11 @@ const TARGET_WORKLOAD: usize = 0;
 /// Samples per profile × workload × mode.
 #[derive(Debug)]
 pub struct Report {
-    cells: Vec<Vec<[Vec<Sample>; 2]>>,
+    /// `[profile][workload][mode index]`.
+    cells: Vec<Vec<Vec<Vec<Sample>>>>,
     profiles: Vec<usize>,
     workloads: Vec<usize>,
+    modes: Vec<(Mode, String)>,
     /// Image sizes per workload: (original, eStargz) layer bytes.
     image_bytes: Vec<(u64, u64)>,
     calibration: Vec<String>,
@@ -39,9 +42,18 @@ impl Report {
     /// An empty report for the run `opts` describes on `bed`.
     pub fn new(bed: &Bed, opts: &Opts) -> Report {
         Report {
-            cells: vec![vec![[Vec::new(), Vec::new()]; WORKLOADS.len()]; PROFILES.len()],
+            cells: vec![
+                vec![vec![Vec::new(); opts.all_modes().len()]; WORKLOADS.len()];
+                PROFILES.len()
+            ],
             profiles: opts.profiles.clone(),
             workloads: opts.workloads.clone(),
+            modes: opts
+                .all_modes()
+                .into_iter()
+                .filter(|m| opts.modes().contains(m))
+                .map(|m| (m, opts.mode_name(m)))
+                .collect(),
             image_bytes: bed
                 .images
                 .iter()
@@ -81,8 +93,8 @@ impl Report {
         &self.cells[p][w][mode.index()]
     }
 
-    /// Median time to first output, overlayfs / augur, with its 95 % bootstrap interval.
-    fn speedup(&self, p: usize, w: usize) -> (f64, (f64, f64)) {
+    /// Median time to first output, overlayfs / `mode`, with its 95 % bootstrap interval.
+    fn speedup(&self, p: usize, w: usize, mode: Mode) -> (f64, (f64, f64)) {
         let first = |m| {
             secs(
                 &self
@@ -92,17 +104,17 @@ impl Report {
                     .collect::<Vec<_>>(),
             )
         };
-        let (o, a) = (first(Mode::Overlayfs), first(Mode::Augur));
+        let (o, a) = (first(Mode::Overlayfs), first(mode));
         (
             median_f64(&o) / median_f64(&a).max(f64::MIN_POSITIVE),
             ratio_interval(&o, &a),
         )
     }
 
-    /// Augur's median bytes before first output, as a share of the eStargz image.
-    fn augur_share(&self, p: usize, w: usize) -> f64 {
+    /// `mode`'s median bytes before first output, as a share of the eStargz image.
+    fn augur_share(&self, p: usize, w: usize, mode: Mode) -> f64 {
         let bytes: Vec<f64> = self
-            .samples(p, w, Mode::Augur)
+            .samples(p, w, mode)
             .iter()
             .map(|s| s.bytes_first as f64)
             .collect();
@@ -112,14 +124,16 @@ impl Report {
     /// Each target missed, in words (empty: all met, or none applies to this run).
     pub fn missed_targets(&self) -> Vec<String> {
         let mut missed = Vec::new();
-        if !self.workloads.contains(&TARGET_WORKLOAD) {
+        let measured = |m| self.modes.iter().any(|(x, _)| *x == m);
+        if !self.workloads.contains(&TARGET_WORKLOAD) || !measured(Mode::Augur(0)) {
             return missed;
         }
+        let augur = Mode::Augur(0);
         let w = TARGET_WORKLOAD;
         for &p in &self.profiles {
             let name = PROFILES[p].name;
-            if PROFILES[p].mbit.is_some() {
-                let (x, _) = self.speedup(p, w);
+            if PROFILES[p].mbit.is_some() && measured(Mode::Overlayfs) {
+                let (x, _) = self.speedup(p, w, augur);
                 if x < SPEEDUP_TARGET {
                     missed.push(format!(
                         "{name} {}: Augur {x:.2}× faster to first output (target ≥ {SPEEDUP_TARGET}×)",
@@ -127,7 +141,7 @@ impl Report {
                     ));
                 }
             }
-            let share = self.augur_share(p, w);
+            let share = self.augur_share(p, w, augur);
             if share >= BYTES_TARGET {
                 missed.push(format!(
                     "{name} {}: Augur fetched {:.1} % of the image before first output (target < {:.0} %)",
@@ -151,13 +165,11 @@ impl Report {
              bytes as delivered by the profile's delay proxy to the pulling clients (HTTP headers \
              included), so both modes are counted the same way. overlayfs: `ctr image pull` of the \
              original image, then `ctr run`; augur: `ctr-remote image rpull --snapshotter augur` of \
-             the eStargz copy, then `ctr run --snapshotter augur` (daemon config: {}). Requests: \
-             Augur's range requests for chunks in the layers' `stats.json` when it stopped \
-             (background fetch included, footer and TOC reads not).\n\n",
+             the eStargz copy, then `ctr run --snapshotter augur`. Requests: Augur's range \
+             requests for chunks in the layers' `stats.json` when it stopped (background fetch \
+             included, footer and TOC reads not).\n\n{}\n",
             opts.rounds,
-            opts.augur_config
-                .as_ref()
-                .map_or("defaults".to_owned(), |c| c.display().to_string()),
+            daemons(opts),
         ));
         s.push_str(&self.image_table());
         s.push('\n');
@@ -182,9 +194,8 @@ impl Report {
         }
         s.push_str(&machine_facts());
         s.push_str(&format!(
-            "- load average at the start (1/5/15 min): {}\n- augur: {}\n- benchmark wall time: {:.0} s\n",
+            "- load average at the start (1/5/15 min): {}\n- benchmark wall time: {:.0} s\n",
             self.load_at_start,
-            augur_bin().display(),
             wall.as_secs_f64()
         ));
         s
@@ -197,15 +208,15 @@ impl Report {
         );
         for &p in &self.profiles {
             for &w in &self.workloads {
-                for mode in [Mode::Overlayfs, Mode::Augur] {
-                    s.push_str(&self.row(p, w, mode));
+                for (mode, name) in &self.modes {
+                    s.push_str(&self.row(p, w, *mode, name));
                 }
             }
         }
         s
     }
 
-    fn row(&self, p: usize, w: usize, mode: Mode) -> String {
+    fn row(&self, p: usize, w: usize, mode: Mode, name: &str) -> String {
         let v = self.samples(p, w, mode);
         let time = |f: fn(&Sample) -> Duration| {
             let d: Vec<Duration> = v.iter().map(f).collect();
@@ -219,7 +230,7 @@ impl Report {
         };
         let image = match mode {
             Mode::Overlayfs => self.image_bytes[w].0,
-            Mode::Augur => self.image_bytes[w].1,
+            Mode::Augur(_) => self.image_bytes[w].1,
         };
         let bytes = |f: fn(&Sample) -> u64| {
             let b: Vec<f64> = v.iter().map(|s| f(s) as f64).collect();
@@ -242,7 +253,7 @@ impl Report {
             "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
             PROFILES[p].name,
             WORKLOADS[w].image,
-            mode.name(),
+            name,
             time(|s| s.pull),
             time(|s| s.first_output),
             time(|s| s.total),
@@ -255,18 +266,26 @@ impl Report {
 
     fn ratio_table(&self) -> String {
         let mut s = String::from(
-            "| profile | image | first output: overlayfs / augur | 95 % CI | augur fetched before first output |\n\
-             |---|---|---:|---:|---:|\n",
+            "| profile | image | mode | first output: overlayfs / mode | 95 % CI | fetched before first output |\n\
+             |---|---|---|---:|---:|---:|\n",
         );
+        let with_overlayfs = self.modes.iter().any(|(m, _)| *m == Mode::Overlayfs);
         for &p in &self.profiles {
             for &w in &self.workloads {
-                let (x, (lo, hi)) = self.speedup(p, w);
-                s.push_str(&format!(
-                    "| {} | {} | **{x:.2}×** | {lo:.2}–{hi:.2} | {:.1} % of the eStargz image |\n",
-                    PROFILES[p].name,
-                    WORKLOADS[w].image,
-                    self.augur_share(p, w) * 100.0
-                ));
+                for (mode, name) in self.modes.iter().filter(|(m, _)| *m != Mode::Overlayfs) {
+                    let (x, (lo, hi)) = self.speedup(p, w, *mode);
+                    let (ratio, ci) = if with_overlayfs {
+                        (format!("**{x:.2}×**"), format!("{lo:.2}–{hi:.2}"))
+                    } else {
+                        ("–".to_owned(), "–".to_owned())
+                    };
+                    s.push_str(&format!(
+                        "| {} | {} | {name} | {ratio} | {ci} | {:.1} % of the eStargz image |\n",
+                        PROFILES[p].name,
+                        WORKLOADS[w].image,
+                        self.augur_share(p, w, *mode) * 100.0
+                    ));
+                }
             }
         }
         s
@@ -286,6 +305,22 @@ impl Report {
         }
         s
     }
+}
+
+/// Which binary and config each Augur mode ran.
+fn daemons(opts: &Opts) -> String {
+    let mut s = String::from("| mode | daemon | config |\n|---|---|---|\n");
+    for (i, v) in opts.variants.iter().enumerate() {
+        s.push_str(&format!(
+            "| {} | `{}` | {} |\n",
+            opts.mode_name(Mode::Augur(i)),
+            v.bin.display(),
+            v.config
+                .as_ref()
+                .map_or("defaults".to_owned(), |c| format!("`{}`", c.display()))
+        ));
+    }
+    s
 }
 
 fn fmt_ms(d: Duration) -> String {
