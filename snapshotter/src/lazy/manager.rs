@@ -135,16 +135,13 @@ impl LazyLayers {
         // A pull in progress: the background fetches of layers mounted before wait.
         self.activity.touch();
         let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
-        let size = self.registry.blob_size(r, d).await?;
-        if size < FOOTER_SIZE {
+        // The blob's size and its end (footer, and the whole TOC if it is small) in one request.
+        let (tail, size) = self.registry.read_tail(r, d, RESOLVE_TAIL).await?;
+        if size < FOOTER_SIZE || (tail.len() as u64) < FOOTER_SIZE {
             return Err(LazyError::NotLazy(format!(
                 "layer {d} is only {size} bytes"
             )));
         }
-        let tail = self
-            .registry
-            .read_range(r, d, size - FOOTER_SIZE, FOOTER_SIZE)
-            .await?;
         let footer = match estargz::parse_footer(&tail) {
             Ok(f) => f,
             Err(e) => return Err(LazyError::NotLazy(format!("layer {d}: {e}"))),
@@ -155,10 +152,22 @@ impl LazyLayers {
                 "layer {d}: TOC offset beyond the blob"
             )));
         }
-        let toc_gz = self
-            .registry
-            .read_range(r, d, footer.toc_offset, toc_end - footer.toc_offset)
-            .await?;
+        let tail_start = size - tail.len() as u64;
+        let in_tail =
+            |from: u64| tail.slice((from - tail_start) as usize..(toc_end - tail_start) as usize);
+        let (toc_gz, head_len) = if footer.toc_offset >= tail_start {
+            (in_tail(footer.toc_offset), 0)
+        } else {
+            // Only the part of the TOC before the tail is still missing.
+            let head = self
+                .registry
+                .read_range(r, d, footer.toc_offset, tail_start - footer.toc_offset)
+                .await?;
+            let mut toc = Vec::with_capacity(head.len() + tail.len());
+            toc.extend_from_slice(&head);
+            toc.extend_from_slice(&in_tail(tail_start));
+            (bytes::Bytes::from(toc), head.len() as u64)
+        };
         let (toc, toc_digest) = estargz::decode_toc(&toc_gz, spec.toc_digest.as_deref())?;
         let index = LayerIndex::from_toc(&toc, footer.toc_offset)?;
         Ok(Resolved {
@@ -170,7 +179,7 @@ impl LazyLayers {
             },
             index,
             toc: Arc::new(toc),
-            resolve_bytes: tail.len() as u64 + toc_gz.len() as u64,
+            resolve_bytes: tail.len() as u64 + head_len,
         })
     }
 
@@ -334,6 +343,10 @@ impl LazyLayers {
 }
 
 const TOC_FILE: &str = "toc.json";
+/// Bytes read from the end of a layer at resolve: the footer, and the whole TOC when it is this
+/// small. A larger TOC needs a second request, for the part before these
+/// bytes only; a smaller one costs at most this much of the layer's data read for nothing.
+const RESOLVE_TAIL: u64 = 64 << 10;
 const DIR_ATTRS_FILE: &str = "dirattrs.json";
 
 /// Attributes an implicit directory of a layer (one its TOC implies but does not list) takes from
