@@ -13,7 +13,7 @@
 //! Everything stays on 127.0.0.1 inside a namespace this process made: no veth, no address
 //! outside 127.0.0.0/8. Both guards undo themselves on drop (also while unwinding from a panic);
 //! a namespace left by a killed run (its name carries the dead pid) is removed by the next
-//! [`NetNs::create`] with the same prefix.
+//! [`NetNs::create`] with the same prefix, after its processes are asked to stop.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -71,7 +71,8 @@ impl Drop for NetNs {
     }
 }
 
-/// Deletes namespaces `<prefix>-<pid>` whose pid no longer runs.
+/// Deletes namespaces `<prefix>-<pid>` whose pid no longer runs, after asking the processes
+/// still in them (a registry or daemon the killed run started) to stop.
 fn sweep_stale(prefix: &str) {
     let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
         return;
@@ -86,6 +87,14 @@ fn sweep_stale(prefix: &str) {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {
+            let left = Command::new("ip")
+                .args(["netns", "pids", name])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            for pid in left.lines().filter_map(|p| p.trim().parse::<u32>().ok()) {
+                crate::signal(pid, nix::sys::signal::Signal::SIGTERM);
+            }
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use augur_integration_tests::delay_proxy::{self, DelayProxy};
 use augur_integration_tests::netns::{NetNs, PortRate, RateLimit, in_netns};
-use augur_integration_tests::{free_port, run_ok};
+use augur_integration_tests::{free_port, run_ok, wait_until};
 
 /// Serves `payload` to every connection after reading its request, until the test ends.
 fn serve(listener: TcpListener, payload: Vec<u8>) {
@@ -75,10 +75,31 @@ fn a_namespace_left_by_a_dead_process_is_swept() {
     // Pids never get this large (pid_max is at most 2^22).
     let stale = "augur-test-sweep-999999999";
     run_ok(Command::new("ip").args(["netns", "add", stale]));
+    // What a killed run leaves running in its namespace (a registry, a daemon).
+    let mut left = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{stale}"))
+        .args(["sleep", "600"])
+        .spawn()
+        .expect("spawn sleep in the stale namespace");
+    let pid = left.id().to_string();
+    wait_until(
+        "sleep to enter the namespace",
+        Duration::from_secs(10),
+        || {
+            run_ok(Command::new("ip").args(["netns", "pids", stale]))
+                .lines()
+                .any(|p| p.trim() == pid)
+        },
+    );
     let ns = NetNs::create("augur-test-sweep");
     let list = run_ok(Command::new("ip").args(["netns", "list"]));
+    let status = left.wait().expect("wait");
     assert!(!list.contains(stale), "stale namespace kept:\n{list}");
     assert!(list.contains(ns.name()), "{list}");
+    assert!(
+        !status.success(),
+        "the process left in the stale namespace was not stopped: {status}"
+    );
 }
 
 /// HTB limits what the proxy's port sends, and only that: the proxy's own hop from the upstream
