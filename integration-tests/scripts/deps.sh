@@ -7,6 +7,7 @@
 # only then, so a second run takes well under a second):
 #   containerd runc docker-registry skopeo umoci debootstrap busybox-static
 #   fuse3 golang-go curl jq ca-certificates
+#   attr libcap2-bin (setfattr, setcap: xattrs and file capabilities in the edgecases image)
 #   stargz-snapshotter (ctr-remote: rpull and eStargz conversion in the lazy-pull tests)
 #   apache2-utils (htpasswd, for the registry-auth test)
 #   iproute2 (ip netns, tc: the shaped network of the lazy-pull benchmark)
@@ -21,7 +22,8 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containerd runc docker-registry skopeo umoci debootstrap busybox-static
-      fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils iproute2)
+      fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils
+      attr libcap2-bin iproute2)
 PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev)
 
 log() { echo "deps: $*"; }

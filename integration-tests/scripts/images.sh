@@ -6,8 +6,8 @@
 #   integration-tests/scripts/images.sh [build [NAME...]]          build what is missing/stale
 #   integration-tests/scripts/images.sh push HOST:PORT [NAME...]   build if needed, then push
 #       -> docker://HOST:PORT/NAME:latest (plain HTTP: --dest-tls-verify=false)
-#   NAME defaults to "busybox python" (what the test suite uses); python-big is built and
-#   pushed only when named (the lazy-pull benchmark asks for it: ~220 MB more, ~2 min).
+#   NAME defaults to "busybox python edgecases" (what the test suite uses); python-big is built
+#   and pushed only when named (the lazy-pull benchmark asks for it: ~220 MB more, ~2 min).
 #
 # Output (OCI image layouts, tag "latest"), under
 #   ${AUGUR_CACHE:-/var/cache/augur-tests}/images/
@@ -15,6 +15,9 @@
 #     python/           2 layers: Debian bookworm minbase, then python3
 #     python-big/       3 layers: python's two (same blobs), then python3-numpy,
 #                       python3-scipy, python3-pandas (Debian's)
+#     edgecases/        3 layers of filesystem edge cases (whiteouts, opaque dirs, hard links,
+#                       devices, xattrs, modes, owners, long names, chunked files): see
+#                       build_edgecases
 #     rootfs/bookworm-minbase/   cached debootstrap rootfs (input of python)
 #     <name>.stamp      hash of the build recipe, written after a successful build
 #
@@ -160,6 +163,130 @@ build_python_big() {
   umoci gc --layout "$w/layout"
 }
 
+# build_edgecases WORK: 3-layer image of filesystem edge cases in WORK/layout, for the lazy
+# rootfs comparison (integration-tests/tests/lazy_rootfs.rs). Layers 1 and 2 come from umoci
+# repack; layer 3 is a GNU tar added verbatim (umoci raw add-layer), because umoci writes a
+# directory that was emptied and refilled as per-file whiteouts, never as an opaque marker.
+build_edgecases() {
+  local w=$1 r
+  new_bundle "$w"
+  r=$w/bundle/rootfs
+  edge_layer1 "$r"
+  log "edgecases: layer 1 (base)"
+  umoci repack --refresh-bundle --image "$w/layout:latest" "$w/bundle"
+  edge_layer2 "$r"
+  log "edgecases: layer 2 (whiteouts, replacements, a hard link to a layer-1 file)"
+  umoci repack --image "$w/layout:latest" "$w/bundle"
+  edge_layer3 "$w/layer3"
+  log "edgecases: layer 3 (opaque directories, GNU tar)"
+  umoci raw add-layer --image "$w/layout:latest" "$w/layer3.tar"
+  umoci config --image "$w/layout:latest" --os linux --architecture amd64 \
+    --config.cmd /bin/sh --config.env PATH=/bin
+  umoci gc --layout "$w/layout"
+}
+
+# edge_layer1 ROOTFS: every kind of entry, mode, owner, xattr and name the layer format carries
+edge_layer1() {
+  local r=$1 long i
+  mkdir -p "$r"/{bin,big,data,links/sub,sym,dev,x/d,modes,own,names,opq/sub,opq2,times/dir}
+  # the layer's `./` entry: containerd skips it, whatever it says
+  chmod 0751 "$r"; setfattr -n user.root -v r "$r"
+  cp /bin/busybox "$r/bin/busybox"                  # real binaries: busybox-static
+  chroot "$r" /bin/busybox --install -s /bin        # absolute applet symlinks
+  # chunked files (ctr-remote's default chunk: 4 MiB): 9 MiB + 12345 bytes = 3 chunks, and
+  # exactly 8 MiB = 2 chunks ending on a boundary
+  for i in 1 2 3 4 5 6; do cat /bin/busybox; done > "$r/big/blob"
+  tail -c +7 "$r/big/blob" > "$r/big/exact8m"
+  truncate -s 9449529 "$r/big/blob"; truncate -s 8388608 "$r/big/exact8m"
+  echo keep > "$r/data/keep"
+  touch -d '2001-02-03 04:05:06' "$r/data/keep"
+  echo gone > "$r/data/gone"
+  mkdir -p "$r/data/gonedir/sub" "$r/data/dir2file"
+  echo a > "$r/data/gonedir/a"; echo b > "$r/data/gonedir/sub/b"
+  echo phoenix-1 > "$r/data/phoenix"
+  echo inner > "$r/data/dir2file/inner"
+  echo file > "$r/data/file2dir"; echo file > "$r/data/file2sym"
+  : > "$r/data/empty"
+  # hard links inside the layer: three names, and two names one of which layer 2 deletes
+  echo orig > "$r/links/orig"
+  ln "$r/links/orig" "$r/links/hl1"; ln "$r/links/orig" "$r/links/sub/hl2"
+  echo partial > "$r/links/partial"; ln "$r/links/partial" "$r/links/partial2"
+  echo base > "$r/links/base"                       # layer 2 links to it
+  ln -s ../data/keep "$r/sym/rel"; ln -s /data/keep "$r/sym/abs"
+  ln -s /no/such/target "$r/sym/dangling"; ln -s ../data "$r/sym/dir"; ln -s self "$r/sym/self"
+  ln -s keep "$r/sym/owned"; chown -h 42:43 "$r/sym/owned"
+  touch -h -d '1999-09-09 09:09:09' "$r/sym/rel"
+  mknod -m 666 "$r/dev/null" c 1 3
+  mknod -m 660 "$r/dev/loop0" b 7 0; chown 0:6 "$r/dev/loop0"
+  mknod -m 600 "$r/dev/bignum" c 511 65536         # major > 255, minor > 255
+  mkfifo -m 620 "$r/dev/fifo"
+  echo x > "$r/x/f"
+  setfattr -n user.augur -v hello "$r/x/f"
+  setfattr -n user.bin -v 0x00ff10e2809c0a "$r/x/f"
+  setfattr -n trusted.augur -v t "$r/x/f"
+  setfattr -n user.dir -v d "$r/x/d"
+  cp /bin/busybox "$r/x/cap"; setcap cap_net_raw+ep "$r/x/cap"
+  for m in 4755:setuid 2755:setgid 7777:all 0000:none 0421:odd 6711:both; do
+    echo "${m#*:}" > "$r/modes/${m#*:}"; chmod "${m%%:*}" "$r/modes/${m#*:}"
+  done
+  mkdir -m 1777 "$r/modes/sticky"; mkdir -m 0700 "$r/modes/private"; mkdir -m 0555 "$r/modes/ro"
+  echo u > "$r/own/u1000"; chown 1000:1000 "$r/own/u1000"
+  echo n > "$r/own/nobody"; chown 65534:65534 "$r/own/nobody"
+  echo b > "$r/own/big"; chown 100000:200000 "$r/own/big"
+  mkdir "$r/own/dir"; chown 123:456 "$r/own/dir"
+  echo u > "$r/names/héllo wörld ✓.txt"
+  echo s > "$r/names/ leading space"; echo d > "$r/names/-dash"
+  echo t > "$r/names/tab	in name"; echo q > "$r/names/quote\"back\\slash"
+  long=$(printf 'é%.0s' $(seq 127))x                # 255 bytes: NAME_MAX
+  echo long > "$r/names/$long"
+  mkdir -p "$r/names/$(printf 'deep%.0s' $(seq 20))/$(printf 'er%.0s' $(seq 40))"
+  echo deep > "$r/names/$(printf 'deep%.0s' $(seq 20))/$(printf 'er%.0s' $(seq 40))/file"
+  echo old1 > "$r/opq/old1"; echo old3 > "$r/opq/sub/old3"
+  echo a > "$r/opq2/a"; chmod 0711 "$r/opq2"; chown 5:6 "$r/opq2"
+  setfattr -n user.tag -v opq2 "$r/opq2"
+  touch -d '2010-10-10 10:10:10' "$r/opq2"
+  echo old > "$r/times/old"; touch -d '1980-01-01 00:00:00' "$r/times/old"
+  echo fut > "$r/times/future"; touch -d '2099-12-31 23:59:59' "$r/times/future"
+  touch -d '2005-05-05 05:05:05' "$r/times/dir"
+}
+
+# edge_layer2 ROOTFS: deletions (whiteouts), type changes, metadata-only changes, and a hard
+# link to a layer-1 file (umoci re-emits the target, whose link count changed, with the link).
+# A directory replaced by a file is in layer 3: umoci 0.4.7 writes the file *and* whiteouts
+# below it, which containerd refuses (ENOTDIR).
+edge_layer2() {
+  local r=$1
+  rm "$r/data/gone" "$r/data/phoenix"; rm -r "$r/data/gonedir"
+  rm "$r/data/file2dir"; mkdir "$r/data/file2dir"; echo inner > "$r/data/file2dir/inner"
+  rm "$r/data/file2sym"; ln -s keep "$r/data/file2sym"
+  ln "$r/links/base" "$r/links/cross"
+  rm "$r/links/partial2"
+  echo l2 > "$r/opq/l2"
+  chmod 0750 "$r/own/dir"; chown 321:654 "$r/data/keep"
+  setfattr -n user.added -v l2 "$r/x/d"
+  setfattr -x user.bin "$r/x/f"
+  # umoci compares whole-second mtimes: pin the changed directories' so they are always in the
+  # layer; x/ and own/ (nothing added or removed) stay implicit
+  touch -d '2002-02-02 02:02:02' "$r/data" "$r/links" "$r/opq"
+}
+
+# edge_layer3 DIR: DIR/../layer3.tar (uncompressed), a layer umoci cannot write: opq/ emptied
+# and refilled under its own entry, opq2/ refilled with no entry of its own (containerd then
+# copies its attributes from layer 1), a file recreated after layer 2 deleted it, a directory
+# replaced by a file, and an odd `./` entry on top
+edge_layer3() {
+  local s=$1
+  mkdir -p "$s/opq/sub" "$s/opq2" "$s/data"
+  : > "$s/opq/.wh..wh..opq"; : > "$s/opq2/.wh..wh..opq"
+  echo fresh > "$s/opq/fresh"; echo new3 > "$s/opq/sub/new3"
+  echo c > "$s/opq2/c"; echo phoenix-3 > "$s/data/phoenix"; echo now-a-file > "$s/data/dir2file"
+  chmod 0750 "$s/opq"; chown 7:8 "$s/opq"
+  touch -d '2020-02-02 02:02:02' "$s/opq/fresh" "$s/opq/sub/new3" "$s/opq/sub" "$s/opq"
+  chmod 0750 "$s"; touch -d '2003-03-03 03:03:03' "$s"      # `./`, which containerd skips
+  tar -C "$s" --format=gnu --numeric-owner --sort=name -cf "$s/../layer3.tar" --no-recursion . \
+    --recursion opq --no-recursion opq2/.wh..wh..opq opq2/c data/phoenix data/dir2file
+}
+
 # ---------------------------------------------------------------------------
 # stamps
 # ---------------------------------------------------------------------------
@@ -175,6 +302,8 @@ recipe_hash() {  # recipe_hash NAME -> sha256 of everything that defines the out
                cat "$IMG/rootfs.stamp" 2>/dev/null || echo "no rootfs" ;;  # new rootfs -> new python
       python-big) declare -f build_python_big chroot_apt; pkgver umoci
                cat "$IMG/python.stamp" 2>/dev/null || echo "no python" ;;  # new python -> new big
+      edgecases) declare -f build_edgecases edge_layer1 edge_layer2 edge_layer3 new_bundle
+               pkgver umoci busybox-static attr libcap2-bin tar ;;
     esac
   } | sha256sum | cut -d' ' -f1
 }
@@ -234,14 +363,14 @@ layers() {  # number of layers of oci:DIR:latest
   jq '.layers | length' "$1/blobs/${m%%:*}/${m#*:}"
 }
 
-DEFAULT_IMAGES=(busybox python)
+DEFAULT_IMAGES=(busybox python edgecases)
 
 build() {  # build [NAME...]: the named images (default: DEFAULT_IMAGES) and what they need
   [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mount)"
   local names=("$@")
   [ ${#names[@]} -gt 0 ] || names=("${DEFAULT_IMAGES[@]}")
   local t
-  for t in umoci skopeo debootstrap jq chroot; do
+  for t in umoci skopeo debootstrap jq chroot setfattr setcap; do
     command -v "$t" >/dev/null || die "$t not found: run integration-tests/scripts/deps.sh"
   done
   [ -x /bin/busybox ] || die "/bin/busybox missing: run integration-tests/scripts/deps.sh"
@@ -261,7 +390,8 @@ build() {  # build [NAME...]: the named images (default: DEFAULT_IMAGES) and wha
       busybox) ensure_image busybox ;;
       python) ensure_python ;;
       python-big) ensure_python; ensure_image python-big ;;
-      *) die "unknown image '$n' (busybox | python | python-big)" ;;
+      edgecases) ensure_image edgecases ;;
+      *) die "unknown image '$n' (busybox | python | python-big | edgecases)" ;;
     esac
   done
 }

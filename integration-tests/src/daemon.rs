@@ -21,7 +21,8 @@ pub struct Daemon {
     opts: DaemonOptions,
 }
 
-/// How [`Daemon::start_with`] runs the daemon; the default is what [`Daemon::start`] runs.
+/// How [`Daemon::start_with`] runs the daemon. The default has no config file, i.e. the
+/// production defaults (a 2 GiB NVMe cache file, unlike [`Daemon::start`]'s [`TEST_CACHE`]).
 #[derive(Debug, Clone)]
 pub struct DaemonOptions {
     /// The config file (TOML); `/dev/null` gives the defaults.
@@ -46,11 +47,31 @@ impl Default for DaemonOptions {
     }
 }
 
+/// The chunk cache a test daemon gets unless its config has a `[cache]` table: the production
+/// defaults would preallocate a 2 GiB NVMe file per daemon. The spill tier still holds the test
+/// images' layers whole.
+pub const TEST_CACHE: &str = "\n[cache]\nram_mib = 64\nnvme_mib = 128\nhdd_mib = 1024\n";
+
+/// `config` (TOML) with [`TEST_CACHE`] appended if it does not configure the cache itself.
+pub fn with_test_cache(config: &str) -> String {
+    if config.lines().any(|l| l.trim() == "[cache]") {
+        config.to_owned()
+    } else {
+        format!("{config}{TEST_CACHE}")
+    }
+}
+
 impl Daemon {
     /// Starts the daemon with `root`, `socket`, debug logs to `log`, and waits until the socket
-    /// accepts connections.
+    /// accepts connections. Its config is the defaults but for [`TEST_CACHE`] (written next to
+    /// `root` as `<root>.toml`).
     pub fn start(root: &Path, socket: &Path, log: &Path) -> Daemon {
-        Daemon::start_with(root, socket, log, DaemonOptions::default())
+        let config = root.with_extension("toml");
+        if let Some(dir) = config.parent() {
+            std::fs::create_dir_all(dir).expect("create the daemon's parent directory");
+        }
+        std::fs::write(&config, with_test_cache("")).expect("write the test daemon's config");
+        Daemon::start_with_config(root, socket, log, &config)
     }
 
     /// Like [`Daemon::start`], reading `config` (a TOML file) instead of an empty one.

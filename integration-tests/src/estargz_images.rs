@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use augur_snapshotter::estargz::{format_digest, sha256};
+use augur_snapshotter::estargz::{
+    FOOTER_SIZE, Toc, decode_toc, format_digest, parse_footer, sha256,
+};
 use serde_json::{Value, json};
 
 use crate::{Containerd, run_ok};
@@ -126,6 +128,77 @@ fn top_layer_dir(mounts: &Value) -> PathBuf {
     PathBuf::from(lower.split(':').next().expect("one lowerdir"))
 }
 
+/// The TOC of the eStargz `blob`, checked against `expected_digest` if given, and its digest.
+pub fn read_toc(blob: &[u8], expected_digest: Option<&str>) -> (Toc, String) {
+    let tail = &blob[blob.len().saturating_sub(FOOTER_SIZE as usize)..];
+    let footer = parse_footer(tail).expect("eStargz footer");
+    assert_eq!(footer.footer_size, FOOTER_SIZE, "not the legacy footer");
+    let range = footer.toc_range(blob.len() as u64).expect("TOC range");
+    decode_toc(
+        &blob[range.start as usize..range.end as usize],
+        expected_digest,
+    )
+    .expect("TOC")
+}
+
+/// The parts of a TOC that do not depend on compression (offsets do), one line per entry.
+pub fn toc_shape(toc: &Toc) -> Vec<String> {
+    let clean = |n: &str| {
+        n.split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect::<Vec<_>>()
+            .join("/")
+    };
+    let mut last_name = String::new();
+    toc.entries
+        .iter()
+        .map(|e| {
+            if e.kind != "chunk" {
+                last_name = clean(&e.name);
+            }
+            let link = if e.kind == "hardlink" {
+                clean(&e.link_name)
+            } else {
+                e.link_name.clone()
+            };
+            format!(
+                "{} {} size={} mode={:o} own={}:{} names={}/{} mtime={} link={} dev={},{} \
+                 xattrs={:?} digest={} chunk={}+{} {}",
+                last_name,
+                e.kind,
+                e.size,
+                e.mode,
+                e.uid,
+                e.gid,
+                e.user_name,
+                e.group_name,
+                e.modtime,
+                link,
+                e.dev_major,
+                e.dev_minor,
+                e.xattrs,
+                e.digest,
+                e.chunk_offset,
+                e.chunk_size,
+                e.chunk_digest
+            )
+        })
+        .collect()
+}
+
+/// Panics at the first entry where the two TOCs' shapes ([`toc_shape`]) differ.
+#[track_caller]
+pub fn assert_same_shape(ours: &Toc, reference: &Toc) {
+    let (a, b) = (toc_shape(ours), toc_shape(reference));
+    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
+        panic!(
+            "TOC entry #{i} differs:\n  ours:      {}\n  reference: {}",
+            a[i], b[i]
+        );
+    }
+    assert_eq!(a.len(), b.len(), "number of TOC entries");
+}
+
 /// A one-layer OCI image written as an OCI layout directory, ready for `skopeo copy`.
 #[derive(Debug)]
 pub struct OciLayout {
@@ -133,9 +206,15 @@ pub struct OciLayout {
 }
 
 impl OciLayout {
-    /// Writes `layer` (with its media type and annotations) and `config` under `dir`, tagged
+    /// Writes `layer` (of `media_type`, with `annotations`) and `config` under `dir`, tagged
     /// `latest`.
-    pub fn write(dir: &Path, layer: &[u8], annotations: Value, config: &Value) -> OciLayout {
+    pub fn write(
+        dir: &Path,
+        layer: &[u8],
+        media_type: &str,
+        annotations: Value,
+        config: &Value,
+    ) -> OciLayout {
         let blobs = dir.join("blobs/sha256");
         std::fs::create_dir_all(&blobs).expect("layout blobs dir");
         let put = |bytes: &[u8]| {
@@ -150,7 +229,7 @@ impl OciLayout {
             "mediaType": MANIFEST,
             "config": {"mediaType": CONFIG, "digest": config_desc["digest"], "size": config_desc["size"]},
             "layers": [{
-                "mediaType": LAYER_GZIP,
+                "mediaType": media_type,
                 "digest": layer_desc["digest"],
                 "size": layer_desc["size"],
                 "annotations": annotations,
@@ -172,6 +251,11 @@ impl OciLayout {
         OciLayout {
             dir: dir.to_path_buf(),
         }
+    }
+
+    /// The layout directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Pushes it to `reference` (`host:port/name:tag`, plain HTTP) with skopeo, blobs unchanged.

@@ -1,9 +1,10 @@
 //! Lazy-pull helpers: eStargz test images made with Debian's `ctr-remote` (the reference
-//! producer), and `ctr-remote` itself against a harness containerd.
+//! producer), `ctr-remote` itself against a harness containerd, and [`LazyBed`], the registry +
+//! Augur + containerd bed the lazy-pull tests share.
 
 use std::process::{Command, Stdio};
 
-use crate::{Containerd, Registry, run_ok};
+use crate::{Containerd, Daemon, Registry, TestDir, run_ok};
 
 /// The containerd namespace conversions run in (never the one a test pulls into).
 const CONVERT_NS: &str = "augur-convert";
@@ -22,23 +23,26 @@ pub fn ctr_remote(ctd: &Containerd, args: &[&str]) -> Command {
 /// `ctr-remote image convert --estargz --oci` and pushes it as `<repo>:esgz`; returns that
 /// reference. The conversion namespace is emptied afterwards.
 pub fn push_estargz(ctd: &Containerd, registry: &Registry, name: &str) -> String {
+    push_estargz_as(ctd, registry, name, "esgz", &[])
+}
+
+/// Like [`push_estargz`], pushed as `<repo>:<tag>`, with `extra` conversion flags (e.g.
+/// `--estargz-compression-level 1`: other blob bytes, the same chunks).
+pub fn push_estargz_as(
+    ctd: &Containerd,
+    registry: &Registry,
+    name: &str,
+    tag: &str,
+    extra: &[&str],
+) -> String {
     let src = registry.image(name);
     let repo = name.split(':').next().unwrap_or(name);
-    let dst = registry.image(&format!("{repo}:esgz"));
+    let dst = registry.image(&format!("{repo}:{tag}"));
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "pull", "--plain-http", &src]);
-    run_ok(&mut ctr_remote(
-        ctd,
-        &[
-            "-n",
-            CONVERT_NS,
-            "image",
-            "convert",
-            "--estargz",
-            "--oci",
-            &src,
-            &dst,
-        ],
-    ));
+    let mut args = vec!["-n", CONVERT_NS, "image", "convert", "--estargz", "--oci"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[&src, &dst]);
+    run_ok(&mut ctr_remote(ctd, &args));
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "push", "--plain-http", &dst]);
     ctd.ctr_ok(&["-n", CONVERT_NS, "image", "rm", "--sync", &src, &dst]);
     dst
@@ -86,4 +90,98 @@ pub fn manifest_of(ctd: &Containerd, ns: &str, image: &str) -> serde_json::Value
         return serde_json::from_str(&body).expect("manifest JSON");
     }
     doc
+}
+
+/// A registry with the test images, Augur, and containerd using it as the proxy snapshotter
+/// `augur`: the bed of the lazy-pull tests.
+#[derive(Debug)]
+pub struct LazyBed {
+    /// containerd, with `augur` as a proxy plugin.
+    pub containerd: Containerd,
+    /// The daemon under test.
+    pub daemon: Daemon,
+    /// The registry, with `busybox:latest` and `python:latest` pushed.
+    pub registry: Registry,
+    /// Everything lives below it; unmounted and removed last.
+    pub dir: TestDir,
+}
+
+impl LazyBed {
+    /// A bed named `name` whose daemon has the default config.
+    pub fn start(name: &str) -> LazyBed {
+        LazyBed::start_with_config(name, "")
+    }
+
+    /// A bed whose daemon reads `config` (TOML).
+    pub fn start_with_config(name: &str, config: &str) -> LazyBed {
+        let dir = TestDir::new(name);
+        let registry = Registry::start(&dir.join("registry"));
+        registry.push_test_images();
+        std::fs::write(
+            dir.join("augur.toml"),
+            crate::daemon::with_test_cache(config),
+        )
+        .unwrap();
+        let daemon = Daemon::start_with_config(
+            &dir.join("augur"),
+            &dir.join("augur.sock"),
+            &dir.join("augur.log"),
+            &dir.join("augur.toml"),
+        );
+        let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
+        LazyBed {
+            containerd,
+            daemon,
+            registry,
+            dir,
+        }
+    }
+
+    /// `ctr-remote image rpull --plain-http --snapshotter augur image` into namespace `ns`.
+    pub fn ctr_remote_rpull(&self, ns: &str, image: &str) {
+        run_ok(&mut ctr_remote(
+            &self.containerd,
+            &[
+                "-n",
+                ns,
+                "image",
+                "rpull",
+                "--plain-http",
+                "--snapshotter",
+                "augur",
+                image,
+            ],
+        ));
+    }
+
+    /// `ctr run --rm --snapshotter augur image id cmd…` in namespace `ns`; its stdout.
+    pub fn run(&self, ns: &str, image: &str, id: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["-n", ns, "run", "--rm", "--snapshotter", "augur", image, id];
+        args.extend_from_slice(cmd);
+        let out = self.containerd.ctr(&args);
+        assert!(
+            out.status.success(),
+            "ctr {args:?}: {}\n--- augur log ---\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.daemon.log()
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The FUSE mounts below the daemon's snapshot directory (where lazy layers are mounted).
+    pub fn fuse_mounts(&self) -> Vec<String> {
+        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let snapshots = self.daemon.root().join("snapshots");
+        let prefix = snapshots.to_string_lossy().into_owned();
+        info.lines()
+            .filter(|l| {
+                l.split(" - ")
+                    .nth(1)
+                    .is_some_and(|r| r.starts_with("fuse "))
+            })
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .map(str::to_owned)
+            .collect()
+    }
 }

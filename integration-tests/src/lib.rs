@@ -8,11 +8,13 @@
 //! | [`Registry`] | Debian's `docker-registry` on a free 127.0.0.1 port |
 //! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
 //! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
+//! | [`MountGuard`] | a bind or overlay mount made from a snapshotter's mount description |
 //! | [`netns::NetNs`], [`netns::RateLimit`] | a loopback-only network namespace, HTB rate limits on its `lo` |
 //! | [`delay_proxy::DelayProxy`] | a TCP proxy adding one-way latency and counting bytes |
 //!
-//! [`bench`] holds what the benchmark binaries share (Ctrl-C handling, medians, bootstrap
-//! intervals, machine facts).
+//! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
+//! content hashes, hard links) and lists the differences between two. [`bench`] holds what the
+//! benchmark binaries share (Ctrl-C handling, medians, bootstrap intervals, machine facts).
 //!
 //! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
 //! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
@@ -20,6 +22,7 @@
 
 pub mod bench;
 mod containerd;
+pub mod convert;
 mod daemon;
 pub mod delay_proxy;
 pub mod estargz_images;
@@ -27,14 +30,15 @@ pub mod lazy;
 mod mounts;
 pub mod netns;
 mod registry;
+pub mod rootfs;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, DaemonOptions, connect, list};
-pub use mounts::{TestDir, mounts_under};
+pub use daemon::{Daemon, DaemonOptions, TEST_CACHE, connect, list, with_test_cache};
+pub use mounts::{MountGuard, TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
 /// The workspace root (this crate's parent directory).
@@ -59,19 +63,30 @@ pub fn script(name: &str) -> PathBuf {
 /// The `augur-snapshotter` binary under test: `$AUGUR_SNAPSHOTTER_BIN`, else the one cargo built
 /// next to this test (same profile).
 pub fn snapshotter_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("AUGUR_SNAPSHOTTER_BIN") {
+    workspace_bin("augur-snapshotter", "AUGUR_SNAPSHOTTER_BIN")
+}
+
+/// The `augurctl` binary under test: `$AUGURCTL_BIN`, else the one cargo built next to this test.
+pub fn augurctl_bin() -> PathBuf {
+    workspace_bin("augurctl", "AUGURCTL_BIN")
+}
+
+/// A binary of the workspace: `$<env>` if set, else `target/<profile>/<name>` of this test's
+/// profile.
+fn workspace_bin(name: &str, env: &str) -> PathBuf {
+    if let Some(p) = std::env::var_os(env) {
         return p.into();
     }
     let exe = std::env::current_exe().expect("own binary path");
-    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/augur-snapshotter
+    // target/<profile>/deps/<test> or target/<profile>/<bin> → target/<profile>/<name>
     let mut profile_dir = exe.parent().expect("binary has a directory");
     if profile_dir.ends_with("deps") {
         profile_dir = profile_dir.parent().expect("target/<profile>");
     }
-    let bin = profile_dir.join("augur-snapshotter");
+    let bin = profile_dir.join(name);
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p augur-snapshotter` (or set AUGUR_SNAPSHOTTER_BIN)",
+        "{} is missing: run `cargo build -p augur-snapshotter --bins` (or set {env})",
         bin.display()
     );
     bin

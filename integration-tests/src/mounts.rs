@@ -1,9 +1,11 @@
-//! Scratch directories that clean up after themselves, mounts included.
+//! Scratch directories that clean up after themselves, mounts included, and mounts made from a
+//! snapshotter's mount descriptions.
 
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
-use nix::mount::{MntFlags, umount2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use serde_json::Value;
 
 /// A scratch directory under `/var/tmp` (a real disk: overlay upper dirs need xattrs). On drop
 /// it lazily unmounts everything mounted below it, deepest first, then deletes it.
@@ -42,6 +44,84 @@ impl Drop for TestDir {
         if let Some(dir) = self.dir.take() {
             let _ = dir.close();
         }
+    }
+}
+
+/// A mount made by a test; detached on drop, so also when the test panics.
+#[derive(Debug)]
+pub struct MountGuard {
+    target: PathBuf,
+}
+
+impl MountGuard {
+    /// Performs the mount a snapshotter returned, as containerd's JSON prints it (`ctr snapshots
+    /// view --mounts`: one `{Type, Source, Options}`), at `target` (created if missing): a bind
+    /// (read-only if `ro` is among the options) or an overlay.
+    pub fn mount_described(mounts: &Value, target: &Path) -> MountGuard {
+        let list = mounts.as_array().expect("mounts are a JSON array");
+        assert_eq!(list.len(), 1, "expected one mount: {mounts}");
+        let m = &list[0];
+        let kind = m["Type"].as_str().expect("mount Type");
+        let source = m["Source"].as_str().expect("mount Source");
+        let options: Vec<&str> = m["Options"]
+            .as_array()
+            .map(|o| o.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        std::fs::create_dir_all(target).expect("create mount point");
+        let ro = options.contains(&"ro");
+        let fail = |e| panic!("mount {m} at {}: {e}", target.display());
+        match kind {
+            "bind" => {
+                let rec = if options.contains(&"rbind") {
+                    MsFlags::MS_REC
+                } else {
+                    MsFlags::empty()
+                };
+                let flags = MsFlags::MS_BIND | rec;
+                mount(Some(source), target, None::<&str>, flags, None::<&str>).unwrap_or_else(fail);
+                let guard = MountGuard {
+                    target: target.to_path_buf(),
+                };
+                if ro {
+                    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+                        .unwrap_or_else(fail);
+                }
+                guard
+            }
+            "overlay" => {
+                let data: Vec<&str> = options.iter().copied().filter(|o| *o != "ro").collect();
+                let flags = if ro {
+                    MsFlags::MS_RDONLY
+                } else {
+                    MsFlags::empty()
+                };
+                let data = data.join(",");
+                mount(
+                    Some(source),
+                    target,
+                    Some("overlay"),
+                    flags,
+                    Some(data.as_str()),
+                )
+                .unwrap_or_else(fail);
+                MountGuard {
+                    target: target.to_path_buf(),
+                }
+            }
+            other => panic!("cannot mount type {other:?}: {m}"),
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.target
+    }
+}
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = umount2(&self.target, MntFlags::MNT_DETACH);
     }
 }
 

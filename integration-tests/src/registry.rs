@@ -148,13 +148,14 @@ impl Registry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// Pushes the cached test images (`busybox:latest`, `python:latest`) built by `images.sh`.
+    /// Pushes the cached test images (`busybox`, `python`, `edgecases`, tag `latest`) built by
+    /// `images.sh`.
     pub fn push_test_images(&self) {
         self.push_images(&[]);
     }
 
-    /// Pushes the named images built by `images.sh` (`busybox`, `python`, `python-big`; none:
-    /// busybox and python), building them first if needed.
+    /// Pushes the named images built by `images.sh` (`busybox`, `python`, `edgecases`,
+    /// `python-big`; none: the first three), building them first if needed.
     pub fn push_images(&self, names: &[&str]) {
         run_ok(
             Command::new("bash")

@@ -18,7 +18,8 @@ use std::path::Path;
 use std::time::UNIX_EPOCH;
 
 use augur_integration_tests::estargz_images::{
-    LAYER_GZIP, OciLayout, manifest, read_blob, read_json, reference_toc, unpacked_layer_dirs,
+    LAYER_GZIP, OciLayout, assert_same_shape, manifest, read_blob, read_json, read_toc,
+    reference_toc, unpacked_layer_dirs,
 };
 use augur_integration_tests::{Containerd, Registry, TestDir, estargz_images};
 use augur_snapshotter::estargz::*;
@@ -87,12 +88,9 @@ struct Opened {
 }
 
 fn open(blob: Vec<u8>, expected_toc_digest: Option<&str>) -> Opened {
+    let (toc, toc_digest) = read_toc(&blob, expected_toc_digest);
     let tail = &blob[blob.len().saturating_sub(FOOTER_SIZE as usize)..];
     let footer = parse_footer(tail).expect("eStargz footer");
-    assert_eq!(footer.footer_size, FOOTER_SIZE, "not the legacy footer");
-    let range = footer.toc_range(blob.len() as u64).expect("TOC range");
-    let toc_gz = &blob[range.start as usize..range.end as usize];
-    let (toc, toc_digest) = decode_toc(toc_gz, expected_toc_digest).expect("TOC");
     let index = LayerIndex::from_toc(&toc, footer.toc_offset).expect("layer index");
     Opened {
         blob,
@@ -238,63 +236,6 @@ fn compare_node(opened: &Opened, id: NodeId, p: &Path, inflated: &mut HashMap<u3
     }
 }
 
-/// The parts of a TOC that do not depend on compression (offsets do), one line per entry.
-fn toc_shape(toc: &Toc) -> Vec<String> {
-    let clean = |n: &str| {
-        n.split('/')
-            .filter(|c| !c.is_empty() && *c != ".")
-            .collect::<Vec<_>>()
-            .join("/")
-    };
-    let mut last_name = String::new();
-    toc.entries
-        .iter()
-        .map(|e| {
-            if e.kind != "chunk" {
-                last_name = clean(&e.name);
-            }
-            let link = if e.kind == "hardlink" {
-                clean(&e.link_name)
-            } else {
-                e.link_name.clone()
-            };
-            format!(
-                "{} {} size={} mode={:o} own={}:{} names={}/{} mtime={} link={} dev={},{} \
-                 xattrs={:?} digest={} chunk={}+{} {}",
-                last_name,
-                e.kind,
-                e.size,
-                e.mode,
-                e.uid,
-                e.gid,
-                e.user_name,
-                e.group_name,
-                e.modtime,
-                link,
-                e.dev_major,
-                e.dev_minor,
-                e.xattrs,
-                e.digest,
-                e.chunk_offset,
-                e.chunk_size,
-                e.chunk_digest
-            )
-        })
-        .collect()
-}
-
-#[track_caller]
-fn assert_same_shape(ours: &Toc, reference: &Toc) {
-    let (a, b) = (toc_shape(ours), toc_shape(reference));
-    if let Some(i) = (0..a.len().min(b.len())).find(|&i| a[i] != b[i]) {
-        panic!(
-            "TOC entry #{i} differs:\n  ours:      {}\n  reference: {}",
-            a[i], b[i]
-        );
-    }
-    assert_eq!(a.len(), b.len(), "number of TOC entries");
-}
-
 /// The TOC digest annotation of a converted layer.
 fn toc_annotation(layer: &Value) -> &str {
     layer["annotations"][TOC_DIGEST_ANNOTATION]
@@ -382,7 +323,13 @@ fn our_estargz_blobs_pass_the_reference_tools() {
         TOC_DIGEST_ANNOTATION: summary.toc_digest,
         "io.containers.estargz.uncompressed-size": tar.len().to_string(),
     });
-    let layout = OciLayout::write(&bed.dir.join("ours-layout"), &blob, annotations, &config);
+    let layout = OciLayout::write(
+        &bed.dir.join("ours-layout"),
+        &blob,
+        LAYER_GZIP,
+        annotations,
+        &config,
+    );
     let ours_ref = bed.registry.image("ours/busybox:latest");
     layout.push(&ours_ref);
     bed.pull("ours/busybox:latest");

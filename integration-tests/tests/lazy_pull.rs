@@ -5,70 +5,35 @@
 //! Needs root, the cached test images (`integration-tests/scripts/images.sh build`) and
 //! `ctr-remote` (`integration-tests/scripts/deps.sh`).
 
-use augur_integration_tests::lazy::{content_digests, ctr_remote, layer_digests, push_estargz};
-use augur_integration_tests::{Containerd, Daemon, Registry, TestDir, run_ok};
+use augur_integration_tests::lazy::{LazyBed, content_digests, layer_digests, push_estargz};
 
-/// Registry with eStargz copies of the test images, Augur, and containerd using it as `augur`.
-struct Bed {
-    containerd: Containerd,
-    daemon: Daemon,
-    registry: Registry,
-    _dir: TestDir,
+/// The shared bed, with `rpull` through `ctr-remote`.
+struct Bed(LazyBed);
+
+impl std::ops::Deref for Bed {
+    type Target = LazyBed;
+    fn deref(&self) -> &LazyBed {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bed {
+    fn deref_mut(&mut self) -> &mut LazyBed {
+        &mut self.0
+    }
 }
 
 impl Bed {
     fn start(name: &str) -> Bed {
-        Bed::start_with_config(name, "")
+        Bed(LazyBed::start(name))
     }
 
-    /// A bed whose daemon reads `config` (TOML).
     fn start_with_config(name: &str, config: &str) -> Bed {
-        let dir = TestDir::new(name);
-        let registry = Registry::start(&dir.join("registry"));
-        registry.push_test_images();
-        std::fs::write(dir.join("augur.toml"), config).unwrap();
-        let daemon = Daemon::start_with_config(
-            &dir.join("augur"),
-            &dir.join("augur.sock"),
-            &dir.join("augur.log"),
-            &dir.join("augur.toml"),
-        );
-        let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
-        Bed {
-            containerd,
-            daemon,
-            registry,
-            _dir: dir,
-        }
+        Bed(LazyBed::start_with_config(name, config))
     }
 
     fn rpull(&self, ns: &str, image: &str) {
-        run_ok(&mut ctr_remote(
-            &self.containerd,
-            &[
-                "-n",
-                ns,
-                "image",
-                "rpull",
-                "--plain-http",
-                "--snapshotter",
-                "augur",
-                image,
-            ],
-        ));
-    }
-
-    fn run(&self, ns: &str, image: &str, id: &str, cmd: &[&str]) -> String {
-        let mut args = vec!["-n", ns, "run", "--rm", "--snapshotter", "augur", image, id];
-        args.extend_from_slice(cmd);
-        let out = self.containerd.ctr(&args);
-        assert!(
-            out.status.success(),
-            "ctr {args:?}: {}\n--- augur log ---\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.daemon.log()
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        self.ctr_remote_rpull(ns, image);
     }
 }
 
@@ -156,21 +121,8 @@ fn non_estargz_layers_fall_back_to_a_normal_pull() {
     assert!(!log.contains("remote layer mounted lazily"), "{log}");
 }
 
-/// FUSE mounts below the daemon's snapshot directory (where lazy layers are mounted).
 fn fuse_mounts(bed: &Bed) -> Vec<String> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let snapshots = bed.daemon.root().join("snapshots");
-    let prefix = snapshots.to_string_lossy().into_owned();
-    info.lines()
-        .filter(|l| {
-            l.split(" - ")
-                .nth(1)
-                .is_some_and(|r| r.starts_with("fuse "))
-        })
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|p| p.starts_with(&prefix))
-        .map(str::to_owned)
-        .collect()
+    bed.0.fuse_mounts()
 }
 
 /// After `kill -9` and after a clean stop, the daemon mounts every remote layer again from its

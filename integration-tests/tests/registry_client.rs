@@ -337,6 +337,18 @@ async fn index_resolves_to_the_manifest_for_the_platform() {
         .expect("resolve arm64");
     assert_eq!(r.manifest_digest, arm.manifest);
     assert_eq!(r.index_digest.as_deref(), Some(index_digest.as_str()));
+    assert_eq!(
+        r.indexes.len(),
+        1,
+        "the index as served, for a pull to store"
+    );
+    assert_eq!(r.indexes[0].digest, index_digest);
+    assert_eq!(r.indexes[0].media_type, OCI_IMAGE_INDEX_MEDIA_TYPE);
+    assert_eq!(r.indexes[0].chosen.digest, arm.manifest);
+    assert_eq!(
+        sha2::Sha256::digest(&r.indexes[0].bytes)[..],
+        hex::decode(index_digest.trim_start_matches("sha256:")).unwrap()[..]
+    );
     assert_eq!(r.layers[0].digest, arm.layer);
     let got = c
         .read_range(&tagged, &r.layers[0].digest, 100, 1000)

@@ -1,15 +1,56 @@
 //! # augur-predictor
 //!
-//! Access events in, ranked chunk predictions out. This crate has no dependency on the
-//! snapshotter. Its models (record-and-replay, online Markov, the ONNX LSTM and their ensemble)
-//! arrive with the predictive-prefetch work; today it holds only the event vocabulary that the
-//! snapshotter will record, so the dependency direction is fixed from the start.
+//! Access traces in, calibrated chunk predictions out. This crate depends on nothing in the
+//! workspace: the daemon (`augur-snapshotter`) writes traces and asks models for predictions
+//! through it, the Python trainer reads its export format, and `augurctl predictor eval` runs
+//! its evaluator.
+//!
+//! ## Layers
+//!
+//! | module | role |
+//! |---|---|
+//! | [`eval`] | replays held-out traces against trained models in simulated time (network profile, prefetch queue) and reports precision, recall, byte hit ratio, wasted bytes, timeliness and calibration; splits by run, workload and image |
+//! | [`ensemble`] | any set of models combined, with per-model and final calibration |
+//! | [`replay`], [`markov`] | the record-and-replay baseline and the online first/second-order Markov model |
+//! | [`calibration`], [`stacking`] | reliability bins with an isotonic map (scores in, probabilities out); the logistic stacker that weighs members |
+//! | [`model`] | the [`Predictor`] trait the daemon uses (and the LSTM implements), [`Access`], [`Prediction`], saved state |
+//! | [`trace`] | the run/chunk/access vocabulary, the binary on-disk encoding, the JSON Lines export, trace directories and retention |
+//! | [`workload`] | [`WorkloadKey`]: an image plus the user's label or a hash of the first 8 chunks |
+//! | [`chunk`] | [`ChunkId`] (a chunk's sha256) and deterministic chunk-keyed maps |
+//! | [`synth`] | seeded synthetic workloads where the right answer is known (tests, benchmarks) |
+//! | [`error`] | the crate's one error type |
+//!
+//! ## How the daemon uses it
+//!
+//! One instance of each model (or one [`Ensemble`]) serves every run on the node, owned by one
+//! thread that receives accesses over a channel (prediction is CPU work and never runs on tokio
+//! workers). Per run: [`Predictor::start_run`], then [`Predictor::observe`] for each access and
+//! [`Predictor::predict`] whenever the prefetch queue wants work, then
+//! [`Predictor::finish_run`] with the run's trace. Learned state survives restarts through
+//! [`model::save_to_file`] and [`model::load_from_file`]. No method panics on any input; a
+//! corrupt trace or state file is an [`Error`] that names the file (and offset).
+//!
+//! Design choices are recorded in `docs/decisions/` (the predictor models record); the
+//! formats for users are in `docs/traces.md`.
 
-/// Where a read was served from, as the predictor sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccessSource {
-    /// Served from a local cache tier.
-    Hit,
-    /// Had to go to the registry while the reader waited.
-    Miss,
-}
+pub mod calibration;
+pub mod chunk;
+pub mod ensemble;
+pub mod error;
+pub mod eval;
+pub mod markov;
+pub mod model;
+pub mod replay;
+pub mod stacking;
+pub mod synth;
+pub mod trace;
+pub mod workload;
+
+pub use chunk::ChunkId;
+pub use ensemble::{Combine, Ensemble, EnsembleConfig};
+pub use error::{Error, Result};
+pub use markov::{Markov, MarkovConfig};
+pub use model::{Access, Prediction, Predictor, RunContext, RunId};
+pub use replay::{Replay, ReplayConfig};
+pub use trace::{AccessSource, Trace};
+pub use workload::WorkloadKey;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::cache::{CacheSettings, Policy};
+
 /// The config file read when `--config` is not given (absent = all defaults).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/augur/config.toml";
 /// Default state directory.
@@ -48,6 +50,46 @@ pub struct RawConfig {
     /// `[registry]` table.
     #[serde(default)]
     pub registry: RawRegistry,
+    /// `[cache]` table.
+    #[serde(default)]
+    pub cache: RawCache,
+    /// `[admin]` table.
+    #[serde(default)]
+    pub admin: RawAdmin,
+}
+
+/// The `[admin]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// The admin API's unix socket (`""` = `admin.sock` beside `grpc.address`).
+    pub address: Option<PathBuf>,
+}
+
+/// The `[cache]` table (the tiered chunk cache of lazy layers) as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCache {
+    /// RAM tier budget, MiB.
+    pub ram_mib: Option<i64>,
+    /// The NVMe tier's file (`""` = `<root>/cache/chunks.nvme`).
+    pub nvme_path: Option<PathBuf>,
+    /// NVMe tier budget, MiB.
+    pub nvme_mib: Option<i64>,
+    /// The spill tier's directory (`""` = `<root>/cache/spill`).
+    pub hdd_path: Option<PathBuf>,
+    /// Spill tier budget, MiB.
+    pub hdd_mib: Option<i64>,
+    /// `lfu`, `lru` or `score`.
+    pub policy: Option<String>,
+    /// LFU: seconds after which an access counts half.
+    pub lfu_half_life_secs: Option<i64>,
+    /// Prefetched chunks at least this likely go to RAM.
+    pub ram_threshold: Option<f64>,
+    /// Prefetched chunks at least this likely go to NVMe.
+    pub nvme_threshold: Option<f64>,
+    /// Every this many hits in a tier, a chunk tries to move up.
+    pub promote_after_hits: Option<i64>,
 }
 
 /// The `[remote]` table (lazy pulling) as written.
@@ -146,7 +188,7 @@ pub struct Overrides {
 }
 
 /// The validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// State directory (absolute).
     pub root: PathBuf,
@@ -160,6 +202,10 @@ pub struct Config {
     pub remote: RemoteSettings,
     /// `[registry]`.
     pub registry: RegistrySettings,
+    /// `[cache]`.
+    pub cache: CacheSettings,
+    /// The admin API's unix socket (absolute; mode 0600).
+    pub admin_address: PathBuf,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -269,12 +315,14 @@ impl RawConfig {
             ));
         }
         Ok(Config {
-            root,
-            address,
+            root: root.clone(),
+            address: address.clone(),
             socket_mode,
             log_level,
             remote: self.remote.validate()?,
             registry: self.registry.validate()?,
+            cache: self.cache.validate(&root)?,
+            admin_address: admin_address(self.admin.address, &address)?,
         })
     }
 }
@@ -351,6 +399,102 @@ impl RawRegistry {
         })
     }
 }
+
+impl RawCache {
+    fn validate(self, root: &Path) -> Result<CacheSettings, ConfigError> {
+        let path = |key: &'static str, p: Option<PathBuf>, default: &str| match p {
+            Some(p) if !p.as_os_str().is_empty() => check_absolute(key, &p).map(|()| p),
+            _ => Ok(root.join(default)),
+        };
+        let mib = |key, v, default| in_range(key, v, default, 0, 16 << 20).map(|m| m << 20);
+        let policy = match self.policy.as_deref().unwrap_or("lfu") {
+            "lfu" => Policy::LfuDecay {
+                half_life: secs(
+                    "cache.lfu_half_life_secs",
+                    self.lfu_half_life_secs,
+                    600,
+                    1,
+                    7 * 24 * 3600,
+                )?,
+            },
+            "lru" => Policy::Lru,
+            "score" => Policy::Score,
+            other => {
+                return Err(invalid(
+                    "cache.policy",
+                    other.into(),
+                    "one of \"lfu\", \"lru\" or \"score\"".into(),
+                ));
+            }
+        };
+        let fraction = |key: &'static str, v: Option<f64>, default: f32| match v {
+            None => Ok(default),
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(f as f32),
+            Some(f) => Err(invalid(
+                key,
+                f.to_string(),
+                "a probability from 0.0 to 1.0".into(),
+            )),
+        };
+        let ram_threshold = fraction("cache.ram_threshold", self.ram_threshold, 0.8)?;
+        let nvme_threshold = fraction("cache.nvme_threshold", self.nvme_threshold, 0.4)?;
+        if nvme_threshold > ram_threshold {
+            return Err(invalid(
+                "cache.nvme_threshold",
+                nvme_threshold.to_string(),
+                format!("must not be above cache.ram_threshold ({ram_threshold})"),
+            ));
+        }
+        Ok(CacheSettings {
+            ram_bytes: mib("cache.ram_mib", self.ram_mib, 256)?,
+            nvme_path: path("cache.nvme_path", self.nvme_path, "cache/chunks.nvme")?,
+            nvme_bytes: mib("cache.nvme_mib", self.nvme_mib, 2048)?,
+            hdd_path: path("cache.hdd_path", self.hdd_path, "cache/spill")?,
+            hdd_bytes: mib("cache.hdd_mib", self.hdd_mib, 8192)?,
+            policy,
+            ram_threshold,
+            nvme_threshold,
+            promote_after_hits: in_range(
+                "cache.promote_after_hits",
+                self.promote_after_hits,
+                2,
+                1,
+                1000,
+            )? as u32,
+        })
+    }
+}
+
+/// The admin socket: as configured, or `admin.sock` in the gRPC socket's directory.
+fn admin_address(configured: Option<PathBuf>, grpc: &Path) -> Result<PathBuf, ConfigError> {
+    let path = match configured {
+        Some(p) if !p.as_os_str().is_empty() => {
+            check_absolute("admin.address", &p)?;
+            p
+        }
+        _ => grpc.with_file_name(DEFAULT_ADMIN_SOCKET_NAME),
+    };
+    if path == grpc {
+        return Err(invalid(
+            "admin.address",
+            path.display().to_string(),
+            "must differ from grpc.address".into(),
+        ));
+    }
+    if path.as_os_str().len() > MAX_SOCKET_PATH_BYTES {
+        return Err(invalid(
+            "admin.address",
+            path.display().to_string(),
+            format!(
+                "a unix socket path must be at most {MAX_SOCKET_PATH_BYTES} bytes; set a shorter one"
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+/// The admin socket's name when `admin.address` is not set.
+pub const DEFAULT_ADMIN_SOCKET_NAME: &str = "admin.sock";
 
 /// containerd's default `config_path` for registry hosts.
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
@@ -457,6 +601,13 @@ mod tests {
         assert_eq!(c.address, Path::new(DEFAULT_ADDRESS));
         assert_eq!(c.socket_mode, 0o660);
         assert_eq!(c.log_level, "info");
+        assert_eq!(
+            c.cache.nvme_path,
+            Path::new(DEFAULT_ROOT).join("cache/chunks.nvme")
+        );
+        assert_eq!(c.cache.hdd_bytes, 8192 << 20);
+        assert_eq!(c.cache.policy.name(), "lfu");
+        assert_eq!(c.admin_address, Path::new("/run/augur/admin.sock"));
     }
 
     #[test]
@@ -496,6 +647,23 @@ mod tests {
                 "registry.insecure_hosts",
             ),
             ("[registry]\nretries = 100", "registry.retries"),
+            ("[cache]\nram_mib = -1", "cache.ram_mib"),
+            ("[cache]\nnvme_path = \"rel\"", "cache.nvme_path"),
+            ("[cache]\npolicy = \"fifo\"", "cache.policy"),
+            ("[cache]\nram_threshold = 1.5", "cache.ram_threshold"),
+            (
+                "[cache]\nram_threshold = 0.3\nnvme_threshold = 0.5",
+                "cache.nvme_threshold",
+            ),
+            (
+                "[cache]\npromote_after_hits = 0",
+                "cache.promote_after_hits",
+            ),
+            ("[admin]\naddress = \"admin.sock\"", "admin.address"),
+            (
+                "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
+                "admin.address",
+            ),
         ];
         for (text, key) in cases {
             match validate(text) {

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 
+use crate::admin::AdminState;
 use crate::config::Config;
 use crate::grpc::SnapshotService;
 use crate::lazy::{LazyConfig, LazyLayers};
@@ -74,8 +75,16 @@ pub async fn run(
             source,
         })?;
     let listener = bind(&config.address, config.socket_mode)?;
+    let admin_listener = match bind(&config.admin_address, 0o600) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&config.address);
+            return Err(e);
+        }
+    };
     tracing::info!(
         address = %config.address.display(),
+        admin = %config.admin_address.display(),
         root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"),
         "augur-snapshotter ready"
@@ -84,22 +93,55 @@ pub async fn run(
         tracing::warn!(error = %e, "could not notify systemd of readiness");
     }
     let sn = Arc::new(sn);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let admin = tokio::spawn(serve_admin(
+        admin_listener,
+        AdminState {
+            lazy: sn.lazy().cloned(),
+        },
+        stop_rx.clone(),
+    ));
     let service = SnapshotService::new(Arc::clone(&sn));
+    let mut grpc_stop = stop_rx;
     let served = tonic::transport::Server::builder()
         .add_service(service.into_server())
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async {
-            shutdown.await;
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), async move {
+            tokio::select! {
+                () = shutdown => {}
+                _ = grpc_stop.changed() => {}
+            }
             let _ = notify("STOPPING=1");
             tracing::info!("shutting down: finishing in-flight calls");
         })
         .await;
+    let _ = stop_tx.send(true);
+    let _ = admin.await;
     let _ = std::fs::remove_file(&config.address);
+    let _ = std::fs::remove_file(&config.admin_address);
     tokio::task::spawn_blocking(move || sn.shutdown())
         .await
         .map_err(DaemonError::Startup)?;
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Serves the admin API until `stop` turns true; a failure is logged, not fatal (containerd's
+/// socket matters more than the operator's).
+async fn serve_admin(
+    listener: UnixListener,
+    state: AdminState,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let app = crate::admin::router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+        .await;
+    if let Err(e) = served {
+        tracing::error!(error = %e, "admin API stopped");
+    }
 }
 
 /// Opens the store and, if enabled, mounts every remote layer it records again (blocking), so
@@ -137,6 +179,7 @@ fn lazy_config(config: &Config) -> LazyConfig {
             retries: g.retries,
             ..RegistryConfig::default()
         },
+        cache: config.cache.clone(),
     }
 }
 

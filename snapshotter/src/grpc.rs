@@ -172,6 +172,8 @@ impl Snapshots for SnapshotService {
         let r = req.into_inner();
         let key = r.key.clone();
         let labels = labels(r.labels);
+        // The labels decide lazy or not: logged so a pull client's labels can be checked.
+        tracing::debug!(key, parent = r.parent, ?labels, "prepare requested");
         if let Some(done) = self.try_remote(&key, &r.parent, &labels).await {
             return Err(done);
         }

@@ -1,23 +1,34 @@
 //! # augur-snapshotter
 //!
 //! The Augur daemon as a library: containerd's Snapshots API served over a unix socket, backed by
-//! an embedded transactional metadata store and plain directories stacked with OverlayFS.
+//! an embedded transactional metadata store and plain directories stacked with OverlayFS; and the
+//! library side of the `augurctl` CLI (`src/bin/augurctl/`: [`rpull`], [`convert`]).
 //!
 //! ## Layers (each depends only on the ones below it)
 //!
 //! | module | role |
 //! |---|---|
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
+//! | [`admin`] | the admin API (JSON over a root-only unix socket) that `augurctl` uses |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
+//! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
-//! | [`registry`] | OCI registry client: manifests, ranged blob reads, auth, `hosts.toml` mirrors |
+//! | [`convert`] | `augurctl image convert`: an image (registry or OCI layout) rewritten as eStargz |
+//! | [`registry`] | OCI registry client: manifests, ranged blob reads, pushes, auth, `hosts.toml` mirrors |
 //! | [`estargz`] | the eStargz layer format: footer, TOC, layer index, chunk checks, writer (pure, no I/O) |
 //! | [`store`] | redb metadata: one write transaction per multi-key change |
 //! | [`filter`] | containerd's filter language for List |
 //! | [`config`] | TOML → validated [`config::Config`] |
 //! | [`error`] | the snapshot layer's error type and its gRPC codes |
+//!
+//! Used by the `augurctl` binary only (the daemon never calls containerd):
+//!
+//! | module | role |
+//! |---|---|
+//! | [`rpull`] | `augurctl image rpull`: an image pulled through containerd with the remote-snapshot labels, as `ctr-remote image rpull` pulls it |
+//! | [`containerd`] | a client for containerd's own gRPC API (content, images, leases, snapshots, diff) |
 //!
 //! ## Threads
 //!
@@ -28,12 +39,17 @@
 //! | `augur-reaper` | deletes removed snapshots' directories in the background |
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
+//! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
 //! [`snapshotter::Snapshotter`] (the operations), [`store::Store`] with its
 //! [`store::ReadTxn`]/[`store::WriteTxn`], [`mounts::Layout`] and [`error::Error`].
 
+pub mod admin;
+pub mod cache;
 pub mod config;
+pub mod containerd;
+pub mod convert;
 pub mod daemon;
 pub mod error;
 pub mod estargz;
@@ -45,5 +61,6 @@ pub mod mounts;
 pub mod notify;
 pub mod reaper;
 pub mod registry;
+pub mod rpull;
 pub mod snapshotter;
 pub mod store;

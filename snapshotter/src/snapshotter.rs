@@ -398,11 +398,11 @@ impl Snapshotter {
         for &node in index.implicit_dirs() {
             let rel = index.path_of(node);
             let rel = rel.strip_prefix("/").unwrap_or(&rel);
-            let found = parent_ids
-                .iter()
-                .find_map(|&pid| fs::symlink_metadata(self.layout.fs(pid).join(rel)).ok())
-                .filter(fs::Metadata::is_dir);
-            if let Some(m) = found {
+            let found = parent_ids.iter().find_map(|&pid| {
+                let path = self.layout.fs(pid).join(rel);
+                Some((fs::symlink_metadata(&path).ok()?, path))
+            });
+            if let Some((m, path)) = found.filter(|(m, _)| m.is_dir()) {
                 out.push(InheritedDir {
                     node,
                     mode: m.permissions().mode() & 0o7777,
@@ -410,6 +410,7 @@ impl Snapshotter {
                     gid: m.gid(),
                     mtime_secs: m.mtime(),
                     mtime_nanos: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+                    xattrs: copied_up_xattrs(&path),
                 });
             }
         }
@@ -497,6 +498,20 @@ impl Snapshotter {
         }
         Ok(moved)
     }
+}
+
+/// The xattrs containerd's unpacking copies from a lower directory to an implicit one
+/// (`copyUpXAttrs`): all but `trusted.*`. One that cannot be read is left out (containerd
+/// skips unsupported ones), and so is a name that is not UTF-8 (the saved form needs text).
+fn copied_up_xattrs(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let Ok(names) = xattr::list(dir) else {
+        return Default::default();
+    };
+    names
+        .filter_map(|name| name.into_string().ok())
+        .filter(|name| !name.starts_with("trusted."))
+        .filter_map(|name| Some((name.clone(), xattr::get(dir, &name).ok()??)))
+        .collect()
 }
 
 /// Gives `dir` the owner of `like` (a new upper dir inherits its parent's root owner, as in

@@ -1,5 +1,5 @@
 //! Regular files' `reg`/`chunk` entries → checked [`Chunk`]s, the gzip [`Member`]s they live in,
-//! and their slots in the local data file.
+//! and their places were the chunks packed in blob order.
 //!
 //! Member ranges follow the reference reader's `nextOffset`: a member starts at an entry's
 //! `offset` and runs to the next larger offset any data entry of the TOC starts at, or to the

@@ -96,7 +96,8 @@ pub struct Chunk {
     pub size: u64,
     /// sha256 of its bytes.
     pub digest: [u8; 32],
-    /// Its offset in the layer's local data file: chunks in blob order, packed.
+    /// Its offset were the layer's chunks packed in blob order (chunks of one member are
+    /// contiguous this way; the last one ends at [`LayerIndex::data_size`]).
     pub slot: u64,
 }
 
@@ -267,7 +268,7 @@ impl LayerIndex {
             .copied()
     }
 
-    /// Total size of all chunks: the size of the layer's local data file.
+    /// Total uncompressed size of all chunks (what the layer takes in a cache).
     pub fn data_size(&self) -> u64 {
         self.data_size
     }

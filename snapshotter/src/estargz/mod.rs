@@ -42,9 +42,10 @@ pub use data::{chunk_bytes, inflate_member, sha256, verify};
 pub use error::FormatError;
 pub use footer::{FOOTER_SIZE, Footer, LEGACY_FOOTER_SIZE, footer_bytes, parse_footer};
 pub use index::{Chunk, DirAttrs, LayerIndex, Member, Node, NodeId, NodeKind, Prefetch, ROOT};
+pub(crate) use toc::base64_values;
 pub use toc::{
-    MAX_TOC_JSON, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, Toc, TocEntry, decode_toc, format_digest,
-    parse_digest,
+    MAX_TOC_JSON, TOC_DIGEST_ANNOTATION, TOC_TAR_NAME, Toc, TocEntry, UNCOMPRESSED_SIZE_ANNOTATION,
+    decode_toc, format_digest, parse_digest,
 };
 pub use tree::{NO_PREFETCH_LANDMARK, OPAQUE_XATTR, PREFETCH_LANDMARK};
 pub use writer::{DEFAULT_CHUNK_SIZE, WriteSummary, WriterOptions, write_estargz};

@@ -124,6 +124,7 @@ impl<W: Write> Sink<W> {
             diff_id: format_digest(&self.diff.finalize().into()),
             blob_digest: format_digest(&out.hash.finalize().into()),
             blob_size: out.n,
+            uncompressed_size: self.uncompressed,
         })
     }
 }

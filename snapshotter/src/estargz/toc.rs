@@ -16,6 +16,9 @@ use super::error::FormatError;
 pub const TOC_TAR_NAME: &str = "stargz.index.json";
 /// The layer annotation holding the TOC digest.
 pub const TOC_DIGEST_ANNOTATION: &str = "containerd.io/snapshot/stargz/toc.digest";
+/// The layer annotation holding the size of the tar the blob decompresses to (what
+/// `ctr-remote image convert` and podman write; lets a puller size the layer without reading it).
+pub const UNCOMPRESSED_SIZE_ANNOTATION: &str = "io.containers.estargz.uncompressed-size";
 /// The largest uncompressed TOC JSON [`decode_toc`] accepts (a guard against gzip bombs; real
 /// TOCs are a few hundred bytes per file).
 pub const MAX_TOC_JSON: u64 = 1 << 30;
@@ -174,8 +177,8 @@ pub fn format_digest(d: &[u8; 32]) -> String {
 }
 
 /// Xattr values as base64 strings, as Go's `encoding/json` writes `[]byte` (a JSON `null`
-/// reads as empty).
-mod base64_values {
+/// reads as empty). Also used for the xattrs `lazy` saves beside a TOC.
+pub(crate) mod base64_values {
     use std::collections::BTreeMap;
 
     use base64::Engine;

@@ -11,13 +11,18 @@
 //!   xattrs (setxattr adds, never clears);
 //! - a hard link names an earlier non-directory; it shares that node, and its header's owner,
 //!   mode, mtime and xattrs are applied to it (containerd chowns/chmods the link path);
+//! - xattrs are those containerd sets: never `trusted.*` (it refuses admin attributes from an
+//!   archive, so a layer cannot steer OverlayFS with `trusted.overlay.*`), and `user.*` only on
+//!   regular files and directories (the kernel refuses them elsewhere and containerd skips
+//!   them);
 //! - `.wh.<name>` becomes a character device 0/0 named `<name>` with mode 0, and `.wh..wh..opq`
 //!   sets `trusted.overlay.opaque=y` on its directory; neither marker is listed. A whiteout
 //!   never hides an entry of the same layer (OCI image spec: whiteouts apply to lower layers
 //!   only) where containerd would fail with EEXIST; a real entry replaces a whiteout;
 //! - a parent path that is not a directory is refused (containerd's ENOTDIR; it would follow a
 //!   symlink there, which a lazily served layer cannot do safely);
-//! - the root's attributes come from a `./` entry if there is one (containerd skips it);
+//! - a `./` entry changes nothing: containerd skips an entry that resolves to the root, whose
+//!   attributes are those of the directory the snapshotter made (0755, root-owned);
 //! - `.prefetch.landmark` and `.no.prefetch.landmark` in the root are hidden, as stargz
 //!   snapshotter hides them, and become [`Prefetch`].
 //!
@@ -177,7 +182,7 @@ impl Tree {
                     "the root must be a dir entry",
                 ));
             }
-            self.merge_attrs(ROOT as usize, i, e)?;
+            // containerd's `archive.Apply`: "file ignored: resolved to root".
             return Ok(None);
         };
         let parent = self.ensure_dirs(i, e, parents)?;
@@ -314,9 +319,7 @@ impl Tree {
             node.mode = e.mode & 0o7777;
         }
         (node.uid, node.gid, node.mtime) = (e.uid, e.gid, mtime);
-        for (k, v) in &e.xattrs {
-            node.xattrs.insert(k.into(), v.clone());
-        }
+        node.xattrs.extend(unpacked_xattrs(e, &node.kind));
         Ok(())
     }
 
@@ -450,18 +453,28 @@ fn leaf_kind(i: usize, e: &TocEntry) -> Result<(NodeKind, u32), FormatError> {
 /// A node of `kind` with `e`'s owner, mtime and xattrs and the given mode.
 fn attrs(i: usize, e: &TocEntry, kind: NodeKind, mode: u32) -> Result<Node, FormatError> {
     Ok(Node {
+        xattrs: unpacked_xattrs(e, &kind).collect(),
         kind,
         mode: mode & 0o7777,
         uid: e.uid,
         gid: e.gid,
         mtime: mtime(i, e)?,
-        xattrs: e
-            .xattrs
-            .iter()
-            .map(|(k, v)| (k.into(), v.clone()))
-            .collect(),
         ..implicit_dir()
     })
+}
+
+/// The xattrs of `e` that containerd's unpacking sets on a node of `kind` (`archive.Apply`,
+/// `setxattr`): it refuses every `trusted.*` name, and skips `user.*` names where the kernel
+/// refuses them, on anything but regular files and directories.
+fn unpacked_xattrs<'a>(
+    e: &'a TocEntry,
+    kind: &NodeKind,
+) -> impl Iterator<Item = (OsString, Vec<u8>)> + 'a {
+    let user_ok = matches!(kind, NodeKind::File { .. } | NodeKind::Dir { .. });
+    e.xattrs
+        .iter()
+        .filter(move |(k, _)| !k.starts_with("trusted.") && (user_ok || !k.starts_with("user.")))
+        .map(|(k, v)| (k.into(), v.clone()))
 }
 
 fn mtime(i: usize, e: &TocEntry) -> Result<SystemTime, FormatError> {

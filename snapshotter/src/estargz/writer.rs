@@ -65,6 +65,9 @@ pub struct WriteSummary {
     pub blob_digest: String,
     /// Size of the blob in bytes.
     pub blob_size: u64,
+    /// Size of the tar the blob decompresses to (TOC entry included): the
+    /// `io.containers.estargz.uncompressed-size` layer annotation.
+    pub uncompressed_size: u64,
 }
 
 /// Converts the uncompressed tar stream `tar` into an eStargz blob written to `out`.

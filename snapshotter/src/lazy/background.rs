@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::cache::Admission;
 use crate::lazy::activity::Activity;
 use crate::lazy::data::LayerData;
 
@@ -200,7 +201,7 @@ fn fetch_pass(
                 for (j, member) in members.iter().enumerate().take(k).skip(m) {
                     let slice =
                         &bytes[(member.offset - start) as usize..(member.end - start) as usize];
-                    if let Err(e) = data.store_member(j as u32, slice) {
+                    if let Err(e) = data.store_member(j as u32, slice, Admission::Background) {
                         tracing::warn!(layer = data.source_name(), error = %e, "background fetch: bad member");
                     }
                 }

@@ -1,31 +1,24 @@
-//! One lazy layer's bytes on this node: which chunks are here, fetching the ones that are not,
-//! and never handing out a byte that did not match its digest.
+//! One lazy layer's bytes on this node: which of its chunks the cache holds, fetching the ones it
+//! does not, and never handing out a byte that did not match its digest.
 //!
-//! Layout under `layers/<digest hex>/`:
+//! Chunk bytes live in the node-wide [`ChunkCache`], keyed by their digest, so a chunk that two
+//! layers (or two images) share is stored and fetched once. What stays per layer, under
+//! `layers/<digest hex>/`, is `stats.json`: the layer's fetch counters as of the last save.
 //!
-//! ```text
-//! data        sparse file: every chunk's uncompressed bytes at its slot (LayerIndex order)
-//! present     bitmap, one bit per chunk: "this slot was written" (a hint, rewritten atomically)
-//! stats.json  the layer's fetch counters as of the last save (unmount, progress)
-//! ```
-//!
-//! The bitmap is only a hint: a chunk found there is verified against its digest the first time
-//! this process reads it, so a torn write or a lost page after a crash costs a refetch, never a
-//! wrong byte. Chunks this process fetched were verified before they were written.
-//!
-//! Concurrent misses on one gzip member are fetched once: the first reader fetches, the others
-//! wait on its [`Flight`]. Demand fetches are reported to the daemon's [`Activity`], so the
-//! background fetch can keep off the network while they wait.
+//! Concurrent misses on one gzip member of a layer are fetched once: the first reader fetches,
+//! the others wait on its [`Flight`] and take the verified chunks from it (not from the cache,
+//! which may already have moved or dropped them). Demand fetches are reported to the daemon's
+//! [`Activity`], so the background fetch can keep off the network while they wait.
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cache::{Admission, Chunk, ChunkCache, ChunkKey, Verified};
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
 use crate::lazy::activity::Activity;
 use crate::lazy::source::{BlobSource, FetchError};
@@ -33,6 +26,10 @@ use crate::lazy::source::{BlobSource, FetchError};
 /// On a miss, also fetch the following missing members in the same request, up to this many
 /// compressed bytes in all (one round trip instead of several; see `fetch_member_now`).
 pub const MISS_READAHEAD: u64 = 128 << 10;
+
+/// Predicted probability the cache is told for read-ahead chunks: a guess that neighbours are
+/// read together, below the default NVMe threshold's certainty about a demand read.
+const READAHEAD_PROBABILITY: f32 = 0.5;
 
 /// Why a read of a lazy layer failed (the FUSE reader gets EIO).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,7 +50,7 @@ pub enum ReadError {
         /// Which check failed.
         detail: String,
     },
-    /// The local data file failed.
+    /// Local state failed.
     #[error("local layer data: {0}")]
     Local(String),
 }
@@ -89,10 +86,13 @@ fn write_replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// The verified chunks of one fetched member, by chunk index.
+type MemberChunks = Arc<Vec<(u32, Arc<[u8]>)>>;
+
 /// The outcome of one member fetch that other readers may be waiting for.
 #[derive(Debug, Default)]
 struct Flight {
-    done: Mutex<Option<Result<(), ReadError>>>,
+    done: Mutex<Option<Result<MemberChunks, ReadError>>>,
     cv: Condvar,
 }
 
@@ -105,7 +105,7 @@ struct Landing<'a> {
 }
 
 impl Landing<'_> {
-    fn land(self, result: Result<(), ReadError>) {
+    fn land(self, result: Result<MemberChunks, ReadError>) {
         *self.flight.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
     }
 }
@@ -128,48 +128,32 @@ impl Drop for Landing<'_> {
     }
 }
 
-/// A fixed-size set of bits shared between threads.
-#[derive(Debug)]
-struct Bits(Vec<AtomicU64>);
+/// A chunk's bytes as a read gets them: from the cache, or straight from a fetch.
+enum ChunkBytes {
+    Cached(Chunk),
+    Fetched(Arc<[u8]>),
+}
 
-impl Bits {
-    fn new(n: usize) -> Bits {
-        Bits((0..n.div_ceil(64)).map(|_| AtomicU64::new(0)).collect())
-    }
-    fn get(&self, i: usize) -> bool {
-        self.0[i / 64].load(Ordering::Acquire) & (1 << (i % 64)) != 0
-    }
-    fn set(&self, i: usize) {
-        self.0[i / 64].fetch_or(1 << (i % 64), Ordering::AcqRel);
-    }
-    fn clear(&self, i: usize) {
-        self.0[i / 64].fetch_and(!(1 << (i % 64)), Ordering::AcqRel);
-    }
-    fn to_bytes(&self) -> Vec<u8> {
-        self.0
-            .iter()
-            .flat_map(|w| w.load(Ordering::Acquire).to_le_bytes())
-            .collect()
-    }
-    fn load(&self, bytes: &[u8]) {
-        for (w, b) in self.0.iter().zip(bytes.chunks_exact(8)) {
-            let mut a = [0; 8];
-            a.copy_from_slice(b);
-            w.store(u64::from_le_bytes(a), Ordering::Release);
+impl ChunkBytes {
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
+        match self {
+            ChunkBytes::Cached(c) => c.read_at(offset, buf),
+            ChunkBytes::Fetched(b) => {
+                let start = (offset as usize).min(b.len());
+                let n = (b.len() - start).min(buf.len());
+                buf[..n].copy_from_slice(&b[start..start + n]);
+                n
+            }
         }
     }
 }
 
-/// A lazy layer's local data and its fetcher.
+/// A lazy layer's chunks and its fetcher.
 pub struct LayerData {
     index: Arc<LayerIndex>,
     source: Arc<dyn BlobSource>,
-    file: File,
-    bitmap_path: PathBuf,
-    /// Slot written (persisted as the `present` hint).
-    present: Bits,
-    /// Slot content known good in this process.
-    verified: Bits,
+    cache: Arc<ChunkCache>,
+    stats_path: PathBuf,
     /// Chunk indexes per member, in inner-offset order.
     member_chunks: Vec<Vec<u32>>,
     inflight: Mutex<HashMap<u32, Arc<Flight>>>,
@@ -190,26 +174,22 @@ impl std::fmt::Debug for LayerData {
 }
 
 impl LayerData {
-    /// Opens (creating if needed) the data of the layer in `dir`; its demand fetches are
-    /// reported to `activity`.
+    /// Opens the layer whose counters live in `dir`, its chunks in `cache` (which from now on
+    /// counts them as referenced, until this is dropped); its demand fetches are reported to
+    /// `activity`.
     pub fn open(
         dir: &Path,
         index: Arc<LayerIndex>,
         source: Arc<dyn BlobSource>,
+        cache: Arc<ChunkCache>,
         read_deadline: Duration,
         activity: Arc<Activity>,
     ) -> std::io::Result<LayerData> {
         std::fs::create_dir_all(dir)?;
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(dir.join("data"))?;
-        if file.metadata()?.len() != index.data_size() {
-            file.set_len(index.data_size())?;
+        // Files of the per-layer store that the cache replaced.
+        for old in ["data", "present"] {
+            let _ = std::fs::remove_file(dir.join(old));
         }
-        let n = index.chunks().len();
         let mut member_chunks = vec![Vec::new(); index.members().len()];
         for (i, c) in index.chunks().iter().enumerate() {
             member_chunks[c.member as usize].push(i as u32);
@@ -217,13 +197,13 @@ impl LayerData {
         for list in &mut member_chunks {
             list.sort_by_key(|&i| index.chunks()[i as usize].inner_offset);
         }
+        let keys: Vec<ChunkKey> = index.chunks().iter().map(|c| ChunkKey(c.digest)).collect();
+        cache.reference(&keys);
         let data = LayerData {
             index,
             source,
-            file,
-            bitmap_path: dir.join("present"),
-            present: Bits::new(n),
-            verified: Bits::new(n),
+            cache,
+            stats_path: dir.join("stats.json"),
             member_chunks,
             inflight: Mutex::new(HashMap::new()),
             read_deadline,
@@ -231,10 +211,7 @@ impl LayerData {
             complete: AtomicBool::new(false),
             stats: LayerStats::default(),
         };
-        if let Ok(bytes) = std::fs::read(&data.bitmap_path) {
-            data.present.load(&bytes);
-        }
-        if let Ok(saved) = std::fs::read(data.stats_path())
+        if let Ok(saved) = std::fs::read(&data.stats_path)
             && let Ok(saved) = serde_json::from_slice::<SavedStats>(&saved)
         {
             data.stats
@@ -245,8 +222,7 @@ impl LayerData {
                 .read_errors
                 .store(saved.read_errors, Ordering::Relaxed);
         }
-        data.complete
-            .store((0..n).all(|i| data.present.get(i)), Ordering::Release);
+        data.mark_progress_in_memory();
         Ok(data)
     }
 
@@ -255,8 +231,8 @@ impl LayerData {
         &self.index
     }
 
-    /// Whether every chunk is on this node (reads no longer need the network, unless a local
-    /// chunk fails verification).
+    /// Whether every chunk was in the cache when last checked (reads then need no network,
+    /// unless the cache evicts chunks or a stored chunk fails verification).
     pub fn is_complete(&self) -> bool {
         self.complete.load(Ordering::Acquire)
     }
@@ -282,59 +258,41 @@ impl LayerData {
             if c_end <= offset || c_start >= end {
                 continue;
             }
-            self.ensure(ci as usize)?;
+            let bytes = self.chunk(ci)?;
             let from = offset.max(c_start);
             let to = end.min(c_end);
             let at = out.len();
             out.resize(at + (to - from) as usize, 0);
-            self.file
-                .read_exact_at(&mut out[at..], c.slot + (from - c_start))
-                .map_err(|e| ReadError::Local(e.to_string()))?;
+            let n = bytes.read_at(from - c_start, &mut out[at..]);
+            if n != (to - from) as usize {
+                return Err(ReadError::Local(format!(
+                    "chunk {ci} is shorter than the TOC says"
+                )));
+            }
         }
         Ok(out)
     }
 
-    /// Makes chunk `ci` present and verified, fetching its member if needed.
-    fn ensure(&self, ci: usize) -> Result<(), ReadError> {
-        if self.verified.get(ci) {
-            return Ok(());
+    /// Chunk `ci`'s bytes: from the cache, or fetched (its member, once).
+    fn chunk(&self, ci: u32) -> Result<ChunkBytes, ReadError> {
+        let c = &self.index.chunks()[ci as usize];
+        if let Some(hit) = self.cache.get(&ChunkKey(c.digest)) {
+            return Ok(ChunkBytes::Cached(hit));
         }
-        if self.present.get(ci) && self.verify_local(ci)? {
-            return Ok(());
-        }
-        let member = self.index.chunks()[ci].member;
-        self.fetch_member(member, Instant::now() + self.read_deadline)?;
-        if self.verified.get(ci) {
-            Ok(())
-        } else {
-            Err(ReadError::Local(format!(
-                "chunk {ci} missing after its member was fetched"
-            )))
-        }
-    }
-
-    /// Checks a chunk written by an earlier process; clears its bit if it is not intact.
-    fn verify_local(&self, ci: usize) -> Result<bool, ReadError> {
-        let c = &self.index.chunks()[ci];
-        let mut buf = vec![0; c.size as usize];
-        self.file
-            .read_exact_at(&mut buf, c.slot)
-            .map_err(|e| ReadError::Local(e.to_string()))?;
-        if estargz::verify(&buf, &c.digest) {
-            self.verified.set(ci);
-            Ok(true)
-        } else {
-            tracing::warn!(
-                chunk = ci,
-                "local chunk failed verification; fetching it again"
-            );
-            self.present.clear(ci);
-            Ok(false)
-        }
+        let fetched = self.fetch_member(c.member, Instant::now() + self.read_deadline)?;
+        fetched
+            .iter()
+            .find(|(i, _)| *i == ci)
+            .map(|(_, b)| ChunkBytes::Fetched(Arc::clone(b)))
+            .ok_or_else(|| ReadError::Local(format!("chunk {ci} missing from its member")))
     }
 
     /// Fetches member `m` once, however many readers ask at the same time.
-    pub(crate) fn fetch_member(&self, m: u32, deadline: Instant) -> Result<(), ReadError> {
+    pub(crate) fn fetch_member(
+        &self,
+        m: u32,
+        deadline: Instant,
+    ) -> Result<MemberChunks, ReadError> {
         let (flight, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&m) {
@@ -351,7 +309,9 @@ impl LayerData {
             while done.is_none() {
                 done = flight.cv.wait(done).unwrap_or_else(|p| p.into_inner());
             }
-            return done.clone().unwrap_or(Ok(()));
+            return done
+                .clone()
+                .unwrap_or_else(|| Err(ReadError::Local("fetch vanished".into())));
         }
         // Completes the flight even if the fetch panics, so no follower waits forever.
         let landing = Landing {
@@ -365,10 +325,11 @@ impl LayerData {
     }
 
     /// Fetches member `m` and, in the same request, the members right after it that are not
-    /// here yet, up to [`MISS_READAHEAD`] bytes in all: files of one directory sit next to each
-    /// other in a layer, and a program that reads one usually reads its neighbours next, so one
-    /// round trip serves several misses. Only `m` must verify; a bad neighbour is just dropped.
-    fn fetch_member_now(&self, m: u32, deadline: Instant) -> Result<(), ReadError> {
+    /// cached yet, up to [`MISS_READAHEAD`] bytes in all: files of one directory sit next to
+    /// each other in a layer, and a program that reads one usually reads its neighbours next,
+    /// so one round trip serves several misses. Only `m` must verify; a bad neighbour is just
+    /// dropped.
+    fn fetch_member_now(&self, m: u32, deadline: Instant) -> Result<MemberChunks, ReadError> {
         let members = self.index.members();
         let start = members[m as usize].offset;
         let mut last = m as usize;
@@ -387,8 +348,7 @@ impl LayerData {
         let asked = Instant::now();
         let fetching = self.activity.fetching();
         let compressed = self
-            .source
-            .read_range(start, end - start, deadline)
+            .read_source(start, end - start, deadline)
             .map_err(|source| ReadError::Fetch {
                 offset: start,
                 source,
@@ -403,26 +363,30 @@ impl LayerData {
             ms = asked.elapsed().as_secs_f64() * 1e3,
             "demand fetch"
         );
-        self.stats
-            .fetched_bytes
-            .fetch_add(compressed.len() as u64, Ordering::Relaxed);
-        self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         let slice = |j: usize| {
             let mm = &members[j];
             &compressed[(mm.offset - start) as usize..(mm.end - start) as usize]
         };
-        self.store_member(m, slice(m as usize))?;
+        let wanted = self.store_member(m, slice(m as usize), Admission::Demand)?;
         for j in m as usize + 1..=last {
-            if let Err(e) = self.store_member(j as u32, slice(j)) {
+            let ahead = Admission::Prefetch {
+                probability: READAHEAD_PROBABILITY,
+            };
+            if let Err(e) = self.store_member(j as u32, slice(j), ahead) {
                 tracing::debug!(member = j, error = %e, "read-ahead member dropped");
             }
         }
-        Ok(())
+        Ok(wanted)
     }
 
-    /// Inflates one member's compressed bytes, verifies every chunk in it and writes them to
-    /// their slots. Nothing is written unless every chunk matches.
-    pub(crate) fn store_member(&self, m: u32, compressed: &[u8]) -> Result<(), ReadError> {
+    /// Inflates one member's compressed bytes, verifies every chunk in it and offers them to
+    /// the cache; returns them. Nothing is stored unless every chunk matches.
+    pub(crate) fn store_member(
+        &self,
+        m: u32,
+        compressed: &[u8],
+        admission: Admission,
+    ) -> Result<MemberChunks, ReadError> {
         let offset = self.index.members()[m as usize].offset;
         let corrupt = |detail: String| ReadError::Corrupt { offset, detail };
         let inflated = estargz::inflate_member(compressed).map_err(|e| corrupt(e.to_string()))?;
@@ -430,25 +394,23 @@ impl LayerData {
         let mut verified = Vec::with_capacity(chunks.len());
         for &ci in chunks {
             let c = &self.index.chunks()[ci as usize];
+            // chunk_bytes checks the bytes against the chunk's digest, the cache key.
             let bytes = estargz::chunk_bytes(&inflated, c).map_err(|e| corrupt(e.to_string()))?;
-            verified.push((ci as usize, bytes));
+            verified.push((ci, Arc::<[u8]>::from(bytes)));
         }
-        for (ci, bytes) in verified {
-            let slot = self.index.chunks()[ci].slot;
-            self.file
-                .write_all_at(bytes, slot)
-                .map_err(|e| ReadError::Local(e.to_string()))?;
-            self.present.set(ci);
-            self.verified.set(ci);
+        for (ci, bytes) in &verified {
+            let key = ChunkKey(self.index.chunks()[*ci as usize].digest);
+            self.cache.insert(Verified::assume(key, bytes), admission);
         }
-        Ok(())
+        Ok(Arc::new(verified))
     }
 
-    /// Whether every chunk of member `m` is here already.
+    /// Whether every chunk of member `m` is in the cache.
     pub(crate) fn member_present(&self, m: u32) -> bool {
-        self.member_chunks[m as usize]
-            .iter()
-            .all(|&ci| self.present.get(ci as usize))
+        self.member_chunks[m as usize].iter().all(|&ci| {
+            self.cache
+                .contains(&ChunkKey(self.index.chunks()[ci as usize].digest))
+        })
     }
 
     /// Whether a demand read is fetching member `m` right now.
@@ -459,30 +421,28 @@ impl LayerData {
             .contains_key(&m)
     }
 
-    /// Re-checks completeness (after a fetch pass) and persists the bitmap.
-    pub(crate) fn mark_progress(&self) -> std::io::Result<bool> {
-        let n = self.index.chunks().len();
-        let complete = (0..n).all(|i| self.present.get(i));
+    fn mark_progress_in_memory(&self) -> bool {
+        let complete = (0..self.member_chunks.len()).all(|m| self.member_present(m as u32));
         self.complete.store(complete, Ordering::Release);
+        complete
+    }
+
+    /// Re-checks completeness (after a fetch pass) and saves the counters.
+    pub(crate) fn mark_progress(&self) -> std::io::Result<bool> {
+        let complete = self.mark_progress_in_memory();
         self.persist()?;
         Ok(complete)
     }
 
-    /// Writes the `present` hint and `stats.json` atomically (no fsync: the bitmap is verified
-    /// on use, and the counters are informational).
+    /// Writes `stats.json` atomically (no fsync: the counters are informational).
     pub fn persist(&self) -> std::io::Result<()> {
-        write_replace(&self.bitmap_path, &self.present.to_bytes())?;
         let stats = SavedStats {
             fetched_bytes: self.stats.fetched_bytes.load(Ordering::Relaxed),
             fetches: self.stats.fetches.load(Ordering::Relaxed),
             read_errors: self.stats.read_errors.load(Ordering::Relaxed),
         };
         let json = serde_json::to_vec_pretty(&stats).map_err(std::io::Error::other)?;
-        write_replace(&self.stats_path(), &json)
-    }
-
-    fn stats_path(&self) -> PathBuf {
-        self.bitmap_path.with_file_name("stats.json")
+        write_replace(&self.stats_path, &json)
     }
 
     /// The source's name, for logs.
@@ -490,7 +450,7 @@ impl LayerData {
         self.source.name()
     }
 
-    /// Reads `len` compressed bytes at `offset` for the background fetch.
+    /// Reads `len` compressed bytes at `offset`, counted in the layer's statistics.
     pub(crate) fn read_source(
         &self,
         offset: u64,
@@ -503,5 +463,17 @@ impl LayerData {
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         self.stats.fetches.fetch_add(1, Ordering::Relaxed);
         Ok(bytes)
+    }
+}
+
+impl Drop for LayerData {
+    fn drop(&mut self) {
+        let keys: Vec<ChunkKey> = self
+            .index
+            .chunks()
+            .iter()
+            .map(|c| ChunkKey(c.digest))
+            .collect();
+        self.cache.release(&keys);
     }
 }

@@ -3,8 +3,9 @@
 //!
 //! It must look to OverlayFS exactly like the layer unpacked into a directory: whiteouts are
 //! character devices 0/0, opaque directories carry `trusted.overlay.opaque=y`, hard links share
-//! an inode, and every mode, owner, time and xattr comes from the TOC. The tree never changes, so
-//! the kernel may cache entries, attributes and pages for as long as it likes.
+//! an inode, and every mode, owner, time and xattr comes from the TOC as containerd's unpacking
+//! applies it (`estargz::tree` has the rules). The tree never changes, so the kernel may cache
+//! entries, attributes and pages for as long as it likes.
 //!
 //! Runs on the session's own threads (`fuser-N`), never on the async runtime; a read that has to
 //! fetch blocks only its thread.

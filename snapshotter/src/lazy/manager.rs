@@ -2,15 +2,16 @@
 //! its FUSE session and background fetch alive, and unmounting it.
 //!
 //! ```text
-//! layers/<digest hex>/toc.json   the verified TOC, so a restart mounts without the registry
-//! layers/<digest hex>/data       chunk bytes (see `data`)
-//! layers/<digest hex>/present    which chunks are in `data` (a hint)
+//! layers/<digest hex>/toc.json       the verified TOC, so a restart mounts without the registry
+//! layers/<digest hex>/dirattrs.json  attributes implicit directories inherited from lower layers
+//! layers/<digest hex>/stats.json     the layer's fetch counters (see `data`)
 //! ```
 //!
+//! Chunk bytes live in the node-wide tiered [`ChunkCache`] (`[cache]`), shared by all layers.
 //! Several snapshots may use one layer (the same blob under different parents): they share one
 //! [`LayerData`], so its bytes are fetched once.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -19,6 +20,7 @@ use fuser::BackgroundSession;
 
 use std::time::UNIX_EPOCH;
 
+use crate::cache::{Admission, CacheSettings, CacheStatus, ChunkCache};
 use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
 use crate::lazy::activity::Activity;
 use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
@@ -46,6 +48,8 @@ pub struct LazyConfig {
     pub require_toc_digest: bool,
     /// The registry client's settings.
     pub registry: RegistryConfig,
+    /// The chunk cache's settings.
+    pub cache: CacheSettings,
 }
 
 /// A layer ready to mount: what the record keeps, and its index.
@@ -75,6 +79,7 @@ pub struct LazyLayers {
     layers_dir: PathBuf,
     cfg: LazyConfig,
     registry: Registry,
+    cache: Arc<ChunkCache>,
     handle: tokio::runtime::Handle,
     mounted: Mutex<HashMap<u64, Mounted>>,
     shared: Mutex<HashMap<String, Weak<LayerData>>>,
@@ -100,10 +105,12 @@ impl LazyLayers {
         let layers_dir = root.join("layers");
         std::fs::create_dir_all(&layers_dir).map_err(LazyError::io("create", &layers_dir))?;
         let registry = Registry::new(cfg.registry.clone())?;
+        let cache = Arc::new(ChunkCache::open(&cfg.cache)?);
         Ok(LazyLayers {
             layers_dir,
             cfg,
             registry,
+            cache,
             handle,
             mounted: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
@@ -115,6 +122,16 @@ impl LazyLayers {
     pub fn layer_dir(&self, digest: &str) -> PathBuf {
         self.layers_dir
             .join(digest.strip_prefix("sha256:").unwrap_or(digest))
+    }
+
+    /// The chunk cache's budgets, use and counters.
+    pub fn cache_status(&self) -> CacheStatus {
+        self.cache.status()
+    }
+
+    /// The chunk cache.
+    pub fn cache(&self) -> &Arc<ChunkCache> {
+        &self.cache
     }
 
     /// The directory all layers live under.
@@ -222,9 +239,19 @@ impl LazyLayers {
                 m.digest == remote.layer_digest
                     && m.fetch.as_ref().is_some_and(|f| !f.is_finished())
             });
+        let fits = data.index().data_size() <= self.cache.admission_budget(Admission::Background);
+        if self.cfg.background_fetch && !fits && !fetching {
+            tracing::info!(
+                layer = %remote.layer_digest,
+                bytes = data.index().data_size(),
+                budget = self.cache.admission_budget(Admission::Background),
+                "layer larger than the cache tier that keeps whole layers; no background fetch, \
+                 chunks are fetched when read (raise cache.hdd_mib to keep such layers)"
+            );
+        }
         // A container usually starts right after its layers are mounted.
         self.activity.touch();
-        let fetch = if self.cfg.background_fetch && !data.is_complete() && !fetching {
+        let fetch = if self.cfg.background_fetch && fits && !data.is_complete() && !fetching {
             let policy = BackgroundPolicy {
                 max_span: self.cfg.fetch_span,
                 idle: self.cfg.background_idle,
@@ -331,6 +358,7 @@ impl LazyLayers {
             &dir,
             index,
             source,
+            Arc::clone(&self.cache),
             self.cfg.read_deadline,
             Arc::clone(&self.activity),
         )
@@ -365,6 +393,14 @@ pub struct InheritedDir {
     pub mtime_secs: i64,
     /// Nanoseconds of the modification time.
     pub mtime_nanos: u32,
+    /// Extended attributes but `trusted.*` (containerd does not copy those); base64 values.
+    /// Absent from files saved before xattrs were inherited: those dirs then have none.
+    #[serde(
+        default,
+        skip_serializing_if = "BTreeMap::is_empty",
+        with = "crate::estargz::base64_values"
+    )]
+    pub xattrs: BTreeMap<String, Vec<u8>>,
 }
 
 impl InheritedDir {
@@ -380,7 +416,11 @@ impl InheritedDir {
             uid: self.uid,
             gid: self.gid,
             mtime,
-            xattrs: Default::default(),
+            xattrs: self
+                .xattrs
+                .iter()
+                .map(|(k, v)| (k.into(), v.clone()))
+                .collect(),
         };
         index.inherit_dir_attrs(self.node, &attrs);
     }
@@ -421,4 +461,56 @@ fn load_index(dir: &Path, remote: &RemoteLayer) -> Result<LayerIndex, LazyError>
         Err(e) => return Err(LazyError::io("read", &path)(e)),
     }
     Ok(index)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estargz::TocEntry;
+
+    fn index_with_implicit_usr() -> (LayerIndex, NodeId) {
+        let entry = TocEntry {
+            name: "usr/lib/x".into(),
+            kind: "reg".into(),
+            ..TocEntry::default()
+        };
+        let toc = Toc {
+            version: 1,
+            entries: vec![entry],
+        };
+        let index = LayerIndex::from_toc(&toc, 0).unwrap();
+        let usr = index.find(Path::new("usr")).unwrap();
+        (index, usr)
+    }
+
+    #[test]
+    fn inherited_dirs_keep_their_xattrs_across_a_save() {
+        let (mut index, usr) = index_with_implicit_usr();
+        let dir = InheritedDir {
+            node: usr,
+            mode: 0o700,
+            uid: 5,
+            gid: 6,
+            mtime_secs: 1_000_000_000,
+            mtime_nanos: 7,
+            xattrs: [("user.tag".to_owned(), vec![0, 0xff, b'y'])].into(),
+        };
+        let saved = serde_json::to_vec(&[&dir]).unwrap();
+        let loaded: Vec<InheritedDir> = serde_json::from_slice(&saved).unwrap();
+        assert_eq!(loaded, [dir]);
+        loaded[0].apply(&mut index);
+        let node = index.node(usr);
+        assert_eq!((node.mode, node.uid, node.gid), (0o700, 5, 6));
+        assert_eq!(
+            node.xattrs[std::ffi::OsStr::new("user.tag")],
+            [0, 0xff, b'y']
+        );
+    }
+
+    #[test]
+    fn inherited_dirs_saved_without_xattrs_still_load() {
+        let old = br#"[{"node":1,"mode":493,"uid":0,"gid":0,"mtime_secs":0,"mtime_nanos":0}]"#;
+        let loaded: Vec<InheritedDir> = serde_json::from_slice(old).unwrap();
+        assert!(loaded[0].xattrs.is_empty());
+    }
 }

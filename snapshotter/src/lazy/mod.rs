@@ -6,7 +6,7 @@
 //! | [`labels`] | which Prepare asks for a remote layer (stargz and CRI label families) |
 //! | [`manager`] | [`LazyLayers`]: resolve (footer + verified TOC), mount, unmount, share data |
 //! | [`fs`] | the FUSE filesystem: the TOC's tree, as an unpacked layer would look |
-//! | [`data`] | local chunk data, single-flight member fetches, digest checks |
+//! | [`data`] | a layer's chunks in the node's [`crate::cache`], single-flight member fetches, digest checks |
 //! | [`background`] | the low-priority whole-layer fetch, in spans sized to the link |
 //! | [`activity`] | demand fetches in flight across all layers: when the background may run |
 //! | [`source`] | ranged reads: registry (daemon) or file (tests) |
@@ -57,6 +57,9 @@ pub enum LazyError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The chunk cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
     /// A bug or a panic in a helper task.
     #[error("internal error: {0}")]
     Internal(String),

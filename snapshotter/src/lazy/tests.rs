@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::cache::{CacheSettings, ChunkCache, Policy};
 use crate::estargz::tests::fixtures::{Layer, TarBuilder, noise, small_chunks};
 use crate::lazy::activity::Activity;
 use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
@@ -78,6 +79,25 @@ fn sample_layer() -> (Layer, Vec<u8>) {
     (Layer::write(&tar, &small_chunks()), big)
 }
 
+/// A chunk cache under `dir` (`ram` bytes of RAM tier; 0 puts demand reads on the NVMe tier,
+/// which survives a reopen).
+fn cache_in(dir: &Path, ram: u64) -> Arc<ChunkCache> {
+    Arc::new(
+        ChunkCache::open(&CacheSettings {
+            ram_bytes: ram,
+            nvme_path: dir.join("cache/chunks.nvme"),
+            nvme_bytes: 8 << 20,
+            hdd_path: dir.join("cache/spill"),
+            hdd_bytes: 8 << 20,
+            policy: Policy::Lru,
+            ram_threshold: 0.8,
+            nvme_threshold: 0.4,
+            promote_after_hits: 2,
+        })
+        .unwrap(),
+    )
+}
+
 /// A mounted layer under a temp dir, unmounted on drop.
 struct Mounted {
     dir: tempfile::TempDir,
@@ -88,6 +108,17 @@ struct Mounted {
 impl Mounted {
     fn new(layer: &Layer, source: Arc<dyn BlobSource>, deadline: Duration) -> Mounted {
         let dir = tempfile::tempdir().unwrap();
+        let cache = cache_in(dir.path(), 4 << 20);
+        Mounted::with_cache(dir, cache, layer, source, deadline)
+    }
+
+    fn with_cache(
+        dir: tempfile::TempDir,
+        cache: Arc<ChunkCache>,
+        layer: &Layer,
+        source: Arc<dyn BlobSource>,
+        deadline: Duration,
+    ) -> Mounted {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let data = Arc::new(
@@ -95,6 +126,7 @@ impl Mounted {
                 &dir.path().join("layer"),
                 Arc::new(layer.index.clone()),
                 source,
+                cache,
                 deadline,
                 Arc::new(Activity::new()),
             )
@@ -253,12 +285,13 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
         before,
         "served from local data only"
     );
-    // A new process (fresh LayerData over the same directory) trusts nothing it has not
-    // verified, but needs no fetch either.
+    // A new process (a fresh cache and LayerData over the same files) trusts nothing it has
+    // not verified, but needs no fetch either: the background fetch spilled every chunk to disk.
     let again = LayerData::open(
         &m.dir.path().join("layer"),
         Arc::new(layer.index.clone()),
         src.clone(),
+        cache_in(m.dir.path(), 4 << 20),
         Duration::from_millis(500),
         Arc::new(Activity::new()),
     )
@@ -270,45 +303,196 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
 }
 
 #[test]
-fn a_corrupt_local_chunk_is_refetched_not_served() {
+fn a_corrupt_cached_chunk_is_refetched_not_served() {
     let (layer, big) = sample_layer();
     let dir = tempfile::tempdir().unwrap();
     let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
     let id = layer.find("big.bin").unwrap();
-    {
-        let data = LayerData::open(
-            dir.path(),
+    let open = |cache| {
+        LayerData::open(
+            &dir.path().join("layer"),
             Arc::new(layer.index.clone()),
             src.clone(),
+            cache,
             Duration::from_secs(5),
             Arc::new(Activity::new()),
         )
-        .unwrap();
-        assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
-        data.persist().unwrap();
-    }
-    // Damage the stored copy of the first chunk of big.bin.
-    let slot = layer.index.file_chunks(id)[0].slot;
+        .unwrap()
+    };
+    // No RAM tier: the chunks land in the NVMe file, which outlives the process.
+    let data = open(cache_in(dir.path(), 0));
+    assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
+    drop(data);
+    // Damage the stored copy of big.bin's first chunk (found by its bytes in the file).
+    let first = &big[..4096];
+    let file = std::fs::read(dir.path().join("cache/chunks.nvme")).unwrap();
+    let at = file
+        .windows(first.len())
+        .position(|w| w == first)
+        .expect("the chunk is in the NVMe file");
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(dir.path().join("data"))
+        .open(dir.path().join("cache/chunks.nvme"))
         .unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, b"XXXX", slot).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"XXXX", at as u64 + 10).unwrap();
     let before = src.requests.load(Ordering::SeqCst);
-    let data = LayerData::open(
-        dir.path(),
-        Arc::new(layer.index.clone()),
-        src.clone(),
-        Duration::from_secs(5),
-        Arc::new(Activity::new()),
-    )
-    .unwrap();
+    let cache = cache_in(dir.path(), 0);
+    let data = open(Arc::clone(&cache));
     assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
     assert_eq!(
         src.requests.load(Ordering::SeqCst),
         before + 1,
         "exactly the damaged member refetched"
     );
+    assert_eq!(cache.status().corrupt, 1, "and counted");
+}
+
+/// Two different layers (two images) holding the same file: its chunks are stored once, by
+/// digest, and the second layer's read is served from what the first one fetched.
+#[test]
+fn layers_that_share_a_chunk_fetch_it_once() {
+    let shared = noise(100 << 10, 42);
+    let layer_a = Layer::write(
+        &TarBuilder::new()
+            .file("a-only", 0o644, b"from image a")
+            .file("usr/lib/shared.so", 0o755, &shared)
+            .finish(),
+        &small_chunks(),
+    );
+    let layer_b = Layer::write(
+        &TarBuilder::new()
+            .file("b-only", 0o644, &noise(50 << 10, 7))
+            .file("lib/same.so", 0o755, &shared)
+            .finish(),
+        &small_chunks(),
+    );
+    assert_ne!(layer_a.blob, layer_b.blob, "two different layer blobs");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = cache_in(dir.path(), 4 << 20);
+    let (src_a, src_b) = (
+        TestSource::new(layer_a.blob.clone(), Duration::ZERO),
+        TestSource::new(layer_b.blob.clone(), Duration::ZERO),
+    );
+    let a = Mounted::with_cache(
+        tempfile::tempdir().unwrap(),
+        Arc::clone(&cache),
+        &layer_a,
+        src_a.clone(),
+        Duration::from_secs(5),
+    );
+    let b = Mounted::with_cache(
+        tempfile::tempdir().unwrap(),
+        Arc::clone(&cache),
+        &layer_b,
+        src_b.clone(),
+        Duration::from_secs(5),
+    );
+    assert_eq!(std::fs::read(a.path("usr/lib/shared.so")).unwrap(), shared);
+    assert!(src_a.requests.load(Ordering::SeqCst) > 0);
+    assert_eq!(std::fs::read(b.path("lib/same.so")).unwrap(), shared);
+    assert_eq!(
+        src_b.requests.load(Ordering::SeqCst),
+        0,
+        "image b's copy of the file came from the cache"
+    );
+    // Its own file still comes from its own blob.
+    assert_eq!(std::fs::read(b.path("b-only")).unwrap(), noise(50 << 10, 7));
+    assert!(src_b.requests.load(Ordering::SeqCst) > 0);
+}
+
+/// Many readers through the kernel at once, over a cache far smaller than the layer: every byte
+/// read is right, and no tier goes over its budget while chunks churn through all three.
+#[test]
+fn parallel_readers_through_fuse_over_a_small_cache_read_right_bytes_within_budgets() {
+    let files: Vec<Vec<u8>> = (0..24)
+        .map(|i| noise((96 + 8 * i) << 10, 100 + i as u64))
+        .collect();
+    let mut tar = TarBuilder::new().dir("d", 0o755);
+    for (i, f) in files.iter().enumerate() {
+        tar = tar.file(&format!("d/f{i}"), 0o644, f);
+    }
+    let layer = Layer::write(&tar.finish(), &small_chunks());
+    let dir = tempfile::tempdir().unwrap();
+    // ~3.4 MiB of files against 256 KiB + 512 KiB + 1 MiB of cache.
+    let cache = Arc::new(
+        ChunkCache::open(&CacheSettings {
+            ram_bytes: 256 << 10,
+            nvme_path: dir.path().join("cache/chunks.nvme"),
+            nvme_bytes: 512 << 10,
+            hdd_path: dir.path().join("cache/spill"),
+            hdd_bytes: 1 << 20,
+            policy: Policy::LfuDecay {
+                half_life: Duration::from_secs(60),
+            },
+            ram_threshold: 0.8,
+            nvme_threshold: 0.4,
+            promote_after_hits: 2,
+        })
+        .unwrap(),
+    );
+    let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
+    let m = Mounted::with_cache(
+        dir,
+        Arc::clone(&cache),
+        &layer,
+        src,
+        Duration::from_secs(10),
+    );
+    let files = Arc::new(files);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (cache, stop) = (Arc::clone(&cache), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut checks = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                for t in cache.status().tiers {
+                    assert!(t.used_bytes <= t.budget_bytes, "{t:?}");
+                }
+                checks += 1;
+            }
+            checks
+        })
+    };
+    let readers: Vec<_> = (0..8)
+        .map(|r| {
+            let files = Arc::clone(&files);
+            let base = m.path("d");
+            std::thread::spawn(move || {
+                for round in 0..6 {
+                    for k in 0..files.len() {
+                        let i = (k * 7 + r * 5 + round) % files.len();
+                        let mut f = std::fs::File::open(base.join(format!("f{i}"))).unwrap();
+                        let mut got = Vec::new();
+                        std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+                        assert!(got == files[i], "reader {r}: d/f{i} differs");
+                        // Forget the kernel's copy, so the next read reaches the cache again.
+                        nix::fcntl::posix_fadvise(
+                            &f,
+                            0,
+                            0,
+                            nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+                        )
+                        .unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(watcher.join().unwrap() > 10);
+    let s = cache.status();
+    let evictions: u64 = s.tiers.iter().map(|t| t.evictions).sum();
+    assert!(evictions > 20, "chunks churned through the tiers: {s:?}");
+    let lookups = s.misses + s.tiers.iter().map(|t| t.hits).sum::<u64>();
+    let chunks = layer.index.chunks().len() as u64;
+    assert!(
+        lookups > 5 * chunks,
+        "reads reached the cache again and again ({lookups} lookups of {chunks} chunks)"
+    );
+    assert_eq!(s.corrupt, 0);
 }
 
 /// The background fetch sends nothing while a container's fetch (on any layer) is in flight, and
@@ -325,6 +509,7 @@ fn the_background_fetch_waits_until_demand_fetches_have_been_quiet_for_a_while()
             dir.path(),
             Arc::new(layer.index.clone()),
             src.clone(),
+            cache_in(dir.path(), 4 << 20),
             Duration::from_secs(5),
             Arc::clone(&activity),
         )

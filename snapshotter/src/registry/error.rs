@@ -80,6 +80,15 @@ pub enum RegistryError {
         /// What is wrong and how to fix it.
         reason: String,
     },
+    /// A local file to upload cannot be read.
+    #[error("cannot read {}", path.display())]
+    LocalFile {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The destination of [`super::Registry::pull_blob`] failed.
     #[error("cannot write blob {digest}")]
     Write {

@@ -54,7 +54,15 @@ use bytes::Bytes;
 pub use error::RegistryError;
 /// Manifest and index types (from `oci-client`), for [`Registry::push_manifest`] and [`Resolved`].
 pub use oci_client::manifest;
-pub use platform::Platform;
+pub use platform::{Platform, offered, select};
+pub use transport::SendProgress;
+
+/// `(registry, repository)` of a reference as the client names them (`docker.io`,
+/// `library/busybox`), for labels that record where content came from.
+pub fn registry_and_repository(reference: &str) -> Result<(String, String), RegistryError> {
+    let r = parse_reference(reference)?;
+    Ok((r.registry, r.repository))
+}
 
 use endpoint::{Cap, Endpoint, Endpoints};
 use transport::{Backoff, Transport};
@@ -117,6 +125,9 @@ pub struct Resolved {
     pub manifest_digest: String,
     /// Digest of the index the manifest was chosen from, if the reference named one.
     pub index_digest: Option<String>,
+    /// The indexes followed to reach the manifest, outermost first (empty when the reference
+    /// named a manifest), exactly as served: a pull stores them as containerd does.
+    pub indexes: Vec<IndexBlob>,
     /// The manifest's media type (OCI or Docker schema 2).
     pub media_type: String,
     /// The manifest, parsed.
@@ -127,6 +138,38 @@ pub struct Resolved {
     pub config: Descriptor,
     /// The layers, bottom first.
     pub layers: Vec<Descriptor>,
+}
+
+/// An index (or Docker manifest list) as served, with the child chosen from it.
+#[derive(Debug, Clone)]
+pub struct IndexBlob {
+    /// Its digest.
+    pub digest: String,
+    /// Its media type (from the document, else the `Content-Type`).
+    pub media_type: String,
+    /// The bytes as served.
+    pub bytes: Bytes,
+    /// The entry chosen for the platform (a manifest, or a nested index).
+    pub chosen: Descriptor,
+}
+
+/// A manifest or index as the registry served it, not followed ([`Registry::manifest`]).
+#[derive(Debug, Clone)]
+pub struct RawManifest {
+    /// The `mediaType` the document declares, else the `Content-Type` it was served with.
+    pub media_type: String,
+    /// True for an OCI index or a Docker manifest list.
+    pub index: bool,
+    /// Its digest (`sha256:<hex>`; verified when it was asked for by digest).
+    pub digest: String,
+    /// The bytes as served.
+    pub bytes: Bytes,
+}
+
+/// `registry/repository` of `reference` (`127.0.0.1:5000/python:3` → `127.0.0.1:5000/python`,
+/// `busybox` → `docker.io/library/busybox`): append `@digest` to name something else in it.
+pub fn repository_of(reference: &str) -> Result<String, RegistryError> {
+    parse_reference(reference).map(|r| r.display)
 }
 
 /// The registry client. Cheap to clone; clones share everything.

@@ -79,7 +79,7 @@ impl fmt::Display for Platform {
 }
 
 /// The entry of `index` that best fits `want` (the first of equally good ones).
-pub(crate) fn select<'a>(index: &'a OciImageIndex, want: &Platform) -> Option<&'a ImageIndexEntry> {
+pub fn select<'a>(index: &'a OciImageIndex, want: &Platform) -> Option<&'a ImageIndexEntry> {
     let mut best: Option<(u8, &ImageIndexEntry)> = None;
     for entry in &index.manifests {
         let Some(p) = &entry.platform else { continue };
@@ -98,7 +98,7 @@ pub(crate) fn select<'a>(index: &'a OciImageIndex, want: &Platform) -> Option<&'
 }
 
 /// The platforms an index offers, for error messages.
-pub(crate) fn offered(index: &OciImageIndex) -> String {
+pub fn offered(index: &OciImageIndex) -> String {
     let list: Vec<String> = index
         .manifests
         .iter()

@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::FutureExt;
 use oci_client::manifest::{
     IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageIndex, OciImageManifest,
+    OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageIndex, OciImageManifest, Versioned,
 };
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, Response};
@@ -16,7 +16,9 @@ use super::digest::{Digest, sha256};
 use super::endpoint::{Cap, Endpoint};
 use super::platform::{self, Platform};
 use super::transport::{Failure, Request, Target, describe};
-use super::{Descriptor, Registry, RegistryError, Repo, Resolved, parse_reference};
+use super::{
+    Descriptor, IndexBlob, RawManifest, Registry, RegistryError, Repo, Resolved, parse_reference,
+};
 
 /// Manifest media types asked for, indexes first.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
@@ -56,6 +58,7 @@ impl Registry {
         };
         let mut fetched = self.fetch_manifest(&repo, &repo.reference, cap).await?;
         let mut index_digest = None;
+        let mut indexes = Vec::new();
         for _ in 0..MAX_INDEX_DEPTH {
             if !is_index(&fetched) {
                 break;
@@ -72,7 +75,14 @@ impl Registry {
             })?;
             let child = Digest::parse(&entry.digest)?.to_string();
             index_digest.get_or_insert_with(|| fetched.digest.to_string());
-            fetched = self.fetch_manifest(&repo, &child, Cap::Pull).await?;
+            let chosen = Descriptor {
+                media_type: entry.media_type.clone(),
+                digest: child.clone(),
+                size: u64::try_from(entry.size).unwrap_or_default(),
+                annotations: entry.annotations.clone().unwrap_or_default(),
+            };
+            let next = self.fetch_manifest(&repo, &child, Cap::Pull).await?;
+            indexes.push(index_blob(std::mem::replace(&mut fetched, next), chosen));
         }
         if is_index(&fetched) {
             return Err(RegistryError::protocol(
@@ -80,7 +90,40 @@ impl Registry {
                 format!("{} nests indexes too deep", repo.display),
             ));
         }
-        image(fetched, index_digest, &repo)
+        let mut resolved = image(fetched, index_digest, &repo)?;
+        resolved.indexes = indexes;
+        Ok(resolved)
+    }
+
+    /// The manifest or index `reference` names (or, with `digest`, the one with that digest in
+    /// the reference's repository), exactly as served and not followed: for callers that walk
+    /// an index themselves. A digest is verified; Docker schema 1 is refused.
+    pub async fn manifest(
+        &self,
+        reference: &str,
+        digest: Option<&str>,
+    ) -> Result<RawManifest, RegistryError> {
+        let repo = parse_reference(reference)?;
+        let (wanted, cap) = match digest {
+            Some(d) => (Digest::parse(d)?.to_string(), Cap::Pull),
+            None if repo.is_digest => (repo.reference.clone(), Cap::Pull),
+            None => (repo.reference.clone(), Cap::Resolve),
+        };
+        let f = self.fetch_manifest(&repo, &wanted, cap).await?;
+        if f.media_type.starts_with(DOCKER_SCHEMA1_PREFIX) {
+            return Err(schema1(&f, &repo));
+        }
+        let declared = serde_json::from_slice::<Versioned>(&f.bytes)
+            .ok()
+            .and_then(|v| v.media_type)
+            .filter(|m| !m.is_empty());
+        let index = is_index(&f);
+        Ok(RawManifest {
+            media_type: declared.unwrap_or(f.media_type),
+            index,
+            digest: f.digest.to_string(),
+            bytes: f.bytes,
+        })
     }
 
     /// GET `manifests/<reference>`; a digest reference is verified.
@@ -162,6 +205,28 @@ async fn read_manifest(
     })
 }
 
+fn index_blob(f: Fetched, chosen: Descriptor) -> IndexBlob {
+    #[derive(serde::Deserialize)]
+    struct Shape {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+    }
+    let declared = serde_json::from_slice::<Shape>(&f.bytes)
+        .ok()
+        .and_then(|s| s.media_type)
+        .filter(|m| !m.is_empty());
+    let media_type = declared.unwrap_or_else(|| match f.media_type.as_str() {
+        IMAGE_MANIFEST_LIST_MEDIA_TYPE => f.media_type.clone(),
+        _ => OCI_IMAGE_INDEX_MEDIA_TYPE.to_owned(),
+    });
+    IndexBlob {
+        digest: f.digest.to_string(),
+        media_type,
+        bytes: f.bytes,
+        chosen,
+    }
+}
+
 /// Index or manifest list, by media type, else by shape (`manifests` instead of `layers`).
 fn is_index(f: &Fetched) -> bool {
     #[derive(serde::Deserialize)]
@@ -182,15 +247,19 @@ fn is_index(f: &Fetched) -> bool {
     }
 }
 
+fn schema1(f: &Fetched, repo: &Repo) -> RegistryError {
+    RegistryError::protocol(
+        &f.host,
+        format!(
+            "{} has a Docker schema 1 manifest, which is not supported; push it again with a current tool",
+            repo.display
+        ),
+    )
+}
+
 fn image(f: Fetched, index_digest: Option<String>, repo: &Repo) -> Result<Resolved, RegistryError> {
     if f.media_type.starts_with(DOCKER_SCHEMA1_PREFIX) {
-        return Err(RegistryError::protocol(
-            &f.host,
-            format!(
-                "{} has a Docker schema 1 manifest, which is not supported; push it again with a current tool",
-                repo.display
-            ),
-        ));
+        return Err(schema1(&f, repo));
     }
     let manifest: OciImageManifest =
         serde_json::from_slice(&f.bytes).map_err(|e| bad_json(&f, repo, "manifest", &e))?;
@@ -229,6 +298,7 @@ fn image(f: Fetched, index_digest: Option<String>, repo: &Repo) -> Result<Resolv
     Ok(Resolved {
         manifest_digest: f.digest.to_string(),
         index_digest,
+        indexes: Vec::new(),
         media_type,
         manifest,
         manifest_bytes: f.bytes,

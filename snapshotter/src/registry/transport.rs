@@ -18,13 +18,16 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
+use futures::stream::{self, Stream};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue, WWW_AUTHENTICATE};
 use reqwest::{Method, Response, StatusCode};
+use tokio::io::AsyncReadExt;
 
 use super::RegistryError;
 use super::auth::Auth;
@@ -50,12 +53,36 @@ pub(crate) struct Request<'a> {
     pub display: &'a str,
     pub target: Target,
     pub headers: HeaderMap,
-    pub body: Option<Bytes>,
+    pub body: Option<Body>,
     /// What is asked for, for messages: `blob sha256:…`, `manifest latest`.
     pub what: String,
     /// Bound the whole exchange, body included, by the request timeout (not for streams, whose
     /// reads are bounded individually instead).
     pub whole_timeout: bool,
+}
+
+/// What a request sends. Every attempt sends it again from the start.
+pub(crate) enum Body {
+    /// Bytes in memory (manifests, small blobs).
+    Bytes(Bytes),
+    /// A local file, streamed: blobs too large to hold in memory.
+    File {
+        path: PathBuf,
+        /// Told how many bytes of this attempt have been handed to the connection so far.
+        progress: Option<SendProgress>,
+    },
+}
+
+/// A callback for the bytes of a streamed body sent so far (restarts at 0 on a retry).
+pub type SendProgress = Arc<dyn Fn(u64) + Send + Sync>;
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Body::Bytes(b) => write!(f, "Bytes({} bytes)", b.len()),
+            Body::File { path, .. } => write!(f, "File({})", path.display()),
+        }
+    }
 }
 
 /// Why an attempt on one endpoint failed.
@@ -215,8 +242,21 @@ impl Transport {
         if let (Some(a), true) = (auth, own_host) {
             b = b.header(AUTHORIZATION, a);
         }
-        if let Some(body) = &req.body {
-            b = b.body(body.clone());
+        match &req.body {
+            None => {}
+            Some(Body::Bytes(bytes)) => b = b.body(bytes.clone()),
+            Some(Body::File { path, progress }) => {
+                let file = tokio::fs::File::open(path).await.map_err(|e| {
+                    Failure::Final(RegistryError::LocalFile {
+                        path: path.clone(),
+                        source: Arc::new(e),
+                    })
+                })?;
+                b = b.body(reqwest::Body::wrap_stream(file_chunks(
+                    file,
+                    progress.clone(),
+                )));
+            }
         }
         if req.whole_timeout {
             b = b.timeout(self.request_timeout);
@@ -274,6 +314,30 @@ impl Transport {
             reason,
         }
     }
+}
+
+/// A file as a stream of chunks, reporting the running total to `progress`.
+fn file_chunks(
+    file: tokio::fs::File,
+    progress: Option<SendProgress>,
+) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    const CHUNK: usize = 256 << 10;
+    stream::try_unfold((file, 0u64), move |(mut file, sent)| {
+        let progress = progress.clone();
+        async move {
+            let mut buf = BytesMut::zeroed(CHUNK);
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            let sent = sent + n as u64;
+            if let Some(p) = &progress {
+                p(sent);
+            }
+            Ok(Some((buf.freeze(), (file, sent))))
+        }
+    })
 }
 
 /// The token scope a request needs.

@@ -311,3 +311,17 @@ fn concurrent_operations_leave_store_and_disk_consistent() {
         "the children index counts exactly the live children of base"
     );
 }
+
+#[test]
+fn implicit_dirs_copy_up_every_xattr_but_trusted_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    xattr::set(dir.path(), "user.tag", b"\x00kept").unwrap();
+    // Only root may set trusted.* (and a filesystem may not take user.*): test what we can.
+    let root = xattr::set(dir.path(), "trusted.skip", b"s").is_ok();
+    let copied = copied_up_xattrs(dir.path());
+    assert_eq!(
+        copied.get("user.tag").map(Vec::as_slice),
+        Some(&b"\x00kept"[..])
+    );
+    assert_eq!(copied.len(), 1, "{copied:?} (trusted.* set: {root})");
+}

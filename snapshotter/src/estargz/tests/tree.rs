@@ -136,6 +136,35 @@ fn whiteouts_become_0_0_char_devices_and_opaque_markers_xattrs() {
 }
 
 #[test]
+fn xattrs_are_the_ones_containerd_unpacking_sets() {
+    let tar = TarBuilder::new()
+        .xattrs(&[("trusted.overlay.opaque", b"y"), ("user.d", b"1")])
+        .dir("fake-opaque/", 0o755)
+        .file("fake-opaque/kept", 0o644, b"k")
+        .xattrs(&[("trusted.overlay.redirect", b"/etc"), ("user.f", b"2")])
+        .file("f", 0o644, b"f")
+        .xattrs(&[("user.l", b"3"), ("security.selinux", b"s")])
+        .symlink("l", "f")
+        .xattrs(&[("user.p", b"4")])
+        .fifo("p")
+        .xattrs(&[("trusted.h", b"5"), ("user.h", b"6")])
+        .hardlink("h", "f", 0o644)
+        .finish();
+    let l = Layer::write(&tar, &small_chunks());
+    let names = |path: &str| -> Vec<String> {
+        let xattrs = &l.node(path).xattrs;
+        xattrs.keys().map(|k| k.to_string_lossy().into()).collect()
+    };
+    // No trusted.* from the archive: a layer cannot make a directory opaque, or redirect one,
+    // by xattr; only the `.wh..wh..opq` marker does.
+    assert_eq!(names("fake-opaque"), ["user.d"]);
+    assert_eq!(names("f"), ["user.f", "user.h"]);
+    // user.* only on regular files and directories; other namespaces stay.
+    assert_eq!(names("l"), ["security.selinux"]);
+    assert!(names("p").is_empty());
+}
+
+#[test]
 fn landmark_is_hidden_and_says_no_prefetch() {
     let l = every_type();
     assert!(l.find(NO_PREFETCH_LANDMARK).is_none());
@@ -188,7 +217,7 @@ fn ids_are_dense_and_parents_come_first() {
 }
 
 #[test]
-fn root_entry_gives_the_root_its_attributes() {
+fn root_entry_is_ignored_like_containerd_unpacking() {
     let tar = TarBuilder::new()
         .xattrs(&[("user.root", b"r")])
         .dir("./", 0o700)
@@ -196,11 +225,12 @@ fn root_entry_gives_the_root_its_attributes() {
         .finish();
     let l = Layer::write(&tar, &small_chunks());
     let root = l.node("");
+    // containerd skips `./`; the root is the directory the snapshotter made for the layer.
     assert_eq!(
-        (root.mode, root.uid, root.mtime),
-        (0o700, 1000, UNIX_EPOCH + Duration::from_secs(MTIME))
+        (root.mode, root.uid, root.gid, root.mtime),
+        (0o755, 0, 0, UNIX_EPOCH)
     );
-    assert_eq!(root.xattrs[OsStr::new("user.root")], b"r");
+    assert!(root.xattrs.is_empty());
 }
 
 #[test]

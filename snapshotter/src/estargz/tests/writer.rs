@@ -52,6 +52,7 @@ fn summary_digests_describe_the_blob_and_its_tar() {
     assert_eq!(s.blob_digest, format_digest(&sha256(&l.blob)));
     let unpacked = gunzip_all(&l.blob);
     assert_eq!(s.diff_id, format_digest(&sha256(&unpacked)));
+    assert_eq!(s.uncompressed_size, unpacked.len() as u64);
     let toc_json = &entries(&unpacked).last().unwrap().2.clone();
     assert_eq!(s.toc_digest, format_digest(&sha256(toc_json)));
 }

@@ -1,0 +1,252 @@
+//! The tiered chunk cache end to end: real containerd, registry, FUSE and the daemon's admin
+//! socket driven by `augurctl cache`.
+//!
+//! - two images whose layers are different blobs but hold the same files share chunks: the
+//!   second one's container reads them without a single range request;
+//! - the cache stays inside small budgets while whole layers stream through it, on disk too;
+//! - removing the images makes their chunks garbage, which `augurctl cache evict` drops;
+//! - `augurctl cache` reports errors a person can act on.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use augur_integration_tests::lazy::{LazyBed, layer_digests, push_estargz, push_estargz_as};
+use augur_integration_tests::{augurctl_bin, poll};
+
+/// `augurctl cache <args> --admin-socket <bed's> --json`, parsed.
+fn cache_json(bed: &LazyBed, args: &[&str]) -> serde_json::Value {
+    let out = augurctl(bed, args, true);
+    assert!(
+        out.status.success(),
+        "augurctl cache {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON from augurctl --json")
+}
+
+fn augurctl(bed: &LazyBed, args: &[&str], json: bool) -> std::process::Output {
+    let mut cmd = Command::new(augurctl_bin());
+    cmd.arg("cache")
+        .args(args)
+        .arg("--admin-socket")
+        .arg(admin_socket(bed));
+    if json {
+        cmd.arg("--json");
+    }
+    cmd.output().expect("run augurctl")
+}
+
+fn admin_socket(bed: &LazyBed) -> std::path::PathBuf {
+    bed.daemon.socket().with_file_name("admin.sock")
+}
+
+/// (compressed bytes fetched, range requests) of `digest`'s layer, from its saved counters.
+fn layer_counters(root: &Path, digest: &str) -> (u64, u64) {
+    let path = root
+        .join("layers")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("stats.json");
+    let v: serde_json::Value = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_else(|| panic!("no counters at {}", path.display()));
+    (
+        v["fetched_bytes"].as_u64().unwrap(),
+        v["fetches"].as_u64().unwrap(),
+    )
+}
+
+fn total_chunks(status: &serde_json::Value) -> u64 {
+    status["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["chunks"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn images_with_different_blobs_but_the_same_files_fetch_the_shared_chunks_once() {
+    let mut bed =
+        LazyBed::start_with_config("cache-shared", "[remote]\nbackground_fetch = false\n");
+    let a = push_estargz(&bed.containerd, &bed.registry, "python:latest");
+    // Same files, same chunking, other gzip level: other blobs, the same chunk digests.
+    let b = push_estargz_as(
+        &bed.containerd,
+        &bed.registry,
+        "python:latest",
+        "esgz-level1",
+        &["--estargz-compression-level", "1"],
+    );
+    bed.ctr_remote_rpull("a", &a);
+    bed.ctr_remote_rpull("b", &b);
+    let (layers_a, layers_b) = (
+        layer_digests(&bed.containerd, "a", &a),
+        layer_digests(&bed.containerd, "b", &b),
+    );
+    assert!(
+        layers_a.iter().all(|d| !layers_b.contains(d)),
+        "the two images must not share a layer blob"
+    );
+    let code = "import json; print(json.dumps({'ok': 1}))";
+    assert_eq!(
+        bed.run("a", &a, "first", &["python3", "-c", code]).trim(),
+        r#"{"ok": 1}"#
+    );
+    assert_eq!(
+        bed.run("b", &b, "second", &["python3", "-c", code]).trim(),
+        r#"{"ok": 1}"#
+    );
+    bed.daemon.stop(); // saves every layer's counters
+    let root = bed.daemon.root().to_path_buf();
+    let requests_a: u64 = layers_a.iter().map(|d| layer_counters(&root, d).1).sum();
+    let requests_b: u64 = layers_b.iter().map(|d| layer_counters(&root, d).1).sum();
+    assert!(
+        requests_a > 5,
+        "image a's container fetched its chunks ({requests_a} requests)"
+    );
+    assert_eq!(
+        requests_b, 0,
+        "image b's container found every chunk it read in the cache (only its TOCs were read)"
+    );
+}
+
+#[test]
+fn budgets_hold_on_disk_and_removed_images_become_evictable_garbage() {
+    // Budgets far below python's layers (~200 MiB unpacked): no background fetch (the layers
+    // cannot fit), and a container that reads every file pushes them all through the tiers.
+    let bed = LazyBed::start_with_config(
+        "cache-budgets",
+        "[cache]\nram_mib = 4\nnvme_mib = 8\nhdd_mib = 16\n",
+    );
+    let image = push_estargz(&bed.containerd, &bed.registry, "python:latest");
+    bed.ctr_remote_rpull("ns", &image);
+    let script = "find /usr -xdev -type f -exec cat {} + | wc -c";
+    let read: u64 = bed
+        .run("ns", &image, "c1", &["sh", "-c", script])
+        .trim()
+        .parse()
+        .expect("a byte count");
+    assert!(read > 100 << 20, "the container read {read} bytes");
+    assert!(
+        bed.daemon.log().contains("no background fetch"),
+        "a layer larger than the spill tier is not fetched whole"
+    );
+    let inserted: u64 = cache_json(&bed, &["status"])["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["inserts"].as_u64().unwrap())
+        .sum();
+    assert!(
+        inserted > 3000,
+        "thousands of chunks went through the tiers ({inserted})"
+    );
+    let status = cache_json(&bed, &["status"]);
+    for t in status["tiers"].as_array().unwrap() {
+        let (used, budget) = (
+            t["used_bytes"].as_u64().unwrap(),
+            t["budget_bytes"].as_u64().unwrap(),
+        );
+        assert!(used <= budget, "{t}");
+    }
+    let cache_dir = bed.daemon.root().join("cache");
+    assert_eq!(
+        std::fs::metadata(cache_dir.join("chunks.nvme"))
+            .unwrap()
+            .len(),
+        8 << 20
+    );
+    let spilled = du_blocks(&cache_dir.join("spill"));
+    assert!(spilled <= 16 << 20, "spill dir holds {spilled} bytes");
+    // Still correct after all that churn.
+    let out = bed.run(
+        "ns",
+        &image,
+        "c2",
+        &["python3", "-c", "import email, json; print('again')"],
+    );
+    assert_eq!(out.trim(), "again");
+
+    // The admin socket is root's alone.
+    let mode = std::fs::metadata(admin_socket(&bed))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let human = augurctl(&bed, &["status"], false);
+    let text = String::from_utf8_lossy(&human.stdout);
+    assert!(
+        text.contains("policy lfu") && text.contains("nvme"),
+        "{text}"
+    );
+
+    // Remove the image: its layers unmount, their chunks are no longer referenced.
+    assert!(status["referenced_chunks"].as_u64().unwrap() > 0);
+    bed.containerd
+        .ctr_ok(&["-n", "ns", "image", "rm", "--sync", &image]);
+    assert!(
+        poll(std::time::Duration::from_secs(60), || bed
+            .fuse_mounts()
+            .is_empty()),
+        "GC removes the lazy snapshots"
+    );
+    let status = cache_json(&bed, &["status"]);
+    assert_eq!(status["referenced_chunks"], 0, "{status}");
+    let held = total_chunks(&status);
+    assert!(held > 0);
+    let evicted = cache_json(&bed, &["evict"]);
+    assert_eq!(evicted["chunks"].as_u64(), Some(held));
+    assert_eq!(total_chunks(&cache_json(&bed, &["status"])), 0);
+    assert!(
+        du_blocks(&cache_dir.join("spill")) == 0,
+        "spill files deleted"
+    );
+}
+
+/// Bytes in whole 4 KiB blocks of the files below `dir`.
+fn du_blocks(dir: &Path) -> u64 {
+    let mut total = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let m = e.metadata().unwrap();
+        if m.is_dir() {
+            total += du_blocks(&e.path());
+        } else {
+            total += m.len().div_ceil(4096) * 4096;
+        }
+    }
+    total
+}
+
+#[test]
+fn augurctl_cache_errors_say_what_to_do() {
+    let bed = LazyBed::start("cache-errors");
+    let out = augurctl(
+        &bed,
+        &["thresholds", "--ram", "0.1", "--nvme", "0.5"],
+        false,
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nvme_threshold <= ram_threshold"), "{err}");
+    let ok = cache_json(&bed, &["thresholds", "--ram", "0.9", "--nvme", "0.3"]);
+    assert!((ok["nvme"].as_f64().unwrap() - 0.3).abs() < 1e-6);
+
+    let out = Command::new(augurctl_bin())
+        .args([
+            "cache",
+            "status",
+            "--admin-socket",
+            "/nonexistent/admin.sock",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot connect to the admin socket /nonexistent/admin.sock"),
+        "{err}"
+    );
+    assert!(err.contains("is augur-snapshotter running"), "{err}");
+}

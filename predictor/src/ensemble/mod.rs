@@ -1,0 +1,343 @@
+//! The ensemble: any set of models behind one [`Predictor`], with calibrated probabilities.
+//!
+//! 1. Each member predicts (`fan_out × max` candidates); its raw probabilities go through the
+//!    member's own [`Calibrator`].
+//! 2. Per chunk, the calibrated member probabilities are combined ([`Combine`]): by default
+//!    as independent evidence, `s = 1 − Π(1 − qᵢ)`; optionally by a learned logistic stacker
+//!    ([`Stacker`]) that weighs members and reads a member's silence as "no" (better on
+//!    workloads like those it trained on, worse on new ones; see the decision record). The
+//!    expected time is the `q`-weighted mean of the members'.
+//! 3. The combined score goes through the ensemble's own calibrator, so what it answers is
+//!    calibrated whatever the combination did.
+//!
+//! Calibration learns online, per forecast: every prediction a member (or the ensemble) makes
+//! for a run is pending, in the bin of its score, until the run reads the chunk (a hit for each
+//! bin it was forecast in) or ends (a miss for each). A chunk counts once per bin and run
+//! however often it is asked about, so how often the daemon calls `predict` does not weigh
+//! in. "0.7" then means: of the chunks forecast at 0.7 in a run, 70 % were read afterwards.
+//! The ensemble's own forecasts are the predictions it returned. [`Predictor::learn`] replays
+//! a recorded run the same way, asking for predictions as it goes, so training traces
+//! calibrate too, and always out of sample: a member learns a run only after it was predicted.
+//! Per-run memory is bounded by `max_pending` chunks per member.
+
+mod state;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::calibration::{BINS, Calibrator};
+use crate::chunk::{ChunkId, FastMap, FastSet};
+use crate::error::Error;
+use crate::markov::{Markov, MarkovConfig};
+use crate::model::{Access, LEARN_RUN, Prediction, Predictor, RunContext, RunId, rank};
+use crate::replay::{Replay, ReplayConfig};
+use crate::stacking::{Stacker, Vote};
+use crate::trace::Trace;
+
+/// How the ensemble asks its members and learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnsembleConfig {
+    /// Members are asked for `fan_out × max` predictions.
+    pub fan_out: usize,
+    /// Pending predictions kept per member and run for calibration.
+    pub max_pending: usize,
+    /// Predictions asked for at each new chunk while learning a recorded run.
+    pub learn_max: usize,
+    /// How calibrated member probabilities are combined before the final calibration.
+    pub combine: Combine,
+}
+
+impl Default for EnsembleConfig {
+    fn default() -> Self {
+        EnsembleConfig {
+            fan_out: 2,
+            max_pending: 65_536,
+            learn_max: 64,
+            combine: Combine::NoisyOr,
+        }
+    }
+}
+
+/// How the ensemble combines its members' calibrated probabilities of a chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Combine {
+    /// `1 − Π(1 − qᵢ)` over the members that predicted it: any member's confidence counts; a
+    /// member's silence is no evidence against (the final calibration corrects for members
+    /// agreeing more often than independent evidence would).
+    NoisyOr,
+    /// The learned logistic stacker (see [`crate::stacking`]).
+    Stacked,
+}
+
+#[derive(Debug)]
+struct Member {
+    model: Box<dyn Predictor>,
+    calibrator: Calibrator,
+}
+
+/// The bins a chunk was forecast in during a run.
+type Forecasts = Vec<u8>;
+
+#[derive(Debug, Default)]
+struct LiveRun {
+    /// Per member: chunk → the bins it was forecast in.
+    members: Vec<FastMap<ChunkId, Forecasts>>,
+    /// The ensemble's answers: chunk → (bin of the combined score, stacker features) per bin.
+    answers: FastMap<ChunkId, Vec<(u8, Vec<f32>)>>,
+    seen: FastSet<ChunkId>,
+}
+
+/// Models combined, with calibrated confidence.
+#[derive(Debug)]
+pub struct Ensemble {
+    config: EnsembleConfig,
+    members: Vec<Member>,
+    stacker: Stacker,
+    combined: Calibrator,
+    runs: FastMap<RunId, LiveRun>,
+}
+
+/// What the members said about one chunk in one call.
+struct Merge {
+    votes: Vec<Option<f32>>,
+    lead_us: f64,
+    weight: f64,
+}
+
+impl Ensemble {
+    /// Combines `members` (at least one for useful output; with none it predicts nothing).
+    pub fn new(members: Vec<Box<dyn Predictor>>, config: EnsembleConfig) -> Self {
+        let stacker = Stacker::new(members.len());
+        Ensemble {
+            config,
+            members: members
+                .into_iter()
+                .map(|model| Member {
+                    model,
+                    calibrator: Calibrator::default(),
+                })
+                .collect(),
+            stacker,
+            combined: Calibrator::default(),
+            runs: FastMap::default(),
+        }
+    }
+
+    /// Replay and Markov with their defaults: what the daemon runs without the LSTM.
+    pub fn standard() -> Self {
+        Self::new(
+            vec![
+                Box::new(Replay::new(ReplayConfig::default())),
+                Box::new(Markov::new(MarkovConfig::default())),
+            ],
+            EnsembleConfig::default(),
+        )
+    }
+
+    /// The calibrated probability a member's raw score stands for (`None`: no such member).
+    pub fn member_calibration(&self, member: &str, score: f32) -> Option<f32> {
+        let m = self.members.iter().find(|m| m.model.name() == member)?;
+        Some(m.calibrator.calibrate(score))
+    }
+
+    /// Asks every member, notes their forecasts, and merges them per chunk.
+    fn gather(
+        &mut self,
+        run: RunId,
+        live: &mut LiveRun,
+        ask: usize,
+    ) -> (BTreeMap<ChunkId, Merge>, Vec<bool>) {
+        let count = self.members.len();
+        let mut merged: BTreeMap<ChunkId, Merge> = BTreeMap::new();
+        let mut active = vec![false; count];
+        for (i, (member, pending)) in self
+            .members
+            .iter_mut()
+            .zip(live.members.iter_mut())
+            .enumerate()
+        {
+            for p in member.model.predict(run, ask) {
+                if live.seen.contains(&p.chunk) {
+                    continue;
+                }
+                active[i] = true;
+                note(
+                    pending,
+                    p.chunk,
+                    Calibrator::bin(p.probability) as u8,
+                    self.config.max_pending,
+                );
+                let q = member.calibrator.calibrate(p.probability);
+                let merge = merged.entry(p.chunk).or_insert_with(|| Merge {
+                    votes: vec![None; count],
+                    lead_us: 0.0,
+                    weight: 0.0,
+                });
+                merge.votes[i] = Some(q);
+                merge.lead_us += f64::from(q) * p.expected_in.as_micros() as f64;
+                merge.weight += f64::from(q);
+            }
+        }
+        (merged, active)
+    }
+
+    fn combine(&self, votes: &[Option<f32>], features: &[f32]) -> f32 {
+        match self.config.combine {
+            Combine::NoisyOr => 1.0 - votes.iter().flatten().map(|q| 1.0 - q).product::<f32>(),
+            Combine::Stacked => self.stacker.score(features),
+        }
+    }
+
+    /// Records the outcome of every pending forecast of `chunk` (or of all, at the end).
+    fn resolve(&mut self, live: &mut LiveRun, chunk: Option<ChunkId>, hit: bool) {
+        for (member, pending) in self.members.iter_mut().zip(live.members.iter_mut()) {
+            let bins: Vec<u8> = match chunk {
+                Some(c) => pending.remove(&c).unwrap_or_default(),
+                None => std::mem::take(pending).into_values().flatten().collect(),
+            };
+            record_bins(&mut member.calibrator, &bins, hit);
+        }
+        let answers: Vec<(u8, Vec<f32>)> = match chunk {
+            Some(c) => live.answers.remove(&c).unwrap_or_default(),
+            None => {
+                let mut all: Vec<_> = std::mem::take(&mut live.answers).into_iter().collect();
+                all.sort_by_key(|(c, _)| *c);
+                all.into_iter().flat_map(|(_, a)| a).collect()
+            }
+        };
+        let bins: Vec<u8> = answers.iter().map(|(bin, _)| *bin).collect();
+        record_bins(&mut self.combined, &bins, hit);
+        answers.iter().for_each(|(_, x)| self.stacker.learn(x, hit));
+    }
+}
+
+fn note(pending: &mut FastMap<ChunkId, Forecasts>, chunk: ChunkId, bin: u8, cap: usize) {
+    if pending.len() >= cap && !pending.contains_key(&chunk) {
+        return;
+    }
+    let forecasts = pending.entry(chunk).or_default();
+    if !forecasts.contains(&bin) {
+        forecasts.push(bin);
+    }
+}
+
+/// Adds outcomes to a calibrator, one bin at a time (its map is rebuilt once per bin).
+fn record_bins(calibrator: &mut Calibrator, bins: &[u8], hit: bool) {
+    let mut counts = [0u32; BINS];
+    bins.iter()
+        .for_each(|&b| counts[usize::from(b).min(BINS - 1)] += 1);
+    for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+        calibrator.record_many(bin, hit, f64::from(n));
+    }
+}
+
+impl Predictor for Ensemble {
+    fn name(&self) -> &str {
+        "ensemble"
+    }
+
+    fn start_run(&mut self, run: RunId, ctx: &RunContext) {
+        let live = LiveRun {
+            members: vec![FastMap::default(); self.members.len()],
+            ..LiveRun::default()
+        };
+        self.runs.insert(run, live);
+        self.members
+            .iter_mut()
+            .for_each(|m| m.model.start_run(run, ctx));
+    }
+
+    fn observe(&mut self, run: RunId, access: &Access) {
+        let Some(mut live) = self.runs.remove(&run) else {
+            return;
+        };
+        if live.seen.insert(access.chunk) {
+            self.resolve(&mut live, Some(access.chunk), true);
+        }
+        self.runs.insert(run, live);
+        self.members
+            .iter_mut()
+            .for_each(|m| m.model.observe(run, access));
+    }
+
+    fn predict(&mut self, run: RunId, max: usize) -> Vec<Prediction> {
+        let Some(mut live) = self.runs.remove(&run) else {
+            return Vec::new();
+        };
+        let ask = max.saturating_mul(self.config.fan_out).max(max);
+        let (merged, active) = self.gather(run, &mut live, ask);
+        let mut out = Vec::with_capacity(merged.len());
+        let mut why: FastMap<ChunkId, (u8, Vec<f32>)> = FastMap::default();
+        for (chunk, merge) in merged {
+            let votes: Vec<Vote> = merge
+                .votes
+                .iter()
+                .zip(&active)
+                .map(|(&probability, &active)| Vote {
+                    probability,
+                    active,
+                })
+                .collect();
+            let features = Stacker::features(&votes);
+            let score = self.combine(&merge.votes, &features);
+            let lead_us = if merge.weight > 0.0 {
+                merge.lead_us / merge.weight
+            } else {
+                0.0
+            };
+            out.push(Prediction {
+                chunk,
+                probability: self.combined.calibrate(score),
+                expected_in: Duration::from_micros(lead_us as u64),
+            });
+            why.insert(chunk, (Calibrator::bin(score) as u8, features));
+        }
+        rank(&mut out, max);
+        for p in &out {
+            let Some((bin, features)) = why.remove(&p.chunk) else {
+                continue;
+            };
+            if live.answers.len() >= self.config.max_pending && !live.answers.contains_key(&p.chunk)
+            {
+                continue;
+            }
+            let answers = live.answers.entry(p.chunk).or_default();
+            if !answers.iter().any(|(b, _)| *b == bin) {
+                answers.push((bin, features));
+            }
+        }
+        self.runs.insert(run, live);
+        out
+    }
+
+    fn finish_run(&mut self, run: RunId, trace: Option<&Trace>) {
+        if let Some(mut live) = self.runs.remove(&run) {
+            self.resolve(&mut live, None, false);
+        }
+        self.members
+            .iter_mut()
+            .for_each(|m| m.model.finish_run(run, trace));
+    }
+
+    fn learn(&mut self, trace: &Trace) {
+        let max = self.config.learn_max;
+        self.start_run(LEARN_RUN, &RunContext::from_header(&trace.header));
+        let mut seen = FastSet::default();
+        self.predict(LEARN_RUN, max);
+        for access in trace.model_accesses() {
+            self.observe(LEARN_RUN, &access);
+            if seen.insert(access.chunk) {
+                self.predict(LEARN_RUN, max);
+            }
+        }
+        self.finish_run(LEARN_RUN, Some(trace));
+    }
+
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        state::save(self)
+    }
+
+    fn load_state(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        state::load(self, bytes)
+    }
+}

@@ -1,0 +1,382 @@
+//! An evaluation that cannot be fooled: models trained on some runs replay held-out runs in
+//! simulated time, where at each access a model has seen only the accesses before it.
+//!
+//! - **Training**: each model learns every training trace, oldest first, then its state is
+//!   saved. Every test trace is evaluated against a fresh copy of that state, so one test run
+//!   never teaches another (within a run, online models do learn as they go, as they would
+//!   live).
+//! - **Simulation** ([`sim`]): predictions at or above the threshold become prefetches, queued
+//!   by expected time of need and fetched one at a time over a link with a latency and a
+//!   bandwidth ([`NetworkProfile`]); demand misses go first. A first access to a chunk is a
+//!   timely prefetch hit, a late prefetch (issued but not there yet), or a miss.
+//! - **Baselines**: `none` (no prefetch) and `oracle` (knows the test run; fetches every chunk
+//!   it will read in order of need, over the same link).
+//! - **Categories**: each test run is reported under whether the training set had its image
+//!   and its workload key (`seen image, seen workload`; `seen image, new workload`, i.e.
+//!   held-out arguments whose first reads differ; `new image`), and under `all`.
+//! - **Deterministic**: no clocks, no unseeded randomness, deterministic maps.
+//!
+//! [`metrics`] defines every number; [`report`] renders Markdown and JSON; [`split`] makes
+//! train/test splits by run, workload or image.
+
+pub mod metrics;
+pub mod report;
+pub mod sim;
+pub mod split;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::chunk::FastMap;
+use crate::ensemble::{Ensemble, EnsembleConfig};
+use crate::error::Error;
+use crate::markov::{Markov, MarkovConfig};
+use crate::model::Predictor;
+use crate::replay::{Replay, ReplayConfig};
+use crate::trace::{Trace, dir};
+use metrics::Tally;
+pub use report::{Group, ModelRow, Report};
+use sim::{NoPrefetch, Oracle};
+
+/// The link prefetches and demand fetches share in the simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct NetworkProfile {
+    /// Round trip before a fetch's first byte, µs.
+    pub latency_us: u64,
+    /// Bytes per second once data flows.
+    pub bandwidth_bytes_per_s: u64,
+}
+
+impl NetworkProfile {
+    /// 0.5 ms, 10 Gbit/s: a registry in the same data centre.
+    pub const DATACENTER: NetworkProfile = NetworkProfile {
+        latency_us: 500,
+        bandwidth_bytes_per_s: 1_250_000_000,
+    };
+    /// 20 ms, 100 Mbit/s: a registry in another region (the default).
+    pub const REGIONAL: NetworkProfile = NetworkProfile {
+        latency_us: 20_000,
+        bandwidth_bytes_per_s: 12_500_000,
+    };
+    /// 80 ms, 20 Mbit/s: an edge site on a thin link.
+    pub const CONSTRAINED: NetworkProfile = NetworkProfile {
+        latency_us: 80_000,
+        bandwidth_bytes_per_s: 2_500_000,
+    };
+
+    /// A preset name (`datacenter`, `regional`, `constrained`) or `<ms>ms,<mbit>mbit`
+    /// (`20ms,100mbit`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "datacenter" => return Ok(Self::DATACENTER),
+            "regional" => return Ok(Self::REGIONAL),
+            "constrained" => return Ok(Self::CONSTRAINED),
+            _ => {}
+        }
+        let bad = || {
+            format!(
+                "network profile {text:?}: use datacenter, regional, constrained or <ms>ms,<mbit>mbit such as 20ms,100mbit"
+            )
+        };
+        let (lat, bw) = text.split_once(',').ok_or_else(bad)?;
+        let ms: f64 = lat
+            .trim()
+            .strip_suffix("ms")
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        let mbit: f64 = bw
+            .trim()
+            .strip_suffix("mbit")
+            .ok_or_else(bad)?
+            .parse()
+            .map_err(|_| bad())?;
+        if !(ms >= 0.0 && mbit > 0.0 && ms.is_finite() && mbit.is_finite()) {
+            return Err(bad());
+        }
+        Ok(NetworkProfile {
+            latency_us: (ms * 1000.0) as u64,
+            bandwidth_bytes_per_s: ((mbit * 125_000.0) as u64).max(1),
+        })
+    }
+}
+
+/// What to simulate and how the built-in models are configured.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EvalOptions {
+    /// The link.
+    pub network: NetworkProfile,
+    /// Predictions at or above this probability are prefetched.
+    pub threshold: f32,
+    /// Predictions asked for after each new chunk.
+    pub max_predictions: usize,
+    /// Replay's configuration.
+    pub replay: ReplayConfig,
+    /// Markov's configuration.
+    pub markov: MarkovConfig,
+    /// The ensemble's configuration.
+    pub ensemble: EnsembleConfig,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            network: NetworkProfile::REGIONAL,
+            threshold: 0.5,
+            max_predictions: 64,
+            replay: ReplayConfig::default(),
+            markov: MarkovConfig::default(),
+            ensemble: EnsembleConfig::default(),
+        }
+    }
+}
+
+/// Builds fresh instances of a model; how extra models (the ONNX LSTM) join an evaluation.
+pub trait ModelFactory {
+    /// The model's name in the report (must equal the built model's [`Predictor::name`]).
+    fn name(&self) -> &str;
+    /// A new, untrained instance.
+    fn build(&self) -> Result<Box<dyn Predictor>, Error>;
+}
+
+struct Builtin<F> {
+    name: &'static str,
+    make: F,
+}
+
+impl<F: Fn() -> Box<dyn Predictor>> ModelFactory for Builtin<F> {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn build(&self) -> Result<Box<dyn Predictor>, Error> {
+        Ok((self.make)())
+    }
+}
+
+struct EnsembleFactory<'a> {
+    members: Vec<&'a dyn ModelFactory>,
+    config: EnsembleConfig,
+}
+
+impl ModelFactory for EnsembleFactory<'_> {
+    fn name(&self) -> &str {
+        "ensemble"
+    }
+
+    fn build(&self) -> Result<Box<dyn Predictor>, Error> {
+        let members = self
+            .members
+            .iter()
+            .map(|f| f.build())
+            .collect::<Result<_, _>>()?;
+        Ok(Box::new(Ensemble::new(members, self.config)))
+    }
+}
+
+/// Evaluates the built-in models on the traces of two directories.
+pub fn run(train_dir: &Path, test_dir: &Path, opts: &EvalOptions) -> Result<Report, Error> {
+    run_with(train_dir, test_dir, opts, &[])
+}
+
+/// Like [`run`], with extra models, each evaluated alone and as a member of the ensemble.
+pub fn run_with(
+    train_dir: &Path,
+    test_dir: &Path,
+    opts: &EvalOptions,
+    extra: &[&dyn ModelFactory],
+) -> Result<Report, Error> {
+    let mut reports = sweep(train_dir, test_dir, opts, extra, &[opts.threshold])?;
+    Ok(reports.remove(0))
+}
+
+/// Like [`run_with`] at several prefetch thresholds, training each model once: one report per
+/// threshold, to compare models at equal wasted bytes rather than at one threshold.
+pub fn sweep(
+    train_dir: &Path,
+    test_dir: &Path,
+    opts: &EvalOptions,
+    extra: &[&dyn ModelFactory],
+    thresholds: &[f32],
+) -> Result<Vec<Report>, Error> {
+    let train = dir::load_dir(train_dir)?;
+    let test = dir::load_dir(test_dir)?;
+    let mut notes = Vec::new();
+    for (loaded, what) in [(&train, "training"), (&test, "test")] {
+        for path in &loaded.torn {
+            notes.push(format!(
+                "{what} trace {} has a torn tail (used up to it)",
+                path.display()
+            ));
+        }
+        for path in &loaded.empty {
+            notes.push(format!(
+                "{what} trace {} has no run header (skipped)",
+                path.display()
+            ));
+        }
+    }
+    let train: Vec<Trace> = train.traces.into_iter().map(|(_, t)| t).collect();
+    let test: Vec<Trace> = test.traces.into_iter().map(|(_, t)| t).collect();
+    let mut reports = sweep_traces(&train, &test, opts, extra, thresholds)?;
+    reports.iter_mut().for_each(|r| r.notes.clone_from(&notes));
+    Ok(reports)
+}
+
+/// Evaluates on traces already in memory (splits, tests, benchmarks) at `opts.threshold`.
+pub fn run_traces(
+    train: &[Trace],
+    test: &[Trace],
+    opts: &EvalOptions,
+    extra: &[&dyn ModelFactory],
+) -> Result<Report, Error> {
+    let mut reports = sweep_traces(train, test, opts, extra, &[opts.threshold])?;
+    Ok(reports.remove(0))
+}
+
+/// [`sweep`] on traces in memory.
+pub fn sweep_traces(
+    train: &[Trace],
+    test: &[Trace],
+    opts: &EvalOptions,
+    extra: &[&dyn ModelFactory],
+    thresholds: &[f32],
+) -> Result<Vec<Report>, Error> {
+    if train.is_empty() || test.is_empty() || thresholds.is_empty() {
+        return Err(Error::NothingToEvaluate(format!(
+            "the evaluation needs training traces, test traces and a threshold (got {}, {} and {})",
+            train.len(),
+            test.len(),
+            thresholds.len()
+        )));
+    }
+    let (replay_cfg, markov_cfg) = (opts.replay, opts.markov);
+    let replay = Builtin {
+        name: "replay",
+        make: move || Box::new(Replay::new(replay_cfg)) as Box<dyn Predictor>,
+    };
+    let markov = Builtin {
+        name: "markov",
+        make: move || Box::new(Markov::new(markov_cfg)) as Box<dyn Predictor>,
+    };
+    let mut members: Vec<&dyn ModelFactory> = vec![&replay, &markov];
+    members.extend_from_slice(extra);
+    let ensemble = EnsembleFactory {
+        members: members.clone(),
+        config: opts.ensemble,
+    };
+    let mut learners = members;
+    learners.push(&ensemble);
+
+    let mut ordered: Vec<&Trace> = train.iter().collect();
+    ordered.sort_by_key(|t| t.header.started_unix_ms);
+    let sizes = chunk_sizes(train.iter().chain(test));
+    let categories: Vec<Category> = test.iter().map(|t| Category::of(t, train)).collect();
+    let at = |threshold: f32| EvalOptions { threshold, ..*opts };
+
+    // rows[threshold] = (model, one tally per test run)
+    let mut rows: Vec<Vec<(String, Vec<Tally>)>> = vec![Vec::new(); thresholds.len()];
+    for (i, &t) in thresholds.iter().enumerate() {
+        let none = baseline(test, &at(t), &sizes, |_| Box::new(NoPrefetch));
+        rows[i].push(("none".into(), none));
+    }
+    for factory in learners {
+        let state = train_state(factory, &ordered)?;
+        for (i, &t) in thresholds.iter().enumerate() {
+            let tallies = evaluate(factory, &state, test, &at(t), &sizes)?;
+            rows[i].push((factory.name().to_owned(), tallies));
+        }
+    }
+    for (i, &t) in thresholds.iter().enumerate() {
+        let oracle = baseline(test, &at(t), &sizes, |trace| Box::new(Oracle::new(trace)));
+        rows[i].push(("oracle".into(), oracle));
+    }
+    Ok(thresholds
+        .iter()
+        .zip(rows)
+        .map(|(&t, rows)| Report::build(&at(t), train.len(), &categories, rows))
+        .collect())
+}
+
+fn chunk_sizes<'a>(traces: impl Iterator<Item = &'a Trace>) -> FastMap<crate::ChunkId, u32> {
+    traces
+        .flat_map(|t| t.chunks.iter())
+        .map(|c| (c.digest, c.size))
+        .collect()
+}
+
+/// Trains a fresh model on `train`, oldest first, and returns its saved state.
+fn train_state(factory: &dyn ModelFactory, train: &[&Trace]) -> Result<Vec<u8>, Error> {
+    let mut model = factory.build()?;
+    train.iter().for_each(|t| model.learn(t));
+    model.save_state()
+}
+
+/// Replays each test trace against a fresh copy of the trained state.
+fn evaluate(
+    factory: &dyn ModelFactory,
+    state: &[u8],
+    test: &[Trace],
+    opts: &EvalOptions,
+    sizes: &FastMap<crate::ChunkId, u32>,
+) -> Result<Vec<Tally>, Error> {
+    test.iter()
+        .map(|trace| {
+            let mut fresh = factory.build()?;
+            fresh.load_state(state)?;
+            let max = opts.max_predictions;
+            Ok(sim::simulate(fresh.as_mut(), trace, opts, sizes, max))
+        })
+        .collect()
+}
+
+fn baseline(
+    test: &[Trace],
+    opts: &EvalOptions,
+    sizes: &FastMap<crate::ChunkId, u32>,
+    make: impl Fn(&Trace) -> Box<dyn Predictor>,
+) -> Vec<Tally> {
+    test.iter()
+        .map(|trace| sim::simulate(make(trace).as_mut(), trace, opts, sizes, usize::MAX))
+        .collect()
+}
+
+/// How a test run relates to the training set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Category {
+    /// The training set had runs of this image with this workload key.
+    SeenWorkload,
+    /// The training set had the image, not the workload key.
+    NewWorkload,
+    /// The training set never ran this image.
+    NewImage,
+}
+
+impl Category {
+    /// The category of `test` given the training traces.
+    pub fn of(test: &Trace, train: &[Trace]) -> Self {
+        let images: BTreeSet<&str> = train.iter().map(|t| t.header.image.as_str()).collect();
+        if !images.contains(test.header.image.as_str()) {
+            return Category::NewImage;
+        }
+        let same = |t: &&Trace| {
+            t.header.image == test.header.image && t.header.workload == test.header.workload
+        };
+        if train.iter().any(|t| same(&t)) {
+            Category::SeenWorkload
+        } else {
+            Category::NewWorkload
+        }
+    }
+
+    /// The label used in reports.
+    pub fn label(self) -> &'static str {
+        match self {
+            Category::SeenWorkload => "seen image, seen workload",
+            Category::NewWorkload => "seen image, new workload",
+            Category::NewImage => "new image",
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! The ensemble's output is calibrated: checked on synthetic runs where the truth is known
+//! (a member whose scores come true with probability score², and one that is pure noise),
+//! and on programs where replay and Markov know different things.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use augur_predictor::eval::metrics::expected_calibration_error;
+use augur_predictor::synth::{Program, Rng, RunStyle, chunk_id};
+use augur_predictor::{
+    Access, AccessSource, ChunkId, Ensemble, EnsembleConfig, Error, Prediction, Predictor,
+    RunContext, RunId, Trace,
+};
+use common::probability_of;
+
+const CANDIDATES: u64 = 120;
+
+/// The candidates of a synthetic run: chunk, the member's raw score, and whether the run reads
+/// it (with probability score²: the member is overconfident).
+fn universe(run: RunId) -> Vec<(ChunkId, f32, bool)> {
+    let mut rng = Rng::new(run.0 * 7919 + 1);
+    (0..CANDIDATES)
+        .map(|i| {
+            let score = rng.unit();
+            (
+                chunk_id("calibration", run.0 * 1000 + i),
+                score,
+                rng.unit() < score * score,
+            )
+        })
+        .collect()
+}
+
+/// A run the scorer follows: its candidates with their scores, and what it read.
+type ScoredRun = (RunId, Vec<(ChunkId, f32)>, HashSet<ChunkId>);
+
+/// A member that scores each run's candidates as [`universe`] says (or at random, if noisy).
+#[derive(Debug)]
+struct Scorer {
+    name: &'static str,
+    noisy: bool,
+    runs: Vec<ScoredRun>,
+}
+
+impl Predictor for Scorer {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn start_run(&mut self, run: RunId, _: &RunContext) {
+        let mut rng = Rng::new(run.0 ^ 0xabcdef);
+        let scores = universe(run)
+            .into_iter()
+            .map(|(c, s, _)| (c, if self.noisy { rng.unit() } else { s }))
+            .collect();
+        self.runs.push((run, scores, HashSet::new()));
+    }
+    fn observe(&mut self, run: RunId, access: &Access) {
+        if let Some(r) = self.runs.iter_mut().find(|r| r.0 == run) {
+            r.2.insert(access.chunk);
+        }
+    }
+    fn predict(&mut self, run: RunId, max: usize) -> Vec<Prediction> {
+        let Some((_, scores, seen)) = self.runs.iter().find(|r| r.0 == run) else {
+            return Vec::new();
+        };
+        let mut out: Vec<Prediction> = scores
+            .iter()
+            .filter(|(c, _)| !seen.contains(c))
+            .map(|&(chunk, probability)| Prediction {
+                chunk,
+                probability,
+                expected_in: Duration::from_millis(5),
+            })
+            .collect();
+        augur_predictor::model::rank(&mut out, max);
+        out
+    }
+    fn finish_run(&mut self, run: RunId, _: Option<&Trace>) {
+        self.runs.retain(|r| r.0 != run);
+    }
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+    fn load_state(&mut self, _: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// One synthetic run: a prediction at the start and after each read, then the end. Returns
+/// every forecast made with its outcome (was the chunk read later in the run?).
+fn synthetic_run(model: &mut dyn Predictor, run: RunId) -> Vec<(f32, bool)> {
+    model.start_run(run, &RunContext::default());
+    let truth = universe(run);
+    let read: HashSet<_> = truth.iter().filter(|t| t.2).map(|t| t.0).collect();
+    let mut forecasts = model.predict(run, CANDIDATES as usize);
+    for (i, (chunk, _, _)) in truth.iter().filter(|t| t.2).enumerate() {
+        let access = Access {
+            chunk: *chunk,
+            at: Duration::from_millis(i as u64),
+            size: 4096,
+            source: AccessSource::Miss,
+        };
+        model.observe(run, &access);
+        forecasts.extend(model.predict(run, 16));
+    }
+    model.finish_run(run, None);
+    // A chunk counts once per level it was forecast at (as the ensemble counts); predictions
+    // never name a chunk already read, so "read at all" is "read later".
+    let mut levels = HashSet::new();
+    forecasts
+        .iter()
+        .filter(|p| levels.insert((p.chunk, (p.probability * 20.0) as u32)))
+        .map(|p| (p.probability, read.contains(&p.chunk)))
+        .collect()
+}
+
+fn scorer(name: &'static str, noisy: bool) -> Box<dyn Predictor> {
+    Box::new(Scorer {
+        name,
+        noisy,
+        runs: Vec::new(),
+    })
+}
+
+#[test]
+fn the_ensemble_output_is_calibrated_where_its_members_are_not() {
+    // Of the chunks forecast at p in a run, a share p are read later.
+    let members = vec![scorer("overconfident", false), scorer("noise", true)];
+    let mut ensemble = Ensemble::new(members, EnsembleConfig::default());
+    let mut raw = Scorer {
+        name: "raw",
+        noisy: false,
+        runs: Vec::new(),
+    };
+    for run in 0..250 {
+        synthetic_run(&mut ensemble, RunId(run));
+    }
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for run in 1000..1150 {
+        ours.extend(synthetic_run(&mut ensemble, RunId(run)));
+        theirs.extend(synthetic_run(&mut raw, RunId(run)));
+    }
+    let ours_ece = expected_calibration_error(&ours).unwrap();
+    let raw_ece = expected_calibration_error(&theirs).unwrap();
+    eprintln!("ECE: ensemble {ours_ece:.4}, overconfident member alone {raw_ece:.4}");
+    assert!(raw_ece > 0.12, "the member is miscalibrated: {raw_ece}");
+    assert!(
+        ours_ece < 0.04,
+        "ensemble ECE {ours_ece} (member {raw_ece})"
+    );
+    // Calibration did not flatten the ranking: what it rates high is read far more often.
+    let rate = |lo: f32, hi: f32| {
+        let sel: Vec<_> = ours.iter().filter(|(p, _)| (lo..hi).contains(p)).collect();
+        sel.iter().filter(|(_, hit)| *hit).count() as f64 / sel.len().max(1) as f64
+    };
+    assert!(
+        rate(0.6, 1.01) > 3.0 * rate(0.0, 0.2),
+        "{} vs {}",
+        rate(0.6, 1.01),
+        rate(0.0, 0.2)
+    );
+    // The member's own map learned that it is overconfident.
+    let learned = ensemble.member_calibration("overconfident", 0.9).unwrap();
+    assert!(learned < 0.85, "{learned}");
+}
+
+#[test]
+fn replay_and_markov_together_know_the_prefix_and_the_branch() {
+    let prog = Program::new("127.0.0.1:5000/python:esgz", 40, &[30, 30], 1);
+    let style = RunStyle::default();
+    let mut ensemble = Ensemble::standard();
+    for seed in 0..8 {
+        ensemble.learn(&prog.run((seed % 2) as usize, &style, seed));
+    }
+    let run = RunId(1);
+    let ctx = RunContext {
+        image: prog.image.clone(),
+        ..RunContext::default()
+    };
+    ensemble.start_run(run, &ctx);
+    let at_start = ensemble.predict(run, 64);
+    assert!(probability_of(&at_start, prog.prefix[5].digest) > 0.8);
+    let plan = prog.plan(1);
+    for (i, c) in plan[..43].iter().enumerate() {
+        let access = Access {
+            chunk: c.digest,
+            at: Duration::from_millis(2 * i as u64),
+            size: c.size,
+            source: AccessSource::Miss,
+        };
+        ensemble.observe(run, &access);
+    }
+    let inside = ensemble.predict(run, 64);
+    let ours = probability_of(&inside, prog.branches[1][6].digest);
+    let other = probability_of(&inside, prog.branches[0][6].digest);
+    // Markov knows the run took branch 1; replay still gives each branch half the past runs.
+    assert!(
+        ours > 0.7 && ours > other + 0.15,
+        "branch taken {ours}, other {other}"
+    );
+}

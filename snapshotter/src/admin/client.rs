@@ -1,0 +1,123 @@
+//! The admin API's client, for `augurctl`: one HTTP/1.1 request per connection over the unix
+//! socket, JSON in and out, and a server's `{"error": ...}` turned into an error that says it.
+
+use std::path::{Path, PathBuf};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+
+/// Why a call to the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Nothing answers on the socket.
+    #[error(
+        "cannot connect to the admin socket {}: {source} (is augur-snapshotter running? is \
+         admin.address set differently in its config? the socket is root-only)",
+        path.display()
+    )]
+    Connect {
+        /// The socket.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("admin API request failed: {0}")]
+    Http(String),
+    /// The daemon refused the request.
+    #[error("the daemon answered {status}: {message}")]
+    Refused {
+        /// HTTP status.
+        status: StatusCode,
+        /// Its `error` message.
+        message: String,
+    },
+    /// The answer was not the JSON expected.
+    #[error("unexpected answer from the admin API: {0}")]
+    Decode(String),
+}
+
+/// A client of one daemon's admin socket.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    socket: PathBuf,
+}
+
+impl AdminClient {
+    /// A client for the socket at `socket` (nothing is connected yet).
+    pub fn new(socket: &Path) -> AdminClient {
+        AdminClient {
+            socket: socket.to_path_buf(),
+        }
+    }
+
+    /// `GET path`, decoded.
+    pub async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, None).await
+    }
+
+    /// `POST path` with `body` as JSON, decoded.
+    pub async fn post<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    /// `PUT path` with `body` as JSON, decoded.
+    pub async fn put<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        self.call(Method::PUT, path, Some(body)).await
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<T, ClientError> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let http = |e: hyper::Error| ClientError::Http(e.to_string());
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(http)?;
+        let driver = tokio::spawn(conn);
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "augur");
+        let bytes = match body {
+            Some(b) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Decode(e.to_string()))?)
+            }
+            None => Bytes::new(),
+        };
+        let req = req
+            .body(Full::new(bytes))
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        let resp = sender.send_request(req).await.map_err(http)?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        driver.abort();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned))
+                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(ClientError::Refused { status, message });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+}

@@ -1,0 +1,139 @@
+//! `augurctl`: the command-line tool for Augur. Thin: it parses arguments, sets up logging and
+//! the async runtime, and calls the library (`augur_snapshotter::rpull`, `::convert`, …). Each
+//! subcommand lives in its own file; `augurctl image <subcommand>` groups those that work on
+//! images.
+
+mod cache;
+mod convert;
+mod rpull;
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Augur's command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "augurctl", version)]
+struct Cli {
+    /// Log filter for diagnostics on stderr: error, warn, info, debug, trace or a tracing
+    /// directive.
+    #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with container images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Inspect and steer the daemon's chunk cache (through its admin socket).
+    Cache(cache::Args),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCommand {
+    /// Pull an image into containerd with the remote-snapshot labels, so Augur mounts its
+    /// eStargz layers lazily (what `ctr-remote image rpull` does).
+    Rpull(rpull::Args),
+    // The help text is `convert::Args`'s doc comment.
+    Convert(convert::Args),
+}
+
+/// Exit status for a run stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT).
+const INTERRUPTED: u8 = 130;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("augurctl: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+        .with_context(|| format!("--log-level {:?} is not a log filter", cli.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("augurctl")
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Image(ImageCommand::Rpull(args)) => {
+                rpull::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Image(ImageCommand::Convert(args)) => convert::run(args).await,
+            Command::Cache(args) => cache::run(args).await.map(|()| ExitCode::SUCCESS),
+        }
+    })
+}
+
+/// Resolves on the first SIGINT or SIGTERM.
+fn interrupted() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+
+    use super::{Cli, Command, ImageCommand};
+
+    #[test]
+    fn flags_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn platform_choices_exclude_each_other_and_ctr_remote_names_work() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["augurctl"], args].concat());
+        let cli = parse(&[
+            "--log-level",
+            "debug",
+            "image",
+            "convert",
+            "--estargz-chunk-size",
+            "65536",
+            "a:1/b",
+            "oci:/x",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Image(ImageCommand::Convert(_))
+        ));
+        assert_eq!(cli.log_level, "debug");
+        let e = parse(&[
+            "image",
+            "convert",
+            "--platform",
+            "linux/arm64",
+            "--all-platforms",
+            "a",
+            "b",
+        ])
+        .expect_err("conflict");
+        assert!(e.to_string().contains("cannot be used with"), "{e}");
+    }
+}
