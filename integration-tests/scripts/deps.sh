@@ -10,6 +10,7 @@
 #   attr libcap2-bin (setfattr, setcap: xattrs and file capabilities in the edgecases image)
 #   stargz-snapshotter (ctr-remote: rpull and eStargz conversion in the lazy-pull tests)
 #   apache2-utils (htpasswd, for the registry-auth test)
+#   iproute2 (ip netns, tc: the shaped network of the lazy-pull benchmark)
 #   golang-github-containerd-containerd-dev (--no-install-recommends; the
 #     containerd 1.6 Go sources under /usr/share/gocode used to build the
 #     reference snapshotter and the conformance test offline)
@@ -22,7 +23,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containerd runc docker-registry skopeo umoci debootstrap busybox-static
       fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils
-      attr libcap2-bin)
+      attr libcap2-bin iproute2)
 PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev)
 
 log() { echo "deps: $*"; }

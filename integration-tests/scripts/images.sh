@@ -3,15 +3,18 @@
 # skopeo) into cached OCI layouts, and push them to a registry.
 #
 # Usage:
-#   integration-tests/scripts/images.sh [build]            build what is missing/stale
-#   integration-tests/scripts/images.sh push HOST:PORT     build if needed, then push
-#       -> docker://HOST:PORT/{busybox,python,edgecases}:latest
-#          (plain HTTP: --dest-tls-verify=false)
+#   integration-tests/scripts/images.sh [build [NAME...]]          build what is missing/stale
+#   integration-tests/scripts/images.sh push HOST:PORT [NAME...]   build if needed, then push
+#       -> docker://HOST:PORT/NAME:latest (plain HTTP: --dest-tls-verify=false)
+#   NAME defaults to "busybox python edgecases" (what the test suite uses); python-big is built
+#   and pushed only when named (the lazy-pull benchmark asks for it: ~220 MB more, ~2 min).
 #
 # Output (OCI image layouts, tag "latest"), under
 #   ${AUGUR_CACHE:-/var/cache/augur-tests}/images/
 #     busybox/          1 layer : busybox-static + applet symlinks, cmd /bin/sh
 #     python/           2 layers: Debian bookworm minbase, then python3
+#     python-big/       3 layers: python's two (same blobs), then python3-numpy,
+#                       python3-scipy, python3-pandas (Debian's)
 #     edgecases/        3 layers of filesystem edge cases (whiteouts, opaque dirs, hard links,
 #                       devices, xattrs, modes, owners, long names, chunked files): see
 #                       build_edgecases
@@ -143,6 +146,20 @@ build_python() {
   umoci config --image "$w/layout:latest" --os linux --architecture amd64 \
     --config.cmd python3 \
     --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  umoci gc --layout "$w/layout"
+}
+
+# build_python_big WORK: python's two layers (the cached layout, same blobs) plus a third with
+# Debian's scientific stack, in WORK/layout
+build_python_big() {
+  local w=$1 r
+  cp -a "$IMG/python" "$w/layout"
+  umoci unpack --image "$w/layout:latest" "$w/bundle"
+  r=$w/bundle/rootfs
+  log "python-big: apt-get install python3-numpy python3-scipy python3-pandas in chroot"
+  chroot_apt "$r" python3-numpy python3-scipy python3-pandas
+  log "python-big: layer 3 (numpy, scipy, pandas)"
+  umoci repack --image "$w/layout:latest" "$w/bundle"
   umoci gc --layout "$w/layout"
 }
 
@@ -283,6 +300,8 @@ recipe_hash() {  # recipe_hash NAME -> sha256 of everything that defines the out
       busybox) declare -f build_busybox new_bundle; pkgver umoci busybox-static ;;
       python)  declare -f build_python new_bundle chroot_apt; pkgver umoci
                cat "$IMG/rootfs.stamp" 2>/dev/null || echo "no rootfs" ;;  # new rootfs -> new python
+      python-big) declare -f build_python_big chroot_apt; pkgver umoci
+               cat "$IMG/python.stamp" 2>/dev/null || echo "no python" ;;  # new python -> new big
       edgecases) declare -f build_edgecases edge_layer1 edge_layer2 edge_layer3 new_bundle
                pkgver umoci busybox-static attr libcap2-bin tar ;;
     esac
@@ -332,7 +351,7 @@ ensure_image() {  # ensure_image NAME
   fi
   mktmp "$name"; w=$W; s=$SECONDS
   log "$name: building in $w"
-  "build_$name" "$w"
+  "build_${name//-/_}" "$w"
   layout_ok "$w/layout" || die "$name: built layout is incomplete"
   install_result "$name" "$w/layout" "$target"
   log "$name: done in $((SECONDS - s)) s -> oci:$target:latest ($(layers "$target") layers)"
@@ -344,8 +363,12 @@ layers() {  # number of layers of oci:DIR:latest
   jq '.layers | length' "$1/blobs/${m%%:*}/${m#*:}"
 }
 
-build() {
+DEFAULT_IMAGES=(busybox python edgecases)
+
+build() {  # build [NAME...]: the named images (default: DEFAULT_IMAGES) and what they need
   [ "$(id -u)" = 0 ] || die "must run as root (debootstrap, chroot, mount)"
+  local names=("$@")
+  [ ${#names[@]} -gt 0 ] || names=("${DEFAULT_IMAGES[@]}")
   local t
   for t in umoci skopeo debootstrap jq chroot setfattr setcap; do
     command -v "$t" >/dev/null || die "$t not found: run integration-tests/scripts/deps.sh"
@@ -361,19 +384,33 @@ build() {
     log "removing stale build dir $d"
     remove_tmp "$d"
   done
-  ensure_image busybox
+  local n
+  for n in "${names[@]}"; do
+    case $n in
+      busybox) ensure_image busybox ;;
+      python) ensure_python ;;
+      python-big) ensure_python; ensure_image python-big ;;
+      edgecases) ensure_image edgecases ;;
+      *) die "unknown image '$n' (busybox | python | python-big | edgecases)" ;;
+    esac
+  done
+}
+
+ensure_python() {
   if ! is_fresh python "$IMG/python" || ! layout_ok "$IMG/python"; then
     ensure_rootfs
   fi
   ensure_image python
-  ensure_image edgecases
 }
 
-push() {  # push HOST:PORT
+push() {  # push HOST:PORT [NAME...]
   local reg=$1 name policy=()
-  build
+  shift
+  local names=("$@")
+  [ ${#names[@]} -gt 0 ] || names=("${DEFAULT_IMAGES[@]}")
+  build "${names[@]}"
   [ -f /etc/containers/policy.json ] || policy=(--insecure-policy)
-  for name in busybox python edgecases; do
+  for name in "${names[@]}"; do
     log "push oci:$IMG/$name:latest -> docker://$reg/$name:latest"
     skopeo "${policy[@]}" copy --quiet --dest-tls-verify=false \
       "oci:$IMG/$name:latest" "docker://$reg/$name:latest"
@@ -382,8 +419,8 @@ push() {  # push HOST:PORT
 }
 
 case "${1:-build}" in
-  build) build; log "ready: $IMG/{busybox,python,edgecases} (oci layouts, tag latest)" ;;
-  push)  [ $# -ge 2 ] || die "usage: $0 push HOST:PORT"; push "$2" ;;
+  build) shift || true; build "$@"; log "ready under $IMG (oci layouts, tag latest)" ;;
+  push)  [ $# -ge 2 ] || die "usage: $0 push HOST:PORT [NAME...]"; shift; push "$@" ;;
   -h|--help|help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//' ;;
-  *) die "unknown command '$1' (build | push HOST:PORT)" ;;
+  *) die "unknown command '$1' (build [NAME...] | push HOST:PORT [NAME...])" ;;
 esac

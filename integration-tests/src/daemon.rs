@@ -18,7 +18,33 @@ pub struct Daemon {
     root: PathBuf,
     socket: PathBuf,
     log: PathBuf,
-    config: PathBuf,
+    opts: DaemonOptions,
+}
+
+/// How [`Daemon::start_with`] runs the daemon. The default has no config file, i.e. the
+/// production defaults (a 2 GiB NVMe cache file, unlike [`Daemon::start`]'s [`TEST_CACHE`]).
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// The config file (TOML); `/dev/null` gives the defaults.
+    pub config: PathBuf,
+    /// `--log-level` (`debug` by default, for assertion messages; benchmarks use `info`).
+    pub log_level: String,
+    /// Run in this network namespace (`/run/netns/NAME`, through `nsenter --net`), so that its
+    /// registry requests go where the namespace's clients' go.
+    pub netns: Option<PathBuf>,
+    /// The binary; `None`: [`snapshotter_bin`].
+    pub bin: Option<PathBuf>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        DaemonOptions {
+            config: PathBuf::from("/dev/null"),
+            log_level: "debug".to_owned(),
+            netns: None,
+            bin: None,
+        }
+    }
 }
 
 /// The chunk cache a test daemon gets unless its config has a `[cache]` table: the production
@@ -50,25 +76,42 @@ impl Daemon {
 
     /// Like [`Daemon::start`], reading `config` (a TOML file) instead of an empty one.
     pub fn start_with_config(root: &Path, socket: &Path, log: &Path, config: &Path) -> Daemon {
+        let opts = DaemonOptions {
+            config: config.to_path_buf(),
+            ..DaemonOptions::default()
+        };
+        Daemon::start_with(root, socket, log, opts)
+    }
+
+    /// Like [`Daemon::start`], as `opts` says.
+    pub fn start_with(root: &Path, socket: &Path, log: &Path, opts: DaemonOptions) -> Daemon {
         let mut d = Daemon {
             child: None,
             root: root.to_path_buf(),
             socket: socket.to_path_buf(),
             log: log.to_path_buf(),
-            config: config.to_path_buf(),
+            opts,
         };
         d.spawn();
         d
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(snapshotter_bin());
+        let bin = self.opts.bin.clone().unwrap_or_else(snapshotter_bin);
+        let mut cmd = match &self.opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display())).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
         cmd.arg("--root")
             .arg(&self.root)
             .arg("--address")
             .arg(&self.socket)
-            .args(["--log-level", "debug", "--config"])
-            .arg(&self.config);
+            .args(["--log-level", &self.opts.log_level, "--config"])
+            .arg(&self.opts.config);
         let child = spawn_logged(&mut cmd, &self.log, "augur-snapshotter");
         self.child = Some(child);
         let socket = self.socket.clone();

@@ -9,20 +9,26 @@
 //! | [`Containerd`] | Debian's containerd with its own config, root, state and socket, `augur` as a proxy plugin |
 //! | [`TestDir`] | a scratch directory; on drop it unmounts anything still mounted below it |
 //! | [`MountGuard`] | a bind or overlay mount made from a snapshotter's mount description |
+//! | [`netns::NetNs`], [`netns::RateLimit`] | a loopback-only network namespace, HTB rate limits on its `lo` |
+//! | [`delay_proxy::DelayProxy`] | a TCP proxy adding one-way latency and counting bytes |
 //!
 //! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
-//! content hashes, hard links) and lists the differences between two.
+//! content hashes, hard links) and lists the differences between two. [`bench`] holds what the
+//! benchmark binaries share (Ctrl-C handling, medians, bootstrap intervals, machine facts).
 //!
 //! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
 //! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
 //! need them fail with the command to run when they are missing.
 
+pub mod bench;
 mod containerd;
 pub mod convert;
 mod daemon;
+pub mod delay_proxy;
 pub mod estargz_images;
 pub mod lazy;
 mod mounts;
+pub mod netns;
 mod registry;
 pub mod rootfs;
 
@@ -31,7 +37,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, TEST_CACHE, connect, list, with_test_cache};
+pub use daemon::{Daemon, DaemonOptions, TEST_CACHE, connect, list, with_test_cache};
 pub use mounts::{MountGuard, TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 

@@ -50,6 +50,9 @@ pub struct RegistryOptions {
     pub auth: Option<RegistryAuth>,
     /// Serve HTTPS with this PEM certificate and key.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// Run in this network namespace (`/run/netns/NAME`); then `port` should be given (the
+    /// free-port probe looks at this process's namespace).
+    pub netns: Option<PathBuf>,
 }
 
 impl Registry {
@@ -110,14 +113,27 @@ impl Registry {
         }
         let config = dir.join("registry.yml");
         std::fs::write(&config, yaml).expect("write registry config");
+        let mut cmd = match &opts.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={}", ns.display()))
+                    .arg("docker-registry");
+                c
+            }
+            None => Command::new("docker-registry"),
+        };
         let child = spawn_logged(
-            Command::new("docker-registry").arg("serve").arg(&config),
+            cmd.arg("serve").arg(&config),
             &dir.join("registry.log"),
             "docker-registry (run integration-tests/scripts/deps.sh)",
         );
         let reg = Registry { child, port };
+        let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         wait_until("registry port", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            match &opts.netns {
+                Some(ns) => crate::netns::in_netns(ns, listening).unwrap_or(false),
+                None => listening(),
+            }
         });
         reg
     }
@@ -135,11 +151,18 @@ impl Registry {
     /// Pushes the cached test images (`busybox`, `python`, `edgecases`, tag `latest`) built by
     /// `images.sh`.
     pub fn push_test_images(&self) {
+        self.push_images(&[]);
+    }
+
+    /// Pushes the named images built by `images.sh` (`busybox`, `python`, `edgecases`,
+    /// `python-big`; none: the first three), building them first if needed.
+    pub fn push_images(&self, names: &[&str]) {
         run_ok(
             Command::new("bash")
                 .arg(script("images.sh"))
                 .arg("push")
-                .arg(self.host()),
+                .arg(self.host())
+                .args(names),
         );
     }
 

@@ -252,6 +252,16 @@ async fn resolves_test_images_and_reads_exact_ranges() {
         .await
         .expect("pull");
     assert!(pulled == file, "full pull");
+    // The end of a blob and its size in one request; a suffix longer than the blob is all of it.
+    for len in [1u64, 51, 65_536, file.len() as u64 + 10] {
+        let (got, size) = c
+            .read_tail(&reference, &layer.digest, len)
+            .await
+            .expect("tail");
+        assert_eq!(size, file.len() as u64, "size with a {len}-byte tail");
+        let from = file.len().saturating_sub(len as usize);
+        assert!(got[..] == file[from..], "last {len} bytes");
+    }
 
     // Definite failures are not retried into "unreachable".
     let size = file.len() as u64;

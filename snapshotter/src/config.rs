@@ -106,6 +106,8 @@ pub struct RawRemote {
     pub background_fetch: Option<bool>,
     /// Largest background request, in MiB.
     pub fetch_span_mib: Option<i64>,
+    /// Milliseconds without demand fetches before the background fetch sends a request.
+    pub background_idle_ms: Option<i64>,
     /// Refuse (pull normally) layers whose image carries no TOC digest.
     pub require_toc_digest: Option<bool>,
 }
@@ -141,6 +143,8 @@ pub struct RemoteSettings {
     pub background_fetch: bool,
     /// Largest background request, in bytes.
     pub fetch_span: u64,
+    /// Quiet time on the demand side before a background request.
+    pub background_idle: Duration,
     /// Refuse (pull normally) layers whose image carries no TOC digest.
     pub require_toc_digest: bool,
 }
@@ -337,6 +341,13 @@ impl RawRemote {
             )?,
             background_fetch: self.background_fetch.unwrap_or(true),
             fetch_span: in_range("remote.fetch_span_mib", self.fetch_span_mib, 4, 1, 256)? << 20,
+            background_idle: Duration::from_millis(in_range(
+                "remote.background_idle_ms",
+                self.background_idle_ms,
+                2000,
+                0,
+                600_000,
+            )?),
             require_toc_digest: self.require_toc_digest.unwrap_or(true),
         })
     }
@@ -623,6 +634,10 @@ mod tests {
                 "remote.read_timeout_secs",
             ),
             ("[remote]\nfetch_span_mib = 1024", "remote.fetch_span_mib"),
+            (
+                "[remote]\nbackground_idle_ms = -1",
+                "remote.background_idle_ms",
+            ),
             (
                 "[registry]\nconfig_path = \"certs.d\"",
                 "registry.config_path",

@@ -168,6 +168,7 @@ fn lazy_config(config: &Config) -> LazyConfig {
         read_deadline: r.read_timeout,
         background_fetch: r.background_fetch,
         fetch_span: r.fetch_span,
+        background_idle: r.background_idle,
         require_toc_digest: r.require_toc_digest,
         registry: RegistryConfig {
             hosts_dir: g.config_path.clone(),

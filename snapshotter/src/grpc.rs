@@ -103,6 +103,7 @@ impl SnapshotService {
                 return None;
             }
         };
+        let resolve_ms = start.elapsed().as_millis() as u64;
         let (target, parent, labels) = (spec.target.clone(), parent.to_owned(), labels.clone());
         let result = self
             .run("prepare-remote", key, move |sn| {
@@ -115,6 +116,7 @@ impl SnapshotService {
                     key,
                     layer = %spec.layer_digest,
                     snapshot = %spec.target,
+                    resolve_ms,
                     elapsed_ms = start.elapsed().as_millis() as u64,
                     "remote layer mounted lazily"
                 );

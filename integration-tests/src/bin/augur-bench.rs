@@ -34,10 +34,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
+use augur_integration_tests::bench::{
+    check_interrupted, fmt_duration, machine_facts, median, percentile, ratio_interval, secs,
+    watch_signals,
+};
 use augur_integration_tests::{
     Containerd, Registry, TestDir, cache_dir, connect, poll, signal, workspace,
 };
@@ -46,9 +49,6 @@ use nix::sys::signal::Signal;
 use tonic::transport::Channel;
 
 type Client = SnapshotsClient<Channel>;
-
-/// Set by SIGINT/SIGTERM; checked between steps so the guards get to clean up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// Bytes written into the upper dir before each Commit (so it has something to measure).
 const PAYLOAD_BYTES: usize = 4096;
@@ -120,7 +120,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    watch_signals();
+    watch_signals("augur-bench");
     let started = Instant::now();
     match run(&opts) {
         Ok(report) => {
@@ -146,49 +146,6 @@ fn main() -> ExitCode {
 
 fn progress(msg: impl std::fmt::Display) {
     eprintln!("augur-bench: {msg}");
-}
-
-fn check_interrupted() -> Result<()> {
-    if INTERRUPTED.load(Ordering::Relaxed) {
-        bail!("interrupted");
-    }
-    Ok(())
-}
-
-/// A thread with its own tiny runtime turns SIGINT/SIGTERM into [`INTERRUPTED`].
-fn watch_signals() {
-    let spawned = std::thread::Builder::new()
-        .name("signals".into())
-        .spawn(|| {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async {
-                use tokio::signal::unix::{SignalKind, signal};
-                let (Ok(mut int), Ok(mut term)) = (
-                    signal(SignalKind::interrupt()),
-                    signal(SignalKind::terminate()),
-                ) else {
-                    return;
-                };
-                loop {
-                    tokio::select! {
-                        _ = int.recv() => {}
-                        _ = term.recv() => {}
-                    }
-                    eprintln!("augur-bench: signal received, stopping after the current step");
-                    INTERRUPTED.store(true, Ordering::Relaxed);
-                }
-            });
-        });
-    if let Err(e) = spawned {
-        progress(format!(
-            "cannot watch signals ({e}); Ctrl-C will skip clean-up"
-        ));
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -363,85 +320,11 @@ impl Row {
         a.as_secs_f64() / r.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 
-    /// 95% bootstrap interval of the ratio of medians (2000 resamples of both sample sets):
-    /// if it contains 1.00, the two medians are not told apart by this run.
+    /// 95% bootstrap interval of the ratio of medians: if it contains 1.00, the two medians are
+    /// not told apart by this run.
     fn ratio_interval(&self) -> (f64, f64) {
         let [a, r] = &self.samples;
-        if a.len() < 2 || r.len() < 2 {
-            let x = self.ratio();
-            return (x, x);
-        }
-        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
-        let mut ratios: Vec<f64> = (0..2000)
-            .map(|_| {
-                let ma = rng.resample_median(a);
-                let mr = rng.resample_median(r);
-                ma / mr.max(f64::MIN_POSITIVE)
-            })
-            .collect();
-        ratios.sort_unstable_by(f64::total_cmp);
-        (ratios[49], ratios[1949])
-    }
-}
-
-/// A small deterministic PRNG for the bootstrap (no dependency needed for this).
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Median (in seconds) of a resample with replacement of `samples`.
-    fn resample_median(&mut self, samples: &[Duration]) -> f64 {
-        let n = samples.len();
-        let mut v: Vec<f64> = (0..n)
-            .map(|_| samples[(self.next() % n as u64) as usize].as_secs_f64())
-            .collect();
-        v.sort_unstable_by(f64::total_cmp);
-        middle(&v)
-    }
-}
-
-/// The median: the middle sample, or the mean of the middle two for an even count (a
-/// nearest-rank "median" of an even sample is its lower middle value, biased low).
-fn median(samples: &[Duration]) -> Duration {
-    let mut s: Vec<f64> = samples.iter().map(Duration::as_secs_f64).collect();
-    s.sort_unstable_by(f64::total_cmp);
-    Duration::from_secs_f64(middle(&s))
-}
-
-/// Median of sorted values (0 for none).
-fn middle(sorted: &[f64]) -> f64 {
-    match sorted.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => sorted[n / 2],
-        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
-    }
-}
-
-/// Nearest-rank percentile (`p` in 0..=100) of `samples`.
-fn percentile(samples: &[Duration], p: f64) -> Duration {
-    if samples.is_empty() {
-        return Duration::ZERO;
-    }
-    let mut s = samples.to_vec();
-    s.sort_unstable();
-    let rank = ((p / 100.0) * s.len() as f64).ceil() as usize;
-    s[rank.clamp(1, s.len()) - 1]
-}
-
-fn fmt_duration(d: Duration) -> String {
-    let us = d.as_secs_f64() * 1e6;
-    if us < 10_000.0 {
-        format!("{us:.0} µs")
-    } else if us < 1_000_000.0 {
-        format!("{:.1} ms", us / 1000.0)
-    } else {
-        format!("{:.2} s", us / 1e6)
+        ratio_interval(&secs(a), &secs(r))
     }
 }
 
@@ -500,7 +383,7 @@ impl Report {
             s.push_str(&Self::table(&self.cpu_rows, "snapshotter CPU"));
             s.push('\n');
         }
-        s.push_str(&machine_facts());
+        s.push_str(&machine_facts_with_binaries());
         s.push_str(&format!(
             "- benchmark wall time: {:.0} s\n",
             wall.as_secs_f64()
@@ -509,26 +392,10 @@ impl Report {
     }
 }
 
-fn machine_facts() -> String {
-    let sh = |cmd: &str| -> String {
-        Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_default()
-    };
-    let cpu = sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2-");
-    let fs = sh("df -T /var/tmp | awk 'NR==2 {print $2\" on \"$1}'");
+fn machine_facts_with_binaries() -> String {
     format!(
-        "- date: {}\n- nproc: {}; CPU: {}\n- kernel: {}\n- scratch dir: /var/tmp ({fs})\n- containerd: {}\n\
-         - load average at the end (1/5/15 min): {}\n- augur: {}\n- reference: {}\n",
-        sh("date -u '+%Y-%m-%d %H:%M:%S UTC'"),
-        sh("nproc"),
-        cpu.trim(),
-        sh("uname -r"),
-        sh("containerd --version"),
-        sh("cut -d' ' -f1-3 /proc/loadavg"),
+        "{}- augur: {}\n- reference: {}\n",
+        machine_facts(),
         augur_bin().display(),
         refsnap_bin().display(),
     )

@@ -18,6 +18,7 @@ fn lazy_in(dir: &std::path::Path) -> Arc<LazyLayers> {
         read_deadline: Duration::from_secs(1),
         background_fetch: false,
         fetch_span: 1 << 20,
+        background_idle: Duration::from_secs(2),
         require_toc_digest: true,
         registry: RegistryConfig::default(),
         cache: CacheSettings {

@@ -7,19 +7,20 @@
 //!
 //! Concurrent misses on one gzip member of a layer are fetched once: the first reader fetches,
 //! the others wait on its [`Flight`] and take the verified chunks from it (not from the cache,
-//! which may already have moved or dropped them). Demand reads are counted so the background
-//! fetch can yield to them.
+//! which may already have moved or dropped them). Demand fetches are reported to the daemon's
+//! [`Activity`], so the background fetch can keep off the network while they wait.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::{Admission, Chunk, ChunkCache, ChunkKey, Verified};
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
+use crate::lazy::activity::Activity;
 use crate::lazy::source::{BlobSource, FetchError};
 
 /// On a miss, also fetch the following missing members in the same request, up to this many
@@ -157,7 +158,7 @@ pub struct LayerData {
     member_chunks: Vec<Vec<u32>>,
     inflight: Mutex<HashMap<u32, Arc<Flight>>>,
     read_deadline: Duration,
-    demand_reads: AtomicUsize,
+    activity: Arc<Activity>,
     complete: AtomicBool,
     /// Counters.
     pub stats: LayerStats,
@@ -174,13 +175,15 @@ impl std::fmt::Debug for LayerData {
 
 impl LayerData {
     /// Opens the layer whose counters live in `dir`, its chunks in `cache` (which from now on
-    /// counts them as referenced, until this is dropped).
+    /// counts them as referenced, until this is dropped); its demand fetches are reported to
+    /// `activity`.
     pub fn open(
         dir: &Path,
         index: Arc<LayerIndex>,
         source: Arc<dyn BlobSource>,
         cache: Arc<ChunkCache>,
         read_deadline: Duration,
+        activity: Arc<Activity>,
     ) -> std::io::Result<LayerData> {
         std::fs::create_dir_all(dir)?;
         // Files of the per-layer store that the cache replaced.
@@ -204,7 +207,7 @@ impl LayerData {
             member_chunks,
             inflight: Mutex::new(HashMap::new()),
             read_deadline,
-            demand_reads: AtomicUsize::new(0),
+            activity,
             complete: AtomicBool::new(false),
             stats: LayerStats::default(),
         };
@@ -234,16 +237,9 @@ impl LayerData {
         self.complete.load(Ordering::Acquire)
     }
 
-    /// Number of demand reads in progress (the background fetch yields while it is not zero).
-    pub fn demand_reads(&self) -> usize {
-        self.demand_reads.load(Ordering::Acquire)
-    }
-
     /// `size` bytes of file `node` at `offset` (fewer at end of file), fetching what is missing.
     pub fn read(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
-        self.demand_reads.fetch_add(1, Ordering::AcqRel);
         let result = self.read_inner(node, offset, size);
-        self.demand_reads.fetch_sub(1, Ordering::AcqRel);
         if result.is_err() {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
         }
@@ -349,12 +345,24 @@ impl LayerData {
             last += 1;
         }
         let end = members[last].end;
+        let asked = Instant::now();
+        let fetching = self.activity.fetching();
         let compressed = self
             .read_source(start, end - start, deadline)
             .map_err(|source| ReadError::Fetch {
                 offset: start,
                 source,
-            })?;
+            });
+        drop(fetching);
+        let compressed = compressed?;
+        tracing::debug!(
+            layer = self.source_name(),
+            offset = start,
+            bytes = compressed.len(),
+            members = last + 1 - m as usize,
+            ms = asked.elapsed().as_secs_f64() * 1e3,
+            "demand fetch"
+        );
         let slice = |j: usize| {
             let mm = &members[j];
             &compressed[(mm.offset - start) as usize..(mm.end - start) as usize]

@@ -22,7 +22,8 @@ use std::time::UNIX_EPOCH;
 
 use crate::cache::{Admission, CacheSettings, CacheStatus, ChunkCache};
 use crate::estargz::{self, DirAttrs, FOOTER_SIZE, LayerIndex, NodeId, Toc};
-use crate::lazy::background::BackgroundFetch;
+use crate::lazy::activity::Activity;
+use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
 use crate::lazy::source::{BlobSource, RegistrySource};
@@ -41,6 +42,8 @@ pub struct LazyConfig {
     pub background_fetch: bool,
     /// Largest background request, in compressed bytes.
     pub fetch_span: u64,
+    /// Quiet time on the demand side before a background span starts.
+    pub background_idle: Duration,
     /// Accept layers whose image carries no TOC digest (their TOC is then unverified).
     pub require_toc_digest: bool,
     /// The registry client's settings.
@@ -80,6 +83,8 @@ pub struct LazyLayers {
     handle: tokio::runtime::Handle,
     mounted: Mutex<HashMap<u64, Mounted>>,
     shared: Mutex<HashMap<String, Weak<LayerData>>>,
+    /// Demand-side registry use of every layer (the background fetches yield to it).
+    activity: Arc<Activity>,
 }
 
 impl std::fmt::Debug for LazyLayers {
@@ -109,6 +114,7 @@ impl LazyLayers {
             handle,
             mounted: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
+            activity: Arc::new(Activity::new()),
         })
     }
 
@@ -143,17 +149,16 @@ impl LazyLayers {
                 spec.layer_digest
             )));
         }
+        // A pull in progress: the background fetches of layers mounted before wait.
+        self.activity.touch();
         let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
-        let size = self.registry.blob_size(r, d).await?;
-        if size < FOOTER_SIZE {
+        // The blob's size and its end (footer, and the whole TOC if it is small) in one request.
+        let (tail, size) = self.registry.read_tail(r, d, RESOLVE_TAIL).await?;
+        if size < FOOTER_SIZE || (tail.len() as u64) < FOOTER_SIZE {
             return Err(LazyError::NotLazy(format!(
                 "layer {d} is only {size} bytes"
             )));
         }
-        let tail = self
-            .registry
-            .read_range(r, d, size - FOOTER_SIZE, FOOTER_SIZE)
-            .await?;
         let footer = match estargz::parse_footer(&tail) {
             Ok(f) => f,
             Err(e) => return Err(LazyError::NotLazy(format!("layer {d}: {e}"))),
@@ -164,10 +169,22 @@ impl LazyLayers {
                 "layer {d}: TOC offset beyond the blob"
             )));
         }
-        let toc_gz = self
-            .registry
-            .read_range(r, d, footer.toc_offset, toc_end - footer.toc_offset)
-            .await?;
+        let tail_start = size - tail.len() as u64;
+        let in_tail =
+            |from: u64| tail.slice((from - tail_start) as usize..(toc_end - tail_start) as usize);
+        let (toc_gz, head_len) = if footer.toc_offset >= tail_start {
+            (in_tail(footer.toc_offset), 0)
+        } else {
+            // Only the part of the TOC before the tail is still missing.
+            let head = self
+                .registry
+                .read_range(r, d, footer.toc_offset, tail_start - footer.toc_offset)
+                .await?;
+            let mut toc = Vec::with_capacity(head.len() + tail.len());
+            toc.extend_from_slice(&head);
+            toc.extend_from_slice(&in_tail(tail_start));
+            (bytes::Bytes::from(toc), head.len() as u64)
+        };
         let (toc, toc_digest) = estargz::decode_toc(&toc_gz, spec.toc_digest.as_deref())?;
         let index = LayerIndex::from_toc(&toc, footer.toc_offset)?;
         Ok(Resolved {
@@ -179,7 +196,7 @@ impl LazyLayers {
             },
             index,
             toc: Arc::new(toc),
-            resolve_bytes: tail.len() as u64 + toc_gz.len() as u64,
+            resolve_bytes: tail.len() as u64 + head_len,
         })
     }
 
@@ -232,8 +249,14 @@ impl LazyLayers {
                  chunks are fetched when read (raise cache.hdd_mib to keep such layers)"
             );
         }
+        // A container usually starts right after its layers are mounted.
+        self.activity.touch();
         let fetch = if self.cfg.background_fetch && fits && !data.is_complete() && !fetching {
-            match BackgroundFetch::start(Arc::clone(&data), self.cfg.fetch_span) {
+            let policy = BackgroundPolicy {
+                max_span: self.cfg.fetch_span,
+                idle: self.cfg.background_idle,
+            };
+            match BackgroundFetch::start(Arc::clone(&data), Arc::clone(&self.activity), policy) {
                 Ok(f) => Some(f),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not start background fetch");
@@ -337,6 +360,7 @@ impl LazyLayers {
             source,
             Arc::clone(&self.cache),
             self.cfg.read_deadline,
+            Arc::clone(&self.activity),
         )
         .map_err(LazyError::io("open layer data in", &dir))?;
         let data = Arc::new(data);
@@ -347,6 +371,10 @@ impl LazyLayers {
 }
 
 const TOC_FILE: &str = "toc.json";
+/// Bytes read from the end of a layer at resolve: the footer, and the whole TOC when it is this
+/// small. A larger TOC needs a second request, for the part before these
+/// bytes only; a smaller one costs at most this much of the layer's data read for nothing.
+const RESOLVE_TAIL: u64 = 64 << 10;
 const DIR_ATTRS_FILE: &str = "dirattrs.json";
 
 /// Attributes an implicit directory of a layer (one its TOC implies but does not list) takes from

@@ -7,7 +7,8 @@
 //! | [`manager`] | [`LazyLayers`]: resolve (footer + verified TOC), mount, unmount, share data |
 //! | [`fs`] | the FUSE filesystem: the TOC's tree, as an unpacked layer would look |
 //! | [`data`] | a layer's chunks in the node's [`crate::cache`], single-flight member fetches, digest checks |
-//! | [`background`] | the low-priority whole-layer fetch |
+//! | [`background`] | the low-priority whole-layer fetch, in spans sized to the link |
+//! | [`activity`] | demand fetches in flight across all layers: when the background may run |
 //! | [`source`] | ranged reads: registry (daemon) or file (tests) |
 //! | [`mount`] | mount/unmount, and finding stale FUSE mounts after a crash |
 //!
@@ -15,6 +16,7 @@
 //! registry requests through a tokio handle) and one `augur-bgfetch` thread. The snapshot
 //! layer calls [`LazyLayers::resolve`] from async code and mounts on the blocking pool.
 
+pub mod activity;
 pub mod background;
 pub mod data;
 pub mod fs;

@@ -3,13 +3,14 @@
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::cache::{CacheSettings, ChunkCache, Policy};
 use crate::estargz::tests::fixtures::{Layer, TarBuilder, noise, small_chunks};
-use crate::lazy::background::BackgroundFetch;
+use crate::lazy::activity::Activity;
+use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::mount;
 use crate::lazy::source::{BlobSource, FetchError};
@@ -20,6 +21,8 @@ struct TestSource {
     requests: AtomicUsize,
     broken: AtomicBool,
     delay: Duration,
+    /// When the first request came.
+    first_at: Mutex<Option<Instant>>,
 }
 
 impl TestSource {
@@ -29,6 +32,7 @@ impl TestSource {
             requests: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             delay,
+            first_at: Mutex::new(None),
         })
     }
 }
@@ -36,6 +40,10 @@ impl TestSource {
 impl BlobSource for TestSource {
     fn read_range(&self, offset: u64, len: u64, deadline: Instant) -> Result<Vec<u8>, FetchError> {
         self.requests.fetch_add(1, Ordering::SeqCst);
+        self.first_at
+            .lock()
+            .unwrap()
+            .get_or_insert_with(Instant::now);
         if self.broken.load(Ordering::SeqCst) {
             // An unreachable registry: nothing comes back before the deadline.
             std::thread::sleep(deadline.saturating_duration_since(Instant::now()));
@@ -120,6 +128,7 @@ impl Mounted {
                 source,
                 cache,
                 deadline,
+                Arc::new(Activity::new()),
             )
             .unwrap(),
         );
@@ -252,7 +261,12 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
     let (layer, big) = sample_layer();
     let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
     let m = Mounted::new(&layer, src.clone(), Duration::from_millis(500));
-    let fetch = BackgroundFetch::start(Arc::clone(&m.data), 64 << 10).unwrap();
+    let policy = BackgroundPolicy {
+        max_span: 64 << 10,
+        idle: Duration::ZERO,
+    };
+    let fetch =
+        BackgroundFetch::start(Arc::clone(&m.data), Arc::new(Activity::new()), policy).unwrap();
     let start = Instant::now();
     while !m.data.is_complete() {
         assert!(
@@ -279,6 +293,7 @@ fn after_the_background_fetch_reads_need_no_registry_and_survive_a_reopen() {
         src.clone(),
         cache_in(m.dir.path(), 4 << 20),
         Duration::from_millis(500),
+        Arc::new(Activity::new()),
     )
     .unwrap();
     assert!(again.is_complete());
@@ -300,6 +315,7 @@ fn a_corrupt_cached_chunk_is_refetched_not_served() {
             src.clone(),
             cache,
             Duration::from_secs(5),
+            Arc::new(Activity::new()),
         )
         .unwrap()
     };
@@ -477,4 +493,58 @@ fn parallel_readers_through_fuse_over_a_small_cache_read_right_bytes_within_budg
         "reads reached the cache again and again ({lookups} lookups of {chunks} chunks)"
     );
     assert_eq!(s.corrupt, 0);
+}
+
+/// The background fetch sends nothing while a container's fetch (on any layer) is in flight, and
+/// starts only once the demand side has been quiet for the policy's idle time. Both checks are
+/// lower bounds on when it starts, which load can only push later.
+#[test]
+fn the_background_fetch_waits_until_demand_fetches_have_been_quiet_for_a_while() {
+    let (layer, big) = sample_layer();
+    let dir = tempfile::tempdir().unwrap();
+    let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
+    let activity = Arc::new(Activity::new());
+    let data = Arc::new(
+        LayerData::open(
+            dir.path(),
+            Arc::new(layer.index.clone()),
+            src.clone(),
+            cache_in(dir.path(), 4 << 20),
+            Duration::from_secs(5),
+            Arc::clone(&activity),
+        )
+        .unwrap(),
+    );
+    let idle = Duration::from_millis(300);
+    let demand = activity.fetching();
+    let policy = BackgroundPolicy {
+        max_span: 64 << 10,
+        idle,
+    };
+    let fetch = BackgroundFetch::start(Arc::clone(&data), Arc::clone(&activity), policy).unwrap();
+    std::thread::sleep(idle * 2);
+    assert_eq!(
+        src.requests.load(Ordering::SeqCst),
+        0,
+        "the background fetch ran while a demand fetch was in flight"
+    );
+    let ended = Instant::now();
+    drop(demand);
+    let start = Instant::now();
+    while !data.is_complete() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "background fetch did not finish"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let first = src.first_at.lock().unwrap().expect("it fetched");
+    assert!(
+        first.duration_since(ended) >= idle,
+        "first background request {:?} after the demand side went quiet; idle is {idle:?}",
+        first.duration_since(ended)
+    );
+    drop(fetch);
+    let id = layer.find("big.bin").unwrap();
+    assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
 }

@@ -1,5 +1,5 @@
-//! Blob reads: size (HEAD), exact ranges (single-flight, optionally merged), streams from an
-//! offset, and verified full pulls.
+//! Blob reads: size (HEAD), exact ranges (single-flight, optionally merged), the tail of a blob
+//! with its size in one round trip, streams from an offset, and verified full pulls.
 //!
 //! A registry that ignores `Range` and answers 200 with the whole blob is tolerated: the wanted
 //! window is cut out of the stream (reading stops at its end) and the host is logged once.
@@ -73,6 +73,25 @@ impl Registry {
         let net = self.net.clone();
         let work = async move { net.fetch_range(&repo, &digest, offset, len).await };
         self.flights.run(key, move || work.boxed()).await
+    }
+
+    /// The last `len` bytes of the blob (all of it if it is shorter) and the blob's size, in one
+    /// request (`Range: bytes=-len`, the size from `Content-Range`): what a HEAD and a read of
+    /// the end would give, in one round trip instead of two. Retried like [`Registry::read_range`].
+    pub async fn read_tail(
+        &self,
+        reference: &str,
+        digest: &str,
+        len: u64,
+    ) -> Result<(Bytes, u64), RegistryError> {
+        let repo = parse_reference(reference)?;
+        let digest = Digest::parse(digest)?;
+        let eps = self.net.endpoints(&repo, Cap::Pull).await?;
+        let mut headers = HeaderMap::new();
+        headers.insert(RANGE, range_header(&format!("bytes=-{}", len.max(1))));
+        let req = blob_request(&repo, &digest, Method::GET, headers, true);
+        let read = |ep: Arc<Endpoint>, resp: Response| tail(ep, resp, len.max(1)).boxed();
+        self.net.transport.run(&eps, &req, &read).await
     }
 
     /// Several ranges of one blob; ranges that overlap or lie close together are fetched in one
@@ -253,6 +272,80 @@ async fn exact_range(
     Ok(data)
 }
 
+/// The body of a suffix-range response and the blob size: from a 206's `Content-Range`
+/// (`bytes a-b/size`, the body must be exactly `b-a+1` bytes ending at `size`), or, when the
+/// registry ignored the range (200), the last `len` bytes of the whole body.
+async fn tail(ep: Arc<Endpoint>, mut resp: Response, len: u64) -> Result<(Bytes, u64), Failure> {
+    if resp.status() != StatusCode::PARTIAL_CONTENT {
+        note_ignored_range(&ep);
+        return last_bytes(&mut resp, len).await;
+    }
+    let range = resp
+        .headers()
+        .get(CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_content_range);
+    let Some((first, last, size)) = range else {
+        return Err(Failure::Final(RegistryError::protocol(
+            &ep.host,
+            "206 to a suffix range without a usable Content-Range",
+        )));
+    };
+    if last + 1 != size || first > last || last - first + 1 > len {
+        return Err(Failure::Final(RegistryError::protocol(
+            &ep.host,
+            format!("asked for the last {len} bytes, got bytes {first}-{last}/{size}"),
+        )));
+    }
+    let want = last - first + 1;
+    let data = window(&mut resp, 0, want).await?;
+    if data.len() as u64 != want {
+        return Err(Failure::Retry(format!(
+            "short read: {} of {want} bytes at the end of the blob",
+            data.len()
+        )));
+    }
+    Ok((data, size))
+}
+
+/// The last `len` bytes of a whole-blob body and its length, holding at most about `2 × len`
+/// bytes however large the blob.
+async fn last_bytes(resp: &mut Response, len: u64) -> Result<(Bytes, u64), Failure> {
+    let keep = usize::try_from(len).unwrap_or(usize::MAX);
+    let announced = header_u64(resp, CONTENT_LENGTH.as_str());
+    let mut buf = BytesMut::new();
+    let mut size = 0u64;
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| Failure::Retry(describe(&e)))?
+    {
+        size += chunk.len() as u64;
+        buf.extend_from_slice(&chunk);
+        if buf.len() > keep.saturating_mul(2) {
+            let _ = buf.split_to(buf.len() - keep);
+        }
+    }
+    if announced.is_some_and(|n| n != size) {
+        return Err(Failure::Retry(format!(
+            "body of {size} bytes, Content-Length {announced:?}"
+        )));
+    }
+    let start = buf.len().saturating_sub(keep);
+    Ok((buf.freeze().slice(start..), size))
+}
+
+/// `bytes <first>-<last>/<size>`.
+fn parse_content_range(value: &str) -> Option<(u64, u64, u64)> {
+    let (range, size) = value.strip_prefix("bytes ")?.split_once('/')?;
+    let (first, last) = range.split_once('-')?;
+    Some((
+        first.trim().parse().ok()?,
+        last.trim().parse().ok()?,
+        size.trim().parse().ok()?,
+    ))
+}
+
 /// Reads `resp`'s body, dropping the first `skip` bytes and keeping at most `len`; stops reading
 /// once `len` are kept (the rest stays unread). A body cut off is transient.
 async fn window(resp: &mut Response, mut skip: u64, len: u64) -> Result<Bytes, Failure> {
@@ -339,4 +432,21 @@ fn skipping(
         })
         .filter(|c| futures::future::ready(!matches!(c, Ok(b) if b.is_empty())))
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_content_range;
+
+    #[test]
+    fn content_range_of_a_suffix_request() {
+        assert_eq!(
+            parse_content_range("bytes 1000-1099/1100"),
+            Some((1000, 1099, 1100))
+        );
+        assert_eq!(parse_content_range("bytes 0-9/10"), Some((0, 9, 10)));
+        assert_eq!(parse_content_range("bytes */10"), None);
+        assert_eq!(parse_content_range("bytes 0-9/*"), None);
+        assert_eq!(parse_content_range("items 0-9/10"), None);
+    }
 }
