@@ -42,8 +42,8 @@ fn write(dir: &Path, traces: &[Trace]) -> Result<(), augur_predictor::Error> {
     for (i, trace) in traces.iter().enumerate() {
         let image = trace.header.image.rsplit('/').next().unwrap_or("run");
         let path: PathBuf = dir.join(format!("{i:03}-{}.jsonl", image.replace(':', "-")));
-        let mut file =
-            std::fs::File::create(&path).map_err(|e| augur_predictor::Error::io("create", &path, e))?;
+        let mut file = std::fs::File::create(&path)
+            .map_err(|e| augur_predictor::Error::io("create", &path, e))?;
         jsonl::write_trace(trace, &mut file, &path)?;
     }
     Ok(())
