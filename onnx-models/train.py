@@ -344,6 +344,7 @@ def main(argv=None):
         "training": {
             "traces": sources,
             "runs": len(runs),
+            "images": sorted({r["image"] for r in runs}),
             "first_accesses": first,
             "in_vocabulary": round(in_vocab / max(first, 1), 6),
             "windows": int(len(data[0])),

@@ -86,6 +86,16 @@ pub struct ModelInfo {
     pub vocab: usize,
     /// Tokens per input window.
     pub window: usize,
+    /// The images it was trained on (empty: not recorded, every image is taken as known).
+    pub images: Vec<String>,
+}
+
+impl ModelInfo {
+    /// Whether the model saw runs of `image` in training (what the start token alone can
+    /// predict is only about those).
+    pub fn knows_image(&self, image: &str) -> bool {
+        self.images.is_empty() || self.images.iter().any(|i| i == image)
+    }
 }
 
 /// Per-step and per-request latency of the inference thread.
@@ -171,6 +181,11 @@ impl Engine {
         self.shared.generation.load(AtomicOrdering::Acquire)
     }
 
+    /// Whether the current model saw `image` in training.
+    pub fn knows_image(&self, image: &str) -> bool {
+        lock(&self.shared.model).knows_image(image)
+    }
+
     /// The current model's window (how many recent chunks a request needs).
     pub fn window(&self) -> usize {
         self.shared.window.load(AtomicOrdering::Acquire)
@@ -220,6 +235,7 @@ fn publish(shared: &Shared, model: &LoadedModel) {
         created: meta.created.clone(),
         vocab: model.files.vocab.len(),
         window: meta.window,
+        images: meta.images().to_vec(),
     };
     shared.window.store(meta.window, AtomicOrdering::Release);
     shared
@@ -270,6 +286,10 @@ fn rollout(
         .vocab
         .window(&request.recent, request.total, window);
     let keep = request.max.saturating_mul(2).max(1);
+    if tokens.iter().all(|&t| t == OOV || t == START) && tokens.contains(&OOV) {
+        // Only chunks the model has never seen: it knows nothing about this run.
+        return Ok(Vec::new());
+    }
     let mut best: FastMap<i64, (f32, u32)> = FastMap::default();
     let mut chain = 1.0f32;
     for step in 1..=request.depth.max(1) as u32 {

@@ -106,6 +106,7 @@ struct Cached {
 
 #[derive(Debug, Default)]
 struct LiveRun {
+    image: String,
     recent: VecDeque<crate::ChunkId>,
     total: usize,
     seen: FastSet<crate::ChunkId>,
@@ -230,8 +231,12 @@ impl Predictor for Lstm {
         "lstm"
     }
 
-    fn start_run(&mut self, run: RunId, _ctx: &RunContext) {
-        self.runs.insert(run, LiveRun::default());
+    fn start_run(&mut self, run: RunId, ctx: &RunContext) {
+        let live = LiveRun {
+            image: ctx.image.clone(),
+            ..LiveRun::default()
+        };
+        self.runs.insert(run, live);
     }
 
     fn observe(&mut self, run: RunId, access: &Access) {
@@ -261,7 +266,12 @@ impl Predictor for Lstm {
     }
 
     fn predict(&mut self, run: RunId, max: usize) -> Vec<Prediction> {
-        if max == 0 || !self.runs.contains_key(&run) {
+        let Some(live) = self.runs.get(&run) else {
+            return Vec::new();
+        };
+        // Before its first read a run is only its image: the start token says how runs of
+        // the images seen in training begin, nothing about others.
+        if max == 0 || (live.total == 0 && !self.engine.knows_image(&live.image)) {
             return Vec::new();
         }
         self.refresh(run, max);

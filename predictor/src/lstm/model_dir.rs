@@ -39,6 +39,12 @@ struct Timing {
     median_gap_us: u64,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+struct Training {
+    #[serde(default)]
+    images: Vec<String>,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 struct Files {
     #[serde(rename = "model.onnx")]
@@ -60,6 +66,8 @@ pub struct Meta {
     vocab: VocabMeta,
     timing: Timing,
     files: Files,
+    #[serde(default)]
+    training: Training,
     /// Tokens per training window: the model is fed at most this many.
     pub window: usize,
     /// What the training traces were (`synthetic`, a node name, ...).
@@ -75,6 +83,11 @@ impl Meta {
     /// expected time of need before a run or the node has shown its own pace).
     pub fn median_gap_us(&self) -> u64 {
         self.timing.median_gap_us
+    }
+
+    /// The images of the training traces (empty if the trainer did not record them).
+    pub fn images(&self) -> &[String] {
+        &self.training.images
     }
 }
 
