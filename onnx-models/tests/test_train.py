@@ -179,6 +179,7 @@ class PipelineTest(unittest.TestCase):
         self.assertEqual(meta["vocab"]["chunks"], 2 * 8 + 4 * 6)
         self.assertEqual(meta["outputs"], [{"name": "logits", "type": "float32", "shape": ["batch", 42]}])
         self.assertEqual(meta["training"]["runs"], 12)
+        self.assertEqual(meta["training"]["images"], ["img0", "img1"])
         self.assertEqual(len(meta["training"]["traces"]), 4)
         self.assertEqual(meta["timing"]["median_gap_us"], 1000)
         for name in ("model.onnx", "vocab.json", "golden.json"):

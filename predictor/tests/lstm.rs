@@ -367,3 +367,12 @@ fn a_missing_or_foreign_runtime_library_is_an_error_not_a_crash() {
         "{other:?}"
     );
 }
+
+#[test]
+fn the_shipped_model_passes_validation_and_says_it_is_synthetic() {
+    let dir = repo().join("onnx-models/synthetic-v0");
+    let model = LoadedModel::load(&dir, &ort_lib()).unwrap();
+    let meta = &model.files.meta;
+    assert!(meta.label.starts_with("SYNTHETIC"), "{:?}", meta.label);
+    assert_eq!((meta.window, model.files.vocab.len()), (32, 2_792));
+}

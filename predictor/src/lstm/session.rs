@@ -15,6 +15,10 @@ use super::error::LstmError;
 use super::model_dir::{self, INPUT, ModelDir, OUTPUT};
 use super::runtime;
 
+/// A graph input or output as validation compares it: name, and element type and shape if it
+/// is a tensor (-1 for a dynamic dimension).
+type Signature = Vec<(String, Option<(TensorElementType, Vec<i64>)>)>;
+
 /// A model directory with a session that passed validation.
 #[derive(Debug)]
 pub struct LoadedModel {
@@ -44,7 +48,7 @@ impl LoadedModel {
 
     fn check_signature(&self) -> Result<(), LstmError> {
         let vocab = self.files.vocab.len() as i64;
-        let describe = |outlets: &[ort::value::Outlet]| -> Vec<(String, Option<(TensorElementType, Vec<i64>)>)> {
+        let describe = |outlets: &[ort::value::Outlet]| -> Signature {
             outlets
                 .iter()
                 .map(|o| {
