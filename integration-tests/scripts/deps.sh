@@ -11,10 +11,12 @@
 #   stargz-snapshotter (ctr-remote: rpull and eStargz conversion in the lazy-pull tests)
 #   apache2-utils (htpasswd, for the registry-auth test)
 #   iproute2 (ip netns, tc: the shaped network of the lazy-pull benchmark)
+#   python3-venv (the ONNX trainer's venv: onnx-models/setup.sh, called at the end)
 #   golang-github-containerd-containerd-dev (--no-install-recommends; the
 #     containerd 1.6 Go sources under /usr/share/gocode used to build the
 #     reference snapshotter and the conformance test offline)
-# and makes sure `cargo nextest` exists (cargo install --locked cargo-nextest).
+# makes sure `cargo nextest` exists (cargo install --locked cargo-nextest), and runs
+# onnx-models/setup.sh (the trainer's venv and libonnxruntime.so in the test cache).
 # Nothing is started: there is no systemd here and the tests run their own
 # containerd / registry processes.
 set -euo pipefail
@@ -23,7 +25,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PKGS=(containerd runc docker-registry skopeo umoci debootstrap busybox-static
       fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils
-      attr libcap2-bin iproute2)
+      attr libcap2-bin iproute2 python3-venv)
 PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev)
 
 log() { echo "deps: $*"; }
@@ -96,5 +98,7 @@ else
   quiet cargo install --locked cargo-nextest
   log "cargo nextest: $(cargo nextest --version 2>/dev/null | head -1)"
 fi
+
+bash "$(dirname "$0")/../../onnx-models/setup.sh"
 
 log "done"

@@ -12,6 +12,7 @@
 //! | [`eval`] | replays held-out traces against trained models in simulated time (network profile, prefetch queue) and reports precision, recall, byte hit ratio, wasted bytes, timeliness and calibration; splits by run, workload and image |
 //! | [`ensemble`] | any set of models combined, with per-model and final calibration |
 //! | [`replay`], [`markov`] | the record-and-replay baseline and the online first/second-order Markov model |
+//! | [`lstm`] | the ONNX LSTM trained offline (`onnx-models/`): model directories validated against golden outputs, ONNX Runtime loaded at run time, inference on the `augur-lstm` thread, hot model swaps, per-step latency |
 //! | [`calibration`], [`stacking`] | reliability bins with an isotonic map (scores in, probabilities out); the logistic stacker that weighs members |
 //! | [`model`] | the [`Predictor`] trait the daemon uses (and the LSTM implements), [`Access`], [`Prediction`], saved state |
 //! | [`trace`] | the run/chunk/access vocabulary, the binary on-disk encoding, the JSON Lines export, trace directories and retention |
@@ -24,7 +25,9 @@
 //!
 //! One instance of each model (or one [`Ensemble`]) serves every run on the node, owned by one
 //! thread that receives accesses over a channel (prediction is CPU work and never runs on tokio
-//! workers). Per run: [`Predictor::start_run`], then [`Predictor::observe`] for each access and
+//! workers). The LSTM's inference runs on a thread of its own (`augur-lstm`), which its
+//! `predict` waits for at most a bounded time; the daemon keeps its [`lstm::Engine`] to swap
+//! in a validated new model without a restart. Per run: [`Predictor::start_run`], then [`Predictor::observe`] for each access and
 //! [`Predictor::predict`] whenever the prefetch queue wants work, then
 //! [`Predictor::finish_run`] with the run's trace. Learned state survives restarts through
 //! [`model::save_to_file`] and [`model::load_from_file`]. No method panics on any input; a
@@ -38,6 +41,7 @@ pub mod chunk;
 pub mod ensemble;
 pub mod error;
 pub mod eval;
+pub mod lstm;
 pub mod markov;
 pub mod model;
 pub mod replay;
@@ -49,6 +53,7 @@ pub mod workload;
 pub use chunk::ChunkId;
 pub use ensemble::{Combine, Ensemble, EnsembleConfig};
 pub use error::{Error, Result};
+pub use lstm::{Lstm, LstmConfig};
 pub use markov::{Markov, MarkovConfig};
 pub use model::{Access, Prediction, Predictor, RunContext, RunId};
 pub use replay::{Replay, ReplayConfig};

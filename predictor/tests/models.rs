@@ -293,5 +293,6 @@ fn models_can_move_to_the_predictor_thread() {
     send::<Replay>();
     send::<Markov>();
     send::<augur_predictor::Ensemble>();
+    send::<augur_predictor::Lstm>();
     send::<Box<dyn Predictor>>();
 }
