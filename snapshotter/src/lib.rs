@@ -36,7 +36,8 @@
 //! |---|---|
 //! | `augur-grpc` (tokio workers) | tonic, request decoding, Stat and Mounts (one in-memory redb read each); never blocks on disk |
 //! | tokio blocking pool | every other snapshot operation (fsync, directory walks, renames) |
-//! | `augur-reaper` | deletes removed snapshots' directories in the background |
+//! | `augur-reaper` | moves removed snapshots' directories aside and deletes them in the background |
+//! | `augur-usage` | measures committed snapshots' disk usage after Commit answered |
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
 //! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
@@ -64,3 +65,4 @@ pub mod registry;
 pub mod rpull;
 pub mod snapshotter;
 pub mod store;
+pub mod usage_meter;

@@ -32,6 +32,7 @@ use crate::lazy::{self, InheritedDir, LazyLayers, Resolved};
 use crate::mounts::{Layout, Mount};
 use crate::reaper::Reaper;
 use crate::store::{Info, Kind, Labels, Store, Usage};
+use crate::usage_meter::UsageMeter;
 
 /// Largest accepted snapshot key or commit name, in bytes.
 pub const MAX_KEY_BYTES: usize = 4096;
@@ -54,7 +55,8 @@ pub struct Snapshotter {
     root: PathBuf,
     snapshots_dir: PathBuf,
     layout: Layout,
-    store: Store,
+    store: Arc<Store>,
+    usage_meter: UsageMeter,
     reaper: Reaper,
     tmp_seq: AtomicU64,
     /// Whether the process umask takes bits off 0755 (then new `fs` dirs need a chmod).
@@ -74,7 +76,7 @@ impl Snapshotter {
             .map_err(Error::io("create snapshot directory", &snapshots_dir))?;
         // The store's lock comes first: a second daemon on this root must fail before it
         // touches anything, in particular the first one's live mounts.
-        let store = Store::open(&root.join("metadata.db"))?;
+        let store = Arc::new(Store::open(&root.join("metadata.db"))?);
         // A daemon killed while layers were mounted leaves dead FUSE mounts (every access fails
         // with ENOTCONN); detach them before anything below walks or deletes those directories.
         let stale = lazy::mount::fuse_mounts_under(&snapshots_dir)
@@ -88,11 +90,14 @@ impl Snapshotter {
                 "detached FUSE mounts left by an earlier run"
             );
         }
+        let layout = Layout::new(snapshots_dir.clone());
+        let usage_meter = UsageMeter::start(Arc::clone(&store), layout.clone())?;
         let sn = Snapshotter {
             root: root.to_path_buf(),
-            layout: Layout::new(snapshots_dir.clone()),
+            layout,
             snapshots_dir,
             store,
+            usage_meter,
             reaper: Reaper::start()?,
             tmp_seq: AtomicU64::new(0),
             umask_clears_0755: umask_clears_0755(),
@@ -110,6 +115,10 @@ impl Snapshotter {
         }
         for dir in swept {
             sn.reaper.delete(dir);
+        }
+        // Commits whose usage a crash left unmeasured.
+        for (id, key) in sn.store.read()?.pending_usage()? {
+            sn.usage_meter.measure(id, key);
         }
         Ok(sn)
     }
@@ -235,25 +244,17 @@ impl Snapshotter {
         Ok(self.layout.mounts(&snap))
     }
 
-    /// Commits active snapshot `key` as `name`, measuring its disk usage.
+    /// Commits active snapshot `key` as `name`. Its disk usage is measured right after, by the
+    /// `augur-usage` thread (see `usage_meter`), so a large layer's walk is off the pull's path.
     pub fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         check_key("name", name)?;
         check_key("key", key)?;
         check_labels(&labels)?;
-        // Measure before taking the write lock: the upper dir is not written during a commit
-        // (containerd's contract), and a large walk must not stall every other writer.
-        let (id, info, _) = self.store.read()?.get_info(key)?;
-        if info.kind != Kind::Active {
-            return Err(Error::NotActive {
-                key: key.into(),
-                kind: info.kind.as_str(),
-            });
-        }
-        let fs_dir = self.layout.fs(id);
-        let usage = disk_usage(&fs_dir).map_err(Error::io("measure disk usage of", &fs_dir))?;
         let mut tx = self.store.write()?;
-        tx.commit_active(key, name, usage, labels)?;
-        tx.commit()
+        let id = tx.commit_active(key, name, None, labels)?;
+        tx.commit()?;
+        self.usage_meter.measure(id, name.to_owned());
+        Ok(())
     }
 
     /// Removes a snapshot that has no children. Its directory is moved aside and deleted in the
@@ -292,10 +293,13 @@ impl Snapshotter {
     /// Disk usage: measured now for an active snapshot, as recorded at commit otherwise.
     pub fn usage(&self, key: &str) -> Result<Usage> {
         check_key("key", key)?;
-        let (id, info, usage) = self.store.read()?.get_info(key)?;
-        if info.kind != Kind::Active {
+        let read = self.store.read()?;
+        let (id, info, usage) = read.get_info(key)?;
+        // A committed snapshot not measured yet is measured now: it never changes.
+        if info.kind != Kind::Active && !read.usage_pending(key)? {
             return Ok(usage);
         }
+        drop(read);
         let fs_dir = self.layout.fs(id);
         disk_usage(&fs_dir).map_err(Error::io("measure disk usage of", &fs_dir))
     }
@@ -445,7 +449,9 @@ impl Snapshotter {
         let mut mkdir = fs::DirBuilder::new();
         mkdir.mode(0o755);
         mkdir.create(&tmp).map_err(Error::io("create", &tmp))?;
-        mkdir.create(&fs_dir).map_err(Error::io("create", &fs_dir))?;
+        mkdir
+            .create(&fs_dir)
+            .map_err(Error::io("create", &fs_dir))?;
         // The container's `/` must be 0755 whatever umask the daemon was started with.
         if self.umask_clears_0755 {
             fs::set_permissions(&fs_dir, fs::Permissions::from_mode(0o755))

@@ -110,7 +110,12 @@ fn run() -> Result<bool> {
     let opts = options()?;
     augur_integration_tests::bench::watch_signals("augur-cache-bench");
     let dir = TestDir::new("cache-bench");
-    eprintln!("augur-cache-bench: {} MiB file, {} rounds, in {}", opts.size / MIB, opts.rounds, dir.path().display());
+    eprintln!(
+        "augur-cache-bench: {} MiB file, {} rounds, in {}",
+        opts.size / MIB,
+        opts.rounds,
+        dir.path().display()
+    );
     let content = noise(opts.size as usize, 7);
     let (blob, index) = layer_blob(&dir, &content)?;
     let native = native_mount(&dir, &content)?;
@@ -155,7 +160,11 @@ fn run() -> Result<bool> {
             let t = &mut targets[(k + round) % n];
             measure(t, opts.size, round as u64)?;
         }
-        eprintln!("augur-cache-bench: round {}/{} done", round + 1, opts.rounds);
+        eprintln!(
+            "augur-cache-bench: round {}/{} done",
+            round + 1,
+            opts.rounds
+        );
     }
     let lookup = ram_lookups(&lazies[0].cache, &index);
     Ok(report(&targets, &lookup, &opts))
@@ -204,7 +213,10 @@ fn layer_blob(dir: &TestDir, content: &[u8]) -> Result<(PathBuf, LayerIndex)> {
 }
 
 fn overlay(lower: &Path, dir: &TestDir, name: &str) -> Result<MountGuard> {
-    let (upper, work) = (dir.join(&format!("{name}-upper")), dir.join(&format!("{name}-work")));
+    let (upper, work) = (
+        dir.join(&format!("{name}-upper")),
+        dir.join(&format!("{name}-work")),
+    );
     std::fs::create_dir_all(&upper)?;
     std::fs::create_dir_all(&work)?;
     let desc = serde_json::json!([{
@@ -216,7 +228,10 @@ fn overlay(lower: &Path, dir: &TestDir, name: &str) -> Result<MountGuard> {
             format!("workdir={}", work.display()),
         ],
     }]);
-    Ok(MountGuard::mount_described(&desc, &dir.join(&format!("{name}-ovl"))))
+    Ok(MountGuard::mount_described(
+        &desc,
+        &dir.join(&format!("{name}-ovl")),
+    ))
 }
 
 fn native_mount(dir: &TestDir, content: &[u8]) -> Result<MountGuard> {
@@ -276,6 +291,9 @@ fn drop_page_cache() -> Result<()> {
 fn measure(t: &mut Target, size: u64, round: u64) -> Result<()> {
     if t.cold {
         drop_page_cache()?;
+    } else {
+        // Another target's drop just emptied the page cache: fill it again, unmeasured.
+        std::io::copy(&mut std::fs::File::open(&t.file)?, &mut std::io::sink())?;
     }
     let mut f = std::fs::File::open(&t.file)?;
     let mut buf = vec![0u8; MIB as usize];

@@ -89,12 +89,26 @@ impl ChunkCache {
             return Some(Chunk::Nvme(slot));
         }
         if let Some(hdd) = self.hdd() {
-            match hdd.read(key) {
-                HddRead::Hit(bytes, meta) => {
+            let can_promote = self.ram.is_some() || self.nvme.is_some();
+            let every = self.promote_after;
+            // The first hit in the tier, and every `every`-th after, reads the chunk whole and
+            // tries to move it up; other hits read just the range.
+            let promote_now = |m: &Meta| {
+                can_promote && (m.tier_hits() == 0 || (m.tier_hits() + 1).is_multiple_of(every))
+            };
+            match hdd.read(key, promote_now) {
+                HddRead::Whole(bytes, meta) => {
                     meta.touch(now, policy);
                     bump(&hdd.counters.hits);
-                    self.promote_from_hdd(key, &bytes, &meta);
+                    if can_promote {
+                        self.promote_from_hdd(key, &bytes, &meta);
+                    }
                     return Some(Chunk::Spill(bytes.into()));
+                }
+                HddRead::Open(file, meta) => {
+                    meta.touch(now, policy);
+                    bump(&hdd.counters.hits);
+                    return Some(Chunk::SpillFile(file));
                 }
                 HddRead::Corrupt => bump(&self.corrupt),
                 HddRead::Miss => {}

@@ -2,13 +2,17 @@
 //! chunks demoted from NVMe and for low-confidence prefetches.
 //!
 //! Layout: `<dir>/<first 2 hex digits>/<64 hex digits>`. A chunk is written to a temporary name
-//! and renamed into place, so a file under its final name was written whole; it is still
-//! verified on every read (the file is read whole anyway), so a damaged file is dropped and
-//! fetched again. The directory is the index: it is scanned at start. The budget counts whole
-//! 4 KiB blocks per file, which is what the chunks take on a typical filesystem.
+//! and renamed into place, so a file under its final name was written whole; it is still read
+//! whole and verified the first time this process reads it (as the NVMe tier does), so a
+//! damaged file is dropped and fetched again. Later reads open the file and read just the range
+//! asked for: a reader of a 4 MiB chunk in 128 KiB pieces must not read it 32 times. The
+//! directory is the index: it is scanned at start. The budget counts whole 4 KiB blocks per
+//! file, which is what the chunks take on a typical filesystem.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::alloc::BLOCK;
@@ -22,15 +26,48 @@ use super::{CacheError, Ctx, TierCounters};
 #[derive(Debug)]
 pub struct HddEntry {
     len: u64,
+    /// Checked against its key by this process.
+    verified: AtomicBool,
     /// Its access statistics.
     pub meta: Arc<Meta>,
+}
+
+/// A spilled chunk verified earlier, open for ranged reads.
+#[derive(Debug)]
+pub struct SpillFile {
+    file: File,
+    len: u64,
+}
+
+impl SpillFile {
+    /// Chunk length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the chunk is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies bytes from `offset` into `buf`; returns how many (fewer at the end, or 0 if the
+    /// file cannot be read: the caller then sees a short chunk and fails the read).
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
+        let n = self.len.saturating_sub(offset).min(buf.len() as u64) as usize;
+        match self.file.read_exact_at(&mut buf[..n], offset) {
+            Ok(()) => n,
+            Err(_) => 0,
+        }
+    }
 }
 
 /// What a read from the tier found.
 #[derive(Debug)]
 pub enum HddRead {
-    /// The chunk, verified.
-    Hit(Vec<u8>, Arc<Meta>),
+    /// The whole chunk, verified.
+    Whole(Vec<u8>, Arc<Meta>),
+    /// The chunk (verified earlier in this process), open for ranged reads.
+    Open(Arc<SpillFile>, Arc<Meta>),
     /// Not here.
     Miss,
     /// Here but damaged (now dropped).
@@ -105,6 +142,7 @@ impl HddTier {
                     key,
                     Arc::new(HddEntry {
                         len,
+                        verified: AtomicBool::new(false),
                         meta: Arc::new(Meta::new(clock_now, 0.0)),
                     }),
                 );
@@ -128,23 +166,46 @@ impl HddTier {
         self.dir_of(key).join(key.hex())
     }
 
-    /// Reads and verifies the chunk.
-    pub fn read(&self, key: &ChunkKey) -> HddRead {
+    /// Reads the chunk: whole, verifying it, if this process has not verified it yet or if
+    /// `whole` (given its statistics) asks for the bytes; otherwise opened for ranged reads.
+    pub fn read(&self, key: &ChunkKey, whole: impl FnOnce(&Meta) -> bool) -> HddRead {
         let Some(entry) = self.map.get(key) else {
             return HddRead::Miss;
         };
+        let meta = Arc::clone(&entry.meta);
+        let verified = entry.verified.load(Ordering::Acquire);
+        if verified && !whole(&meta) {
+            return match File::open(self.path_of(key)) {
+                Ok(file) => HddRead::Open(
+                    Arc::new(SpillFile {
+                        file,
+                        len: entry.len,
+                    }),
+                    meta,
+                ),
+                Err(e) => self.drop_unreadable(key, &entry, Err(e)),
+            };
+        }
         let read = std::fs::read(self.path_of(key));
         if let Ok(bytes) = &read
-            && key.matches(bytes)
+            && (verified || key.matches(bytes))
         {
-            return HddRead::Hit(read.unwrap_or_default(), Arc::clone(&entry.meta));
+            entry.verified.store(true, Ordering::Release);
+            return HddRead::Whole(read.unwrap_or_default(), meta);
         }
+        self.drop_unreadable(key, &entry, read)
+    }
+
+    /// A chunk that could not be read or did not verify: dropped (unless it was evicted
+    /// meanwhile, which is just a miss).
+    fn drop_unreadable(
+        &self,
+        key: &ChunkKey,
+        entry: &Arc<HddEntry>,
+        read: std::io::Result<Vec<u8>>,
+    ) -> HddRead {
         let _pool = self.space();
-        if self
-            .map
-            .remove_if(key, |e| Arc::ptr_eq(e, &entry))
-            .is_none()
-        {
+        if self.map.remove_if(key, |e| Arc::ptr_eq(e, entry)).is_none() {
             // Evicted (its file deleted) between the lookup and the read: just gone.
             return HddRead::Miss;
         }
@@ -229,6 +290,8 @@ impl HddTier {
             chunk.key(),
             Arc::new(HddEntry {
                 len: chunk.bytes().len() as u64,
+                // Written from bytes that were verified before they came here.
+                verified: AtomicBool::new(true),
                 meta: Arc::clone(meta),
             }),
         );

@@ -20,14 +20,15 @@
 //!   lowest-ranked chunks (never on a timer). An evicted chunk is demoted one tier down, but only
 //!   if it outranks what it would displace there; from the spill tier it is gone.
 //! - **Promotion**: every `promote_after_hits`-th hit in a tier tries to move the chunk one tier
-//!   up, on the same "outrank what you displace" rule. A spill-tier hit always tries.
+//!   up, on the same "outrank what you displace" rule; so does a chunk's first hit in the spill
+//!   tier.
 //! - **Garbage**: chunks no mounted layer references rank below every referenced chunk, so
 //!   they go first; `evict_unreferenced` drops them at once.
 //!
 //! ## Integrity
-//! Nothing enters a tier unless it was checked against its key. The spill tier re-checks on
-//! every read; the NVMe tier re-checks a chunk the first time this process reads it (chunks it
-//! wrote itself were checked before writing). A chunk that fails is dropped, counted in
+//! Nothing enters a tier unless it was checked against its key. The NVMe and spill tiers
+//! re-check a chunk the first time this process reads it (chunks it wrote itself were checked
+//! before writing). A chunk that fails is dropped, counted in
 //! `corrupt`, and reported as a miss, so the caller fetches it again: the cache is never a
 //! source of wrong bytes.
 //!
@@ -195,8 +196,10 @@ pub enum Chunk {
     Ram(Arc<RamChunk>),
     /// From the NVMe file.
     Nvme(Arc<Slot>),
-    /// From the spill tier (read whole).
+    /// From the spill tier, read whole (its first read in this process, or a promotion try).
     Spill(Arc<[u8]>),
+    /// From the spill tier, open for ranged reads.
+    SpillFile(Arc<hdd::SpillFile>),
 }
 
 impl Chunk {
@@ -206,6 +209,7 @@ impl Chunk {
             Chunk::Ram(c) => c.bytes.len() as u64,
             Chunk::Nvme(s) => s.len(),
             Chunk::Spill(b) => b.len() as u64,
+            Chunk::SpillFile(f) => f.len(),
         }
     }
 
@@ -226,6 +230,7 @@ impl Chunk {
             Chunk::Ram(c) => from_slice(&c.bytes, buf),
             Chunk::Nvme(s) => s.read_at(offset, buf),
             Chunk::Spill(b) => from_slice(b, buf),
+            Chunk::SpillFile(f) => f.read_at(offset, buf),
         }
     }
 
@@ -234,7 +239,7 @@ impl Chunk {
         match self {
             Chunk::Ram(_) => Tier::Ram,
             Chunk::Nvme(_) => Tier::Nvme,
-            Chunk::Spill(_) => Tier::Hdd,
+            Chunk::Spill(_) | Chunk::SpillFile(_) => Tier::Hdd,
         }
     }
 }

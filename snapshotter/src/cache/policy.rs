@@ -162,6 +162,11 @@ impl Meta {
         f32::from_bits(self.score.load(Ordering::Relaxed))
     }
 
+    /// Hits since the chunk entered its current tier.
+    pub fn tier_hits(&self) -> u32 {
+        self.tier_hits.load(Ordering::Relaxed)
+    }
+
     /// Called when the chunk moves to another tier.
     pub fn entered_tier(&self) {
         self.tier_hits.store(0, Ordering::Relaxed);

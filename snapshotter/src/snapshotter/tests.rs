@@ -325,3 +325,58 @@ fn implicit_dirs_copy_up_every_xattr_but_trusted_ones() {
     );
     assert_eq!(copied.len(), 1, "{copied:?} (trusted.* set: {root})");
 }
+
+/// Commit answers before measuring; the usage is right whenever it is asked for, and the
+/// `augur-usage` thread records it shortly after.
+#[test]
+fn usage_of_a_fresh_commit_is_right_before_and_after_it_is_recorded() {
+    let (_d, sn) = open();
+    let m = sn.prepare("big-active", "", Labels::new()).unwrap();
+    for i in 0..50 {
+        fs::write(
+            Path::new(&m[0].source).join(format!("f{i}")),
+            vec![7u8; 5000],
+        )
+        .unwrap();
+    }
+    sn.commit("big", "big-active", Labels::new()).unwrap();
+    let now = sn.usage("big").unwrap();
+    assert_eq!(now.inodes, 51, "the directory and its 50 files");
+    assert!(now.size >= 50 * 5000);
+    let recorded = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        !sn.store.read().unwrap().usage_pending("big").unwrap()
+    });
+    assert!(recorded, "the usage thread records it");
+    assert_eq!(sn.store.read().unwrap().get_info("big").unwrap().2, now);
+    assert_eq!(sn.usage("big").unwrap(), now);
+}
+
+/// A commit whose usage was still pending when the daemon stopped is measured at the next start.
+#[test]
+fn usage_left_pending_by_a_crash_is_measured_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let sn = Snapshotter::open(dir.path()).unwrap();
+        layer(&sn, "base", "", "a");
+        let measured = (0..500).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            !sn.store.read().unwrap().usage_pending("base").unwrap()
+        });
+        assert!(measured);
+        // What a kill between the commit and the measurement leaves.
+        let mut tx = sn.store.write().unwrap();
+        tx.mark_usage_pending_for_test("base").unwrap();
+        tx.commit().unwrap();
+    }
+    let sn = Snapshotter::open(dir.path()).unwrap();
+    let recorded = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        !sn.store.read().unwrap().usage_pending("base").unwrap()
+    });
+    assert!(recorded, "measured after the restart");
+    assert_eq!(
+        sn.store.read().unwrap().get_info("base").unwrap().2.inodes,
+        2
+    );
+}

@@ -155,6 +155,24 @@ impl ReadTxn {
         Ok((rec.id, rec.info(key), rec.usage))
     }
 
+    /// Whether `key`'s usage is still to be measured (committed, not measured yet).
+    pub fn usage_pending(&self, key: &str) -> Result<bool> {
+        Ok(get_record(&self.snapshots, key)?.usage_pending)
+    }
+
+    /// Every committed snapshot whose usage is still to be measured: (directory id, key).
+    pub fn pending_usage(&self) -> Result<Vec<(u64, String)>> {
+        let mut out = Vec::new();
+        for item in self.snapshots.iter()? {
+            let (k, v) = item?;
+            let rec = decode(k.value(), v.value())?;
+            if rec.usage_pending {
+                out.push((rec.id, k.value().to_owned()));
+            }
+        }
+        Ok(out)
+    }
+
     /// The id, kind and parent chain of an active or view snapshot (`storage.GetSnapshot`).
     pub fn get_snapshot(&self, key: &str) -> Result<Snapshot> {
         let rec = get_record(&self.snapshots, key)?;
@@ -272,6 +290,7 @@ impl WriteTxn {
             created: now,
             updated: now,
             usage: Usage::default(),
+            usage_pending: false,
             remote,
         };
         snaps.insert(key, encode(&rec).as_slice())?;
@@ -287,11 +306,12 @@ impl WriteTxn {
 
     /// Turns active snapshot `key` into committed snapshot `name` (`storage.CommitActive`).
     /// Returns the directory id, which does not change.
+    /// `usage` is `None` when it is measured later ([`WriteTxn::set_measured_usage`]).
     pub fn commit_active(
         &mut self,
         key: &str,
         name: &str,
-        usage: Usage,
+        usage: Option<Usage>,
         labels: Labels,
     ) -> Result<u64> {
         let mut snaps = self.tx.open_table(SNAPSHOTS)?;
@@ -310,7 +330,8 @@ impl WriteTxn {
         rec.created = now;
         rec.updated = now;
         rec.labels = labels;
-        rec.usage = usage;
+        rec.usage_pending = usage.is_none();
+        rec.usage = usage.unwrap_or_default();
         snaps.remove(key)?;
         snaps.insert(name, encode(&rec).as_slice())?;
         if !rec.parent.is_empty() {
@@ -318,6 +339,32 @@ impl WriteTxn {
             self.tx.open_table(CHILDREN)?.insert((pid, rec.id), name)?;
         }
         Ok(rec.id)
+    }
+
+    /// Records the usage measured for committed snapshot `key`, if it is still the snapshot in
+    /// directory `id` and still pending (it may have been removed meanwhile).
+    pub fn set_measured_usage(&mut self, key: &str, id: u64, usage: Usage) -> Result<()> {
+        let mut snaps = self.tx.open_table(SNAPSHOTS)?;
+        let mut rec = match get_record(&snaps, key) {
+            Ok(rec) if rec.id == id && rec.usage_pending => rec,
+            Ok(_) | Err(Error::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        rec.usage = usage;
+        rec.usage_pending = false;
+        snaps.insert(key, encode(&rec).as_slice())?;
+        Ok(())
+    }
+
+    /// Marks `key`'s usage as not measured (tests: the state a crash after Commit leaves).
+    #[cfg(test)]
+    pub fn mark_usage_pending_for_test(&mut self, key: &str) -> Result<()> {
+        let mut snaps = self.tx.open_table(SNAPSHOTS)?;
+        let mut rec = get_record(&snaps, key)?;
+        rec.usage_pending = true;
+        rec.usage = Usage::default();
+        snaps.insert(key, encode(&rec).as_slice())?;
+        Ok(())
     }
 
     /// Deletes `key` unless it has children (`storage.Remove`). Returns the deleted record.

@@ -96,8 +96,11 @@ pub struct Record {
     pub created: Timestamp,
     /// Last update time.
     pub updated: Timestamp,
-    /// Usage measured at commit (zero for active and view snapshots).
+    /// Usage measured after commit (zero for active and view snapshots, and while pending).
     pub usage: Usage,
+    /// Committed, but `usage` not measured yet (the `augur-usage` thread or `Usage` will).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub usage_pending: bool,
     /// For a lazily mounted remote layer: where its bytes come from (absent for every other
     /// snapshot, so records written before lazy pulling existed read back unchanged).
     #[serde(default, skip_serializing_if = "Option::is_none")]

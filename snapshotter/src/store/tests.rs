@@ -25,10 +25,10 @@ fn commit_moves_the_record_and_its_child_link() {
     let (_d, store) = open();
     let mut tx = store.write().unwrap();
     tx.create(Kind::Active, "p0", "", Labels::new()).unwrap();
-    tx.commit_active("p0", "p", Usage::default(), Labels::new())
+    tx.commit_active("p0", "p", Some(Usage::default()), Labels::new())
         .unwrap();
     let child = tx.create(Kind::Active, "c0", "p", Labels::new()).unwrap();
-    tx.commit_active("c0", "c", Usage { size: 5, inodes: 1 }, Labels::new())
+    tx.commit_active("c0", "c", Some(Usage { size: 5, inodes: 1 }), Labels::new())
         .unwrap();
     tx.commit().unwrap();
     let r = store.read().unwrap();
