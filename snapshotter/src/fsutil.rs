@@ -11,10 +11,21 @@ use crate::store::Usage;
 /// Disk usage of the tree at `root`, counted as containerd's `fs.DiskUsage` does: every distinct
 /// inode once, its size as allocated blocks × 512. Symlinks are not followed.
 pub fn disk_usage(root: &Path) -> io::Result<Usage> {
+    disk_usage_within(root, usize::MAX).map(|u| u.expect("no limit"))
+}
+
+/// [`disk_usage`], unless the tree has more than `max_inodes` entries: then `None`, having
+/// stopped there (so a caller can measure small trees at once and hand large ones to a thread).
+pub fn disk_usage_within(root: &Path, max_inodes: usize) -> io::Result<Option<Usage>> {
     let mut seen = HashSet::new();
     let mut size: i64 = 0;
     let mut stack = vec![root.to_path_buf()];
+    let mut visited = 0usize;
     while let Some(path) = stack.pop() {
+        visited += 1;
+        if visited > max_inodes {
+            return Ok(None);
+        }
         let meta = fs::symlink_metadata(&path)?;
         if seen.insert((meta.dev(), meta.ino())) {
             size = size.saturating_add(i64::try_from(meta.blocks()).unwrap_or(i64::MAX) * 512);
@@ -25,10 +36,10 @@ pub fn disk_usage(root: &Path) -> io::Result<Usage> {
             }
         }
     }
-    Ok(Usage {
+    Ok(Some(Usage {
         size,
         inodes: i64::try_from(seen.len()).unwrap_or(i64::MAX),
-    })
+    }))
 }
 
 /// Removes `path` and everything below it; a path that is already gone is not an error.

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::filter::Filter;
-use crate::fsutil::{disk_usage, remove_tree};
+use crate::fsutil::{disk_usage, disk_usage_within, remove_tree};
 use crate::lazy::{self, InheritedDir, LazyLayers, Resolved};
 use crate::mounts::{Layout, Mount};
 use crate::reaper::Reaper;
@@ -41,6 +41,9 @@ pub const MAX_LABEL_BYTES: usize = 4096;
 
 const TMP_PREFIX: &str = "new-";
 const TRASH_PREFIX: &str = "trash-";
+/// Upper dirs with at most this many entries are measured inside Commit; larger ones (image
+/// layers) by the `augur-usage` thread after it.
+pub const INLINE_USAGE_INODES: usize = 1024;
 
 /// What [`Snapshotter::cleanup`] removed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -244,16 +247,32 @@ impl Snapshotter {
         Ok(self.layout.mounts(&snap))
     }
 
-    /// Commits active snapshot `key` as `name`. Its disk usage is measured right after, by the
-    /// `augur-usage` thread (see `usage_meter`), so a large layer's walk is off the pull's path.
+    /// Commits active snapshot `key` as `name`, with its disk usage: measured here for a small
+    /// upper dir, right after by the `augur-usage` thread for one of more than
+    /// [`INLINE_USAGE_INODES`] entries (see `usage_meter`), so a large layer's walk is off the
+    /// pull's path while a small commit costs no second transaction.
     pub fn commit(&self, name: &str, key: &str, labels: Labels) -> Result<()> {
         check_key("name", name)?;
         check_key("key", key)?;
         check_labels(&labels)?;
+        // Measure before taking the write lock: the upper dir is not written during a commit
+        // (containerd's contract), and a walk must not stall every other writer.
+        let (id, info, _) = self.store.read()?.get_info(key)?;
+        if info.kind != Kind::Active {
+            return Err(Error::NotActive {
+                key: key.into(),
+                kind: info.kind.as_str(),
+            });
+        }
+        let fs_dir = self.layout.fs(id);
+        let usage = disk_usage_within(&fs_dir, INLINE_USAGE_INODES)
+            .map_err(Error::io("measure disk usage of", &fs_dir))?;
         let mut tx = self.store.write()?;
-        let id = tx.commit_active(key, name, None, labels)?;
+        tx.commit_active(key, name, usage, labels)?;
         tx.commit()?;
-        self.usage_meter.measure(id, name.to_owned());
+        if usage.is_none() {
+            self.usage_meter.measure(id, name.to_owned());
+        }
         Ok(())
     }
 

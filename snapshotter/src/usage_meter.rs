@@ -5,9 +5,13 @@
 //! an image layer that is every file of the layer (about 6,600 inodes for a Python layer, far
 //! more for large ones), all of it on the pull's critical path: the next layer's unpack waits for
 //! it. A committed snapshot never changes, so its usage is the same a moment later: Commit now
-//! records it as pending and hands it here. `Usage` of a snapshot still pending measures it on
-//! the spot, so callers always get the true figure; a pending mark left by a crash is measured
-//! again at the next start.
+//! measures small trees itself (up to `INLINE_USAGE_INODES` entries: a second transaction for
+//! them slowed the next call more than the walk did) and records larger ones as pending, handed
+//! here. `Usage` of a snapshot still pending measures it on
+//! the spot, so callers always get the true figure. The measurement is committed without an
+//! fsync (it would hold the write lock for one, delaying the next Prepare or Remove): the next
+//! durable transaction persists it, and a crash before that leaves the durable pending mark,
+//! which is measured again at the next start.
 
 use std::sync::Arc;
 use std::sync::mpsc;
@@ -76,7 +80,7 @@ fn measure(store: &Store, layout: &Layout, id: u64, key: &str) {
     };
     let recorded = store.write().and_then(|mut tx| {
         tx.set_measured_usage(key, id, usage)
-            .and_then(|()| tx.commit())
+            .and_then(|()| tx.commit_lazily())
     });
     if let Err(e) = recorded {
         tracing::warn!(key, error = %e, "could not record a committed snapshot's usage");

@@ -1,14 +1,17 @@
 //! `augur-demo`: a real registry and a private containerd on this machine; the python image
-//! converted to eStargz, pulled *lazily* through Augur and run; and a report of what was fetched
-//! and what was saved. Run it through `./demo.sh`, which installs the packages and builds the
-//! images it needs. Everything it starts, it stops.
+//! converted to eStargz with `augurctl image convert`, pulled *lazily* through Augur with
+//! `augurctl image rpull` and run; and a report of what was fetched and what was saved. Only
+//! Augur's own tools, containerd's `ctr` and the registry are used. Run it through `./demo.sh`,
+//! which installs the packages and builds the images it needs. Everything it starts, it stops.
 
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use augur_integration_tests::lazy::{ctr_remote, layer_digests, manifest_of, push_estargz};
-use augur_integration_tests::{Containerd, Daemon, Registry, TestDir, cache_dir, run_ok};
+use augur_integration_tests::lazy::{layer_digests, manifest_of};
+use augur_integration_tests::{
+    Containerd, Daemon, Registry, TestDir, augurctl_bin, cache_dir, run_ok,
+};
 
 const IMAGE: &str = "python:latest";
 const NS: &str = "demo";
@@ -47,28 +50,24 @@ fn demo() {
     say("starting a private containerd with [proxy_plugins.augur]");
     let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
 
+    let plain = registry.image(IMAGE);
+    let esgz = registry.image("python:esgz");
     say(&format!(
-        "converting {IMAGE} to eStargz with ctr-remote (once per image, in the registry)"
+        "augurctl image convert {plain} {esgz}   (once per image, registry to registry)"
     ));
-    let esgz = push_estargz(&containerd, &registry, IMAGE);
+    run_ok(
+        std::process::Command::new(augurctl_bin())
+            .args(["image", "convert", "--quiet", &plain, &esgz]),
+    );
 
-    say(&format!(
-        "ctr-remote image rpull --snapshotter augur {esgz}"
-    ));
+    say(&format!("augurctl image rpull -n {NS} {esgz}"));
     let start = Instant::now();
-    run_ok(&mut ctr_remote(
-        &containerd,
-        &[
-            "-n",
-            NS,
-            "image",
-            "rpull",
-            "--plain-http",
-            "--snapshotter",
-            "augur",
-            &esgz,
-        ],
-    ));
+    run_ok(
+        std::process::Command::new(augurctl_bin())
+            .args(["image", "rpull", "--quiet", "-n", NS, "--address"])
+            .arg(containerd.address())
+            .arg(&esgz),
+    );
     let pull_secs = start.elapsed().as_secs_f64();
 
     say("ctr run --snapshotter augur … python3 -c '…'");

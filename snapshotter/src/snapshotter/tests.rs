@@ -326,8 +326,8 @@ fn implicit_dirs_copy_up_every_xattr_but_trusted_ones() {
     assert_eq!(copied.len(), 1, "{copied:?} (trusted.* set: {root})");
 }
 
-/// Commit answers before measuring; the usage is right whenever it is asked for, and the
-/// `augur-usage` thread records it shortly after.
+/// A large commit answers before it is measured; the usage is right whenever it is asked for,
+/// and the `augur-usage` thread records it shortly after. A small one is measured inline.
 #[test]
 fn usage_of_a_fresh_commit_is_right_before_and_after_it_is_recorded() {
     let (_d, sn) = open();
@@ -350,6 +350,11 @@ fn usage_of_a_fresh_commit_is_right_before_and_after_it_is_recorded() {
     assert!(recorded, "the usage thread records it");
     assert_eq!(sn.store.read().unwrap().get_info("big").unwrap().2, now);
     assert_eq!(sn.usage("big").unwrap(), now);
+    layer(&sn, "small", "", "a");
+    assert!(
+        !sn.store.read().unwrap().usage_pending("small").unwrap(),
+        "measured inside Commit"
+    );
 }
 
 /// A commit whose usage was still pending when the daemon stopped is measured at the next start.

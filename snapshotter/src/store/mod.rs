@@ -443,6 +443,17 @@ impl WriteTxn {
         Ok(())
     }
 
+    /// Commits without an fsync: the changes are visible at once and become durable with the
+    /// next [`WriteTxn::commit`]; a crash before that loses them (all or none). Only for changes
+    /// that are recomputed when lost (a measured usage: its pending mark was written durably).
+    pub fn commit_lazily(mut self) -> Result<()> {
+        self.tx
+            .set_durability(redb::Durability::None)
+            .map_err(|e| StoreError::Db(redb::Error::from(e)))?;
+        self.tx.commit()?;
+        Ok(())
+    }
+
     fn next_id(&self) -> Result<u64> {
         let mut meta = self.tx.open_table(META)?;
         let id = meta.get(NEXT_ID)?.map_or(1, |v| v.value());
