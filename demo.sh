@@ -1,7 +1,7 @@
 #!/bin/bash
 # Sets everything up on a fresh Debian bookworm machine (packages, test images, the daemon) and
 # runs the demo: a real registry and a private containerd on this machine, an image pulled and
-# run through Augur, and a report of what was fetched. Needs root. Usage: sudo ./demo.sh
+# run through Augur, and a report of what was fetched. Needs root. Usage (as root): ./demo.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 step() { printf '\n==> %s\n' "$*"; }

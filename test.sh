@@ -3,7 +3,7 @@
 # ${AUGUR_CACHE:-/var/cache/augur-tests}) and runs the whole test suite:
 # unit tests, gRPC tests against the daemon, containerd's own snapshotter conformance suite,
 # and end-to-end tests with real containerd, runc and a real registry.
-# Needs root (mounts, containerd). Usage: sudo ./test.sh [extra nextest args]
+# Needs root (mounts, containerd). Usage (as root): ./test.sh [extra nextest args]
 set -euo pipefail
 cd "$(dirname "$0")"
 step() { printf '\n==> %s\n' "$*"; }
