@@ -37,7 +37,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, DaemonOptions, TEST_CACHE, connect, list, with_test_cache};
+pub use daemon::{
+    Daemon, DaemonOptions, TEST_CACHE, TEST_METRICS, connect, list, with_test_cache,
+};
 pub use mounts::{MountGuard, TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 
