@@ -83,3 +83,36 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 async fn index() -> &'static str {
     "augur-snapshotter: Prometheus metrics are at /metrics\n"
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port in use is an error naming the key to change; a free one serves both routes.
+    #[tokio::test]
+    async fn a_taken_port_is_an_actionable_error_and_a_free_one_serves() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let err = bind(address).await.unwrap_err().to_string();
+        assert!(err.contains("metrics.address"), "{err}");
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let served = tokio::spawn(serve(listener, Arc::new(Metrics::new()), stop_rx));
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(address).await.unwrap();
+            let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        let metrics = get("/metrics").await;
+        assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        assert!(metrics.contains(CONTENT_TYPE), "{metrics}");
+        assert!(metrics.contains("augur_build_info{version="), "{metrics}");
+        assert!(get("/").await.contains("/metrics"));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        stop_tx.send(true).unwrap();
+        served.await.unwrap();
+    }
+}
