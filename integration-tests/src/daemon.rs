@@ -52,13 +52,23 @@ impl Default for DaemonOptions {
 /// images' layers whole.
 pub const TEST_CACHE: &str = "\n[cache]\nram_mib = 64\nnvme_mib = 128\nhdd_mib = 1024\n";
 
-/// `config` (TOML) with [`TEST_CACHE`] appended if it does not configure the cache itself.
+/// The metrics endpoint of a test daemon unless its config has a `[metrics]` table: off, since
+/// the default port (127.0.0.1:9464) is one per machine and tests run daemons in parallel. A test
+/// of the endpoint sets `[metrics] address` to a [`crate::free_port`].
+pub const TEST_METRICS: &str = "\n[metrics]\naddress = \"\"\n";
+
+/// `config` (TOML) with [`TEST_CACHE`] and [`TEST_METRICS`] appended for the tables it does not
+/// configure itself.
 pub fn with_test_cache(config: &str) -> String {
-    if config.lines().any(|l| l.trim() == "[cache]") {
-        config.to_owned()
-    } else {
-        format!("{config}{TEST_CACHE}")
+    let has = |table: &str| config.lines().any(|l| l.trim() == table);
+    let mut out = config.to_owned();
+    if !has("[cache]") {
+        out.push_str(TEST_CACHE);
     }
+    if !has("[metrics]") {
+        out.push_str(TEST_METRICS);
+    }
+    out
 }
 
 impl Daemon {

@@ -11,6 +11,7 @@
 //! | [`MountGuard`] | a bind or overlay mount made from a snapshotter's mount description |
 //! | [`netns::NetNs`], [`netns::RateLimit`] | a loopback-only network namespace, HTB rate limits on its `lo` |
 //! | [`delay_proxy::DelayProxy`] | a TCP proxy adding one-way latency and counting bytes |
+//! | [`prometheus::Prometheus`] | Debian's Prometheus on a free 127.0.0.1 port, scraping given targets |
 //!
 //! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
 //! content hashes, hard links) and lists the differences between two. [`bench`] holds what the
@@ -29,6 +30,7 @@ pub mod estargz_images;
 pub mod lazy;
 mod mounts;
 pub mod netns;
+pub mod prometheus;
 mod registry;
 pub mod rootfs;
 
@@ -37,7 +39,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use containerd::Containerd;
-pub use daemon::{Daemon, DaemonOptions, TEST_CACHE, connect, list, with_test_cache};
+pub use daemon::{Daemon, DaemonOptions, TEST_CACHE, TEST_METRICS, connect, list, with_test_cache};
 pub use mounts::{MountGuard, TestDir, mounts_under};
 pub use registry::{Registry, RegistryAuth, RegistryOptions};
 

@@ -5,14 +5,17 @@
 //!   second one's container reads them without a single range request;
 //! - the cache stays inside small budgets while whole layers stream through it, on disk too;
 //! - removing the images makes their chunks garbage, which `augurctl cache evict` drops;
-//! - `augurctl cache` reports errors a person can act on.
+//! - `augurctl cache` reports errors a person can act on;
+//! - the daemon's Prometheus metrics follow all of it (lazy pulls, runs, cache hits, registry
+//!   bytes), a real Prometheus scrapes them, and the alert rules pass `promtool`.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
 use augur_integration_tests::lazy::{LazyBed, layer_digests, push_estargz, push_estargz_as};
-use augur_integration_tests::{augurctl_bin, poll};
+use augur_integration_tests::prometheus::{Prometheus, Scrape, curl, promtool_check_rules};
+use augur_integration_tests::{augurctl_bin, free_port, poll, workspace};
 
 /// `augurctl cache <args> --admin-socket <bed's> --json`, parsed.
 fn cache_json(bed: &LazyBed, args: &[&str]) -> serde_json::Value {
@@ -249,4 +252,184 @@ fn augurctl_cache_errors_say_what_to_do() {
         "{err}"
     );
     assert!(err.contains("is augur-snapshotter running"), "{err}");
+}
+
+/// Lazy pulls and runs of two images that share chunks but no blob, with the metrics endpoint on:
+/// every family moves as the work says, and the registry bytes match the layers' own counters.
+#[test]
+fn metrics_follow_lazy_pulls_runs_and_cache_hits() {
+    let port = free_port();
+    let config =
+        format!("[remote]\nbackground_fetch = false\n[metrics]\naddress = \"127.0.0.1:{port}\"\n");
+    let mut bed = LazyBed::start_with_config("cache-metrics", &config);
+    let index = curl(&format!("http://127.0.0.1:{port}/")).expect("GET / answers");
+    assert!(
+        index.contains("/metrics"),
+        "GET / points to /metrics: {index}"
+    );
+    let a = push_estargz(&bed.containerd, &bed.registry, "busybox:latest");
+    let b = push_estargz_as(
+        &bed.containerd,
+        &bed.registry,
+        "busybox:latest",
+        "esgz-level1",
+        &["--estargz-compression-level", "1"],
+    );
+    bed.ctr_remote_rpull("a", &a);
+    assert_eq!(bed.run("a", &a, "first", &["echo", "one"]).trim(), "one");
+    bed.ctr_remote_rpull("b", &b);
+    // The same busybox binary under another blob: its chunks come from RAM, where a's demand
+    // misses put them.
+    assert_eq!(bed.run("b", &b, "second", &["echo", "two"]).trim(), "two");
+    let snap = |args: &[&str]| {
+        let mut all = vec!["-n", "a", "snapshots", "--snapshotter", "augur"];
+        all.extend_from_slice(args);
+        bed.containerd.ctr_ok(&all);
+    };
+    snap(&["prepare", "metrics-active"]);
+    snap(&["commit", "metrics-committed", "metrics-active"]);
+    snap(&["rm", "metrics-committed"]);
+
+    let m = Scrape::get(port);
+    check_scrape(&m);
+    check_real_prometheus(&bed, port);
+
+    let fetched = m.sum("augur_registry_fetched_bytes_total", &[]);
+    bed.daemon.stop(); // saves every layer's counters
+    let root = bed.daemon.root().to_path_buf();
+    let layers = [
+        layer_digests(&bed.containerd, "a", &a),
+        layer_digests(&bed.containerd, "b", &b),
+    ]
+    .concat();
+    let stats: u64 = layers.iter().map(|d| layer_counters(&root, d).0).sum();
+    assert_eq!(
+        fetched, stats as f64,
+        "augur_registry_fetched_bytes_total must equal the layers' stats.json fetched_bytes"
+    );
+}
+
+/// The families of one scrape after [`metrics_follow_lazy_pulls_runs_and_cache_hits`]'s work.
+fn check_scrape(m: &Scrape) {
+    let ctx = |what: &str| format!("{what}\n--- /metrics ---\n{}", m.text);
+    let op = "augur_snapshot_operation_duration_seconds_count";
+    for name in ["prepare", "commit", "remove"] {
+        let label = format!("op=\"{name}\"");
+        assert!(m.sum(op, &[&label, "code=\"OK\""]) >= 1.0, "{}", ctx(name));
+    }
+    assert!(
+        m.sum(op, &["op=\"prepare\"", "code=\"AlreadyExists\""]) >= 2.0,
+        "{}",
+        ctx("each image's layer was answered AlreadyExists (mounted lazily)")
+    );
+    let served = "augur_lazy_served_bytes_total";
+    assert!(
+        m.sum(served, &["source=\"network\""]) > 0.0,
+        "{}",
+        ctx("network")
+    );
+    assert!(m.sum(served, &["source=\"ram\""]) > 0.0, "{}", ctx("ram"));
+    assert!(
+        m.sum("augur_cache_hits_total", &["tier=\"ram\""]) > 0.0,
+        "{}",
+        ctx("hits")
+    );
+    assert!(
+        m.sum("augur_cache_misses_total", &[]) > 0.0,
+        "{}",
+        ctx("misses")
+    );
+    assert!(
+        m.sum("augur_lazy_blocked_read_duration_seconds_count", &[]) > 0.0,
+        "{}",
+        ctx("the first run's reads waited on the registry")
+    );
+    assert!(m.sum("augur_registry_request_duration_seconds_count", &[]) > 0.0);
+    assert_eq!(
+        m.sum("augur_registry_errors_total", &[]),
+        0.0,
+        "{}",
+        ctx("errors")
+    );
+    assert_eq!(m.sum("augur_lazy_read_errors_total", &[]), 0.0);
+    assert_eq!(m.sum("augur_cache_corrupt_chunks_dropped_total", &[]), 0.0);
+    assert_eq!(
+        m.sum("augur_lazy_mounted_layers", &[]),
+        2.0,
+        "{}",
+        ctx("layers")
+    );
+    let (data, saved) = (
+        m.sum("augur_lazy_layer_bytes", &[]),
+        m.sum("augur_lazy_saved_bytes", &[]),
+    );
+    assert!(saved > 0.0 && saved < data, "{}", ctx("saved bytes"));
+    assert_eq!(
+        m.sum("augur_lazy_layer_fetched_bytes", &[]),
+        m.sum("augur_registry_fetched_bytes_total", &[]),
+        "{}",
+        ctx("live layer counters and the registry counter agree")
+    );
+    assert_eq!(
+        m.sum("augur_cache_budget_bytes", &["tier=\"ram\""]),
+        (64u64 << 20) as f64,
+        "the test cache's ram_mib = 64"
+    );
+    assert!(m.sum("augur_cache_used_bytes", &["tier=\"ram\""]) > 0.0);
+    assert!(m.has("augur_build_info"), "{}", ctx("build info"));
+}
+
+/// A real Prometheus scrapes the daemon and loads the shipped alert rules.
+fn check_real_prometheus(bed: &LazyBed, port: u16) {
+    let rules = workspace().join("systemd/augur-alerts.yml");
+    let prom = Prometheus::start(
+        &bed.dir.join("prometheus"),
+        &[format!("127.0.0.1:{port}")],
+        &[rules],
+    );
+    let arrived = poll(std::time::Duration::from_secs(60), || {
+        !prom.query("augur_build_info{job=\"augur\"}").is_empty()
+    });
+    assert!(arrived, "Prometheus never stored augur_build_info");
+    let up = prom.query("up{job=\"augur\"}");
+    assert_eq!(up.len(), 1, "{up:?}");
+    assert_eq!(up[0]["value"][1], "1", "the scrape succeeded: {up:?}");
+    let served = prom.query("sum(augur_lazy_served_bytes_total)");
+    assert!(
+        served[0]["value"][1]
+            .as_str()
+            .unwrap()
+            .parse::<f64>()
+            .unwrap()
+            > 0.0,
+        "{served:?}"
+    );
+    let groups = prom.rule_groups();
+    let mut names: Vec<&str> = groups.iter().filter_map(|g| g["name"].as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        ["augur-alerts", "augur-recording"],
+        "rule groups loaded"
+    );
+}
+
+/// The shipped alert rules are valid, and each alert fires on the failure it is for
+/// (`integration-tests/promtool/augur-alerts.test.yml`).
+#[test]
+fn alert_rules_pass_promtool() {
+    let out = promtool_check_rules(&workspace().join("systemd/augur-alerts.yml"));
+    assert!(out.contains("SUCCESS"), "{out}");
+    let tests = workspace().join("integration-tests/promtool/augur-alerts.test.yml");
+    let out = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&tests)
+        .output()
+        .expect("run promtool (integration-tests/scripts/deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "promtool test rules:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -4,6 +4,7 @@
 //! Every key, its default and its rule is documented in `docs/configuration.md`, and the
 //! annotated default file is `systemd/config.toml`; a test keeps the three in step.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -56,7 +57,24 @@ pub struct RawConfig {
     /// `[admin]` table.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[metrics]` table.
+    #[serde(default)]
+    pub metrics: RawMetrics,
 }
+
+/// The `[metrics]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// `ip:port` of the Prometheus endpoint (`""` = off).
+    pub address: Option<String>,
+    /// Accept an address other than loopback.
+    pub allow_remote: Option<bool>,
+}
+
+/// Default metrics endpoint: loopback, port 9464 (the OpenTelemetry Prometheus exporter's
+/// customary port, free of the common exporters').
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9464";
 
 /// The `[admin]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -206,6 +224,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The admin API's unix socket (absolute; mode 0600).
     pub admin_address: PathBuf,
+    /// The Prometheus endpoint's address (`None`: off).
+    pub metrics_address: Option<SocketAddr>,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -323,6 +343,7 @@ impl RawConfig {
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
             admin_address: admin_address(self.admin.address, &address)?,
+            metrics_address: self.metrics.validate()?,
         })
     }
 }
@@ -462,6 +483,35 @@ impl RawCache {
                 1000,
             )? as u32,
         })
+    }
+}
+
+impl RawMetrics {
+    fn validate(self) -> Result<Option<SocketAddr>, ConfigError> {
+        let text = self
+            .address
+            .unwrap_or_else(|| DEFAULT_METRICS_ADDRESS.to_owned());
+        if text.is_empty() {
+            return Ok(None);
+        }
+        let address: SocketAddr = text.parse().map_err(|_| {
+            invalid(
+                "metrics.address",
+                text.clone(),
+                "an IP address and port such as \"127.0.0.1:9464\" or \"[::1]:9464\" (no host names), or \"\" to turn the endpoint off".into(),
+            )
+        })?;
+        if !address.ip().is_loopback() && !self.allow_remote.unwrap_or(false) {
+            return Err(invalid(
+                "metrics.address",
+                text,
+                "not a loopback address: the endpoint has no authentication and shows the node's \
+                 images and traffic to anyone who can connect; set metrics.allow_remote = true \
+                 if a firewall or network policy limits who can reach it"
+                    .into(),
+            ));
+        }
+        Ok(Some(address))
     }
 }
 
@@ -608,6 +658,25 @@ mod tests {
         assert_eq!(c.cache.hdd_bytes, 8192 << 20);
         assert_eq!(c.cache.policy.name(), "lfu");
         assert_eq!(c.admin_address, Path::new("/run/augur/admin.sock"));
+        assert_eq!(c.metrics_address, Some(([127, 0, 0, 1], 9464).into()));
+    }
+
+    #[test]
+    fn metrics_stay_on_loopback_unless_allowed() {
+        let addr = |text: &str| validate(&format!("[metrics]\n{text}")).map(|c| c.metrics_address);
+        assert_eq!(addr("address = \"\""), Ok(None));
+        assert_eq!(
+            addr("address = \"[::1]:9100\""),
+            Ok(Some("[::1]:9100".parse().unwrap()))
+        );
+        let remote = "address = \"0.0.0.0:9464\"";
+        let Err(ConfigError::Invalid { key, rule, .. }) = addr(remote) else {
+            panic!("a wildcard address was accepted without allow_remote");
+        };
+        assert_eq!(key, "metrics.address");
+        assert!(rule.contains("metrics.allow_remote = true"), "{rule}");
+        let allowed = addr(&format!("{remote}\nallow_remote = true"));
+        assert_eq!(allowed, Ok(Some(([0, 0, 0, 0], 9464).into())));
     }
 
     #[test]
@@ -660,6 +729,8 @@ mod tests {
                 "cache.promote_after_hits",
             ),
             ("[admin]\naddress = \"admin.sock\"", "admin.address"),
+            ("[metrics]\naddress = \"localhost:9464\"", "metrics.address"),
+            ("[metrics]\naddress = \"127.0.0.1\"", "metrics.address"),
             (
                 "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
                 "admin.address",

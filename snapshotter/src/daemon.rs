@@ -1,5 +1,5 @@
-//! Daemon lifecycle: open the root, bind the socket safely, serve gRPC, notify systemd, stop
-//! gracefully.
+//! Daemon lifecycle: open the root, bind the sockets safely (gRPC, admin, and the metrics
+//! endpoint's TCP port), serve, notify systemd, stop gracefully.
 //!
 //! Start-up order matters to containerd and systemd: the metadata store is opened (and leftovers
 //! swept) before the socket exists, and `READY=1` is sent only once the socket is listening, so
@@ -56,6 +56,9 @@ pub enum DaemonError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    /// The metrics endpoint could not listen.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// Runs the daemon until `shutdown` resolves, then stops accepting calls, lets in-flight calls
@@ -82,9 +85,21 @@ pub async fn run(
             return Err(e);
         }
     };
+    let metrics_listener = match config.metrics_address {
+        None => None,
+        Some(a) => match crate::metrics::server::bind(a).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.address);
+                let _ = std::fs::remove_file(&config.admin_address);
+                return Err(e.into());
+            }
+        },
+    };
     tracing::info!(
         address = %config.address.display(),
         admin = %config.admin_address.display(),
+        metrics = ?config.metrics_address,
         root = %config.root.display(),
         version = env!("CARGO_PKG_VERSION"),
         "augur-snapshotter ready"
@@ -101,6 +116,13 @@ pub async fn run(
         },
         stop_rx.clone(),
     ));
+    let metrics = metrics_listener.map(|l| {
+        tokio::spawn(crate::metrics::serve(
+            l,
+            Arc::new(metrics_registry(&sn)),
+            stop_rx.clone(),
+        ))
+    });
     let service = SnapshotService::new(Arc::clone(&sn));
     let mut grpc_stop = stop_rx;
     let served = tonic::transport::Server::builder()
@@ -116,6 +138,9 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = admin.await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
     let _ = std::fs::remove_file(&config.address);
     let _ = std::fs::remove_file(&config.admin_address);
     tokio::task::spawn_blocking(move || sn.shutdown())
@@ -124,6 +149,16 @@ pub async fn run(
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The metrics the endpoint serves: the daemon's own, and a scrape-time collector per
+/// subsystem that keeps counters (register new subsystems' collectors here).
+fn metrics_registry(sn: &Snapshotter) -> crate::metrics::Metrics {
+    let mut metrics = crate::metrics::Metrics::new();
+    if let Some(lazy) = sn.lazy() {
+        metrics.register(crate::metrics::collect::LazyCollector(Arc::clone(lazy)));
+    }
+    metrics
 }
 
 /// Serves the admin API until `stop` turns true; a failure is logged, not fatal (containerd's

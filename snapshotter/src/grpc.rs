@@ -2,7 +2,8 @@
 //!
 //! Each call converts its request, runs the snapshot operation on tokio's blocking pool (it
 //! fsyncs and walks directories), and converts the answer; errors become the gRPC codes chosen
-//! in [`crate::error`]. Every call is logged at debug with its latency, failures at info.
+//! in [`crate::error`]. Every call is logged at debug with its latency, failures at info, and
+//! recorded in `augur_snapshot_operation_duration_seconds{op, code}`.
 //!
 //! One deliberate exception: Stat and Mounts run inline on the async worker. Each is a single
 //! redb read transaction served from redb's in-memory page cache plus string building, with no
@@ -20,6 +21,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::error::Error;
+use crate::metrics::hot::HOT;
 use crate::mounts::Mount;
 use crate::snapshotter::Snapshotter;
 use crate::store::{Info, Kind, Labels, Timestamp};
@@ -129,6 +131,20 @@ impl SnapshotService {
     }
 }
 
+/// Runs a gRPC method's body and records its latency and status code in the metrics.
+async fn timed<T>(
+    op: &'static str,
+    call: impl std::future::Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    let start = Instant::now();
+    let result = call.await;
+    let code = result
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    HOT.snapshot_op(op, code, start.elapsed());
+    result
+}
+
 /// Runs a read-only metadata lookup (no filesystem access) inline; see the module docs.
 fn lookup<T>(
     sn: &Snapshotter,
@@ -169,105 +185,126 @@ impl Snapshots for SnapshotService {
         &self,
         req: Request<pb::PrepareSnapshotRequest>,
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
-        let r = req.into_inner();
-        let key = r.key.clone();
-        let labels = labels(r.labels);
-        // The labels decide lazy or not: logged so a pull client's labels can be checked.
-        tracing::debug!(key, parent = r.parent, ?labels, "prepare requested");
-        if let Some(done) = self.try_remote(&key, &r.parent, &labels).await {
-            return Err(done);
-        }
-        let mounts = self
-            .run("prepare", &key, move |sn| {
-                sn.prepare(&r.key, &r.parent, labels)
-            })
-            .await?;
-        Ok(Response::new(pb::PrepareSnapshotResponse {
-            mounts: to_pb_mounts(mounts),
-        }))
+        timed("prepare", async move {
+            let r = req.into_inner();
+            let key = r.key.clone();
+            let labels = labels(r.labels);
+            // The labels decide lazy or not: logged so a pull client's labels can be checked.
+            tracing::debug!(key, parent = r.parent, ?labels, "prepare requested");
+            if let Some(done) = self.try_remote(&key, &r.parent, &labels).await {
+                return Err(done);
+            }
+            let mounts = self
+                .run("prepare", &key, move |sn| {
+                    sn.prepare(&r.key, &r.parent, labels)
+                })
+                .await?;
+            Ok(Response::new(pb::PrepareSnapshotResponse {
+                mounts: to_pb_mounts(mounts),
+            }))
+        })
+        .await
     }
 
     async fn view(
         &self,
         req: Request<pb::ViewSnapshotRequest>,
     ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
-        let r = req.into_inner();
-        let key = r.key.clone();
-        let mounts = self
-            .run("view", &key, move |sn| {
-                sn.view(&r.key, &r.parent, labels(r.labels))
-            })
-            .await?;
-        Ok(Response::new(pb::ViewSnapshotResponse {
-            mounts: to_pb_mounts(mounts),
-        }))
+        timed("view", async move {
+            let r = req.into_inner();
+            let key = r.key.clone();
+            let mounts = self
+                .run("view", &key, move |sn| {
+                    sn.view(&r.key, &r.parent, labels(r.labels))
+                })
+                .await?;
+            Ok(Response::new(pb::ViewSnapshotResponse {
+                mounts: to_pb_mounts(mounts),
+            }))
+        })
+        .await
     }
 
     async fn mounts(
         &self,
         req: Request<pb::MountsRequest>,
     ) -> Result<Response<pb::MountsResponse>, Status> {
-        let key = req.into_inner().key;
-        let k = key.clone();
-        let mounts = lookup(&self.sn, "mounts", &key, |sn| sn.mounts(&k))?;
-        Ok(Response::new(pb::MountsResponse {
-            mounts: to_pb_mounts(mounts),
-        }))
+        timed("mounts", async move {
+            let key = req.into_inner().key;
+            let k = key.clone();
+            let mounts = lookup(&self.sn, "mounts", &key, |sn| sn.mounts(&k))?;
+            Ok(Response::new(pb::MountsResponse {
+                mounts: to_pb_mounts(mounts),
+            }))
+        })
+        .await
     }
 
     async fn commit(
         &self,
         req: Request<pb::CommitSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
-        let r = req.into_inner();
-        let key = r.key.clone();
-        self.run("commit", &key, move |sn| {
-            sn.commit(&r.name, &r.key, labels(r.labels))
+        timed("commit", async move {
+            let r = req.into_inner();
+            let key = r.key.clone();
+            self.run("commit", &key, move |sn| {
+                sn.commit(&r.name, &r.key, labels(r.labels))
+            })
+            .await?;
+            Ok(Response::new(()))
         })
-        .await?;
-        Ok(Response::new(()))
+        .await
     }
 
     async fn remove(
         &self,
         req: Request<pb::RemoveSnapshotRequest>,
     ) -> Result<Response<()>, Status> {
-        let key = req.into_inner().key;
-        let k = key.clone();
-        self.run("remove", &key, move |sn| sn.remove(&k)).await?;
-        Ok(Response::new(()))
+        timed("remove", async move {
+            let key = req.into_inner().key;
+            let k = key.clone();
+            self.run("remove", &key, move |sn| sn.remove(&k)).await?;
+            Ok(Response::new(()))
+        })
+        .await
     }
 
     async fn stat(
         &self,
         req: Request<pb::StatSnapshotRequest>,
     ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
-        let key = req.into_inner().key;
-        let k = key.clone();
-        let info = lookup(&self.sn, "stat", &key, |sn| sn.stat(&k))?;
-        Ok(Response::new(pb::StatSnapshotResponse {
-            info: Some(to_pb_info(info)),
-        }))
+        timed("stat", async move {
+            let key = req.into_inner().key;
+            let k = key.clone();
+            let info = lookup(&self.sn, "stat", &key, |sn| sn.stat(&k))?;
+            Ok(Response::new(pb::StatSnapshotResponse {
+                info: Some(to_pb_info(info)),
+            }))
+        })
+        .await
     }
 
     async fn update(
         &self,
         req: Request<pb::UpdateSnapshotRequest>,
     ) -> Result<Response<pb::UpdateSnapshotResponse>, Status> {
-        let r = req.into_inner();
-        let info = r.info.ok_or_else(|| {
-            Status::invalid_argument("update needs the snapshot info (name and labels)")
-        })?;
-        let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
-        let name = info.name.clone();
-        let updated = self
-            .run("update", &name, move |sn| {
-                sn.update(&info.name, &labels(info.labels), &paths)
-            })
-            .await?;
-        Ok(Response::new(pb::UpdateSnapshotResponse {
-            info: Some(to_pb_info(updated)),
-        }))
+        timed("update", async move {
+            let r = req.into_inner();
+            let info = r.info.ok_or_else(|| {
+                Status::invalid_argument("update needs the snapshot info (name and labels)")
+            })?;
+            let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
+            let name = info.name.clone();
+            let updated = self
+                .run("update", &name, move |sn| {
+                    sn.update(&info.name, &labels(info.labels), &paths)
+                })
+                .await?;
+            Ok(Response::new(pb::UpdateSnapshotResponse {
+                info: Some(to_pb_info(updated)),
+            }))
+        })
+        .await
     }
 
     type ListStream = ListStream;
@@ -276,38 +313,48 @@ impl Snapshots for SnapshotService {
         &self,
         req: Request<pb::ListSnapshotsRequest>,
     ) -> Result<Response<Self::ListStream>, Status> {
-        let filters = req.into_inner().filters;
-        let shown = filters.join(" | ");
-        let infos = self
-            .run("list", &shown, move |sn| sn.list(&filters))
-            .await?;
-        let batches: Vec<Result<pb::ListSnapshotsResponse, Status>> = infos
-            .chunks(LIST_BATCH)
-            .map(|chunk| {
-                Ok(pb::ListSnapshotsResponse {
-                    info: chunk.iter().cloned().map(to_pb_info).collect(),
+        timed("list", async move {
+            let filters = req.into_inner().filters;
+            let shown = filters.join(" | ");
+            let infos = self
+                .run("list", &shown, move |sn| sn.list(&filters))
+                .await?;
+            let batches: Vec<Result<pb::ListSnapshotsResponse, Status>> = infos
+                .chunks(LIST_BATCH)
+                .map(|chunk| {
+                    Ok(pb::ListSnapshotsResponse {
+                        info: chunk.iter().cloned().map(to_pb_info).collect(),
+                    })
                 })
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(batches))))
+                .collect();
+            let stream: ListStream = Box::pin(futures::stream::iter(batches));
+            Ok(Response::new(stream))
+        })
+        .await
     }
 
     async fn usage(
         &self,
         req: Request<pb::UsageRequest>,
     ) -> Result<Response<pb::UsageResponse>, Status> {
-        let key = req.into_inner().key;
-        let k = key.clone();
-        let u = self.run("usage", &key, move |sn| sn.usage(&k)).await?;
-        Ok(Response::new(pb::UsageResponse {
-            size: u.size,
-            inodes: u.inodes,
-        }))
+        timed("usage", async move {
+            let key = req.into_inner().key;
+            let k = key.clone();
+            let u = self.run("usage", &key, move |sn| sn.usage(&k)).await?;
+            Ok(Response::new(pb::UsageResponse {
+                size: u.size,
+                inodes: u.inodes,
+            }))
+        })
+        .await
     }
 
     async fn cleanup(&self, _req: Request<pb::CleanupRequest>) -> Result<Response<()>, Status> {
-        self.run("cleanup", "", |sn| sn.cleanup()).await?;
-        Ok(Response::new(()))
+        timed("cleanup", async move {
+            self.run("cleanup", "", |sn| sn.cleanup()).await?;
+            Ok(Response::new(()))
+        })
+        .await
     }
 }
 

@@ -10,6 +10,7 @@
 //! |---|---|
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
 //! | [`admin`] | the admin API (JSON over a root-only unix socket) that `augurctl` uses |
+//! | [`metrics`] | Prometheus metrics on `GET /metrics` (loopback TCP): hot-path instruments and scrape-time collectors |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
@@ -58,6 +59,7 @@ pub mod filter;
 pub mod fsutil;
 pub mod grpc;
 pub mod lazy;
+pub mod metrics;
 pub mod mounts;
 pub mod notify;
 pub mod reaper;

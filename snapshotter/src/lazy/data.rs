@@ -18,10 +18,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::cache::{Admission, Chunk, ChunkCache, ChunkKey, Verified};
+use crate::cache::{Admission, Chunk, ChunkCache, ChunkKey, Tier, Verified};
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
 use crate::lazy::activity::Activity;
 use crate::lazy::source::{BlobSource, FetchError};
+use crate::metrics::hot::{HOT, ReadSource};
 
 /// On a miss, also fetch the following missing members in the same request, up to this many
 /// compressed bytes in all (one round trip instead of several; see `fetch_member_now`).
@@ -135,6 +136,17 @@ enum ChunkBytes {
 }
 
 impl ChunkBytes {
+    fn source(&self) -> ReadSource {
+        match self {
+            ChunkBytes::Cached(c) => match c.tier() {
+                Tier::Ram => ReadSource::Ram,
+                Tier::Nvme => ReadSource::Nvme,
+                Tier::Hdd => ReadSource::Hdd,
+            },
+            ChunkBytes::Fetched(_) => ReadSource::Network,
+        }
+    }
+
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> usize {
         match self {
             ChunkBytes::Cached(c) => c.read_at(offset, buf),
@@ -238,15 +250,29 @@ impl LayerData {
     }
 
     /// `size` bytes of file `node` at `offset` (fewer at end of file), fetching what is missing.
+    /// Counted in the metrics by source; a read that waited on the network also by duration.
     pub fn read(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
-        let result = self.read_inner(node, offset, size);
+        let start = Instant::now();
+        let mut blocked = false;
+        let result = self.read_inner(node, offset, size, &mut blocked);
         if result.is_err() {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+            HOT.lazy_read_error();
+        }
+        if blocked {
+            HOT.blocked_read(start.elapsed());
         }
         result
     }
 
-    fn read_inner(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
+    /// Sets `blocked` if a chunk had to be fetched.
+    fn read_inner(
+        &self,
+        node: NodeId,
+        offset: u64,
+        size: u32,
+        blocked: &mut bool,
+    ) -> Result<Vec<u8>, ReadError> {
         let NodeKind::File { chunks, .. } = &self.index.node(node).kind else {
             return Ok(Vec::new());
         };
@@ -264,6 +290,9 @@ impl LayerData {
             let at = out.len();
             out.resize(at + (to - from) as usize, 0);
             let n = bytes.read_at(from - c_start, &mut out[at..]);
+            let source = bytes.source();
+            *blocked |= source == ReadSource::Network;
+            HOT.lazy_read(source, n as u64);
             if n != (to - from) as usize {
                 return Err(ReadError::Local(format!(
                     "chunk {ci} is shorter than the TOC says"
@@ -458,6 +487,7 @@ impl LayerData {
         deadline: Instant,
     ) -> Result<Vec<u8>, FetchError> {
         let bytes = self.source.read_range(offset, len, deadline)?;
+        HOT.registry_fetched(bytes.len() as u64);
         self.stats
             .fetched_bytes
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);

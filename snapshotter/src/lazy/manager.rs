@@ -28,6 +28,7 @@ use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
 use crate::lazy::source::{BlobSource, RegistrySource};
 use crate::lazy::{LazyError, mount};
+use crate::metrics::hot::HOT;
 use crate::registry::{Registry, RegistryConfig};
 use crate::store::RemoteLayer;
 
@@ -63,6 +64,21 @@ pub struct Resolved {
     pub toc: Arc<Toc>,
     /// Bytes read from the registry to resolve it (footer and TOC), counted in its stats.
     pub resolve_bytes: u64,
+}
+
+/// Totals over the mounted lazy layers (each distinct layer once), for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LayerTotals {
+    /// Snapshots with a lazily mounted layer.
+    pub snapshots: u64,
+    /// Distinct layers among them.
+    pub layers: u64,
+    /// Their compressed data bytes (up to each TOC): a lower bound of a full pull's download.
+    pub data_bytes: u64,
+    /// Bytes fetched for them, over each layer's life on this node.
+    pub fetched_bytes: u64,
+    /// Per layer, data bytes less fetched bytes (never below 0), summed.
+    pub saved_bytes: u64,
 }
 
 struct Mounted {
@@ -129,6 +145,32 @@ impl LazyLayers {
         self.cache.status()
     }
 
+    /// Totals over the mounted layers, now.
+    pub fn totals(&self) -> LayerTotals {
+        let mounted = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = std::collections::HashSet::new();
+        let mut t = LayerTotals {
+            snapshots: mounted.len() as u64,
+            ..LayerTotals::default()
+        };
+        for m in mounted.values() {
+            if !seen.insert(m.digest.as_str()) {
+                continue;
+            }
+            let data = m.data.index().toc_offset();
+            let fetched = m
+                .data
+                .stats
+                .fetched_bytes
+                .load(std::sync::atomic::Ordering::Relaxed);
+            t.layers += 1;
+            t.data_bytes += data;
+            t.fetched_bytes += fetched;
+            t.saved_bytes += data.saturating_sub(fetched);
+        }
+        t
+    }
+
     /// The chunk cache.
     pub fn cache(&self) -> &Arc<ChunkCache> {
         &self.cache
@@ -154,6 +196,7 @@ impl LazyLayers {
         let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
         // The blob's size and its end (footer, and the whole TOC if it is small) in one request.
         let (tail, size) = self.registry.read_tail(r, d, RESOLVE_TAIL).await?;
+        HOT.registry_fetched(tail.len() as u64);
         if size < FOOTER_SIZE || (tail.len() as u64) < FOOTER_SIZE {
             return Err(LazyError::NotLazy(format!(
                 "layer {d} is only {size} bytes"
@@ -180,6 +223,7 @@ impl LazyLayers {
                 .registry
                 .read_range(r, d, footer.toc_offset, tail_start - footer.toc_offset)
                 .await?;
+            HOT.registry_fetched(head.len() as u64);
             let mut toc = Vec::with_capacity(head.len() + tail.len());
             toc.extend_from_slice(&head);
             toc.extend_from_slice(&in_tail(tail_start));

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use manager::{InheritedDir, LazyConfig, LazyLayers, Resolved};
+pub use manager::{InheritedDir, LayerTotals, LazyConfig, LazyLayers, Resolved};
 
 use crate::estargz::FormatError;
 use crate::registry::RegistryError;

@@ -101,6 +101,20 @@ pub enum RegistryError {
 }
 
 impl RegistryError {
+    /// Its kind, as the `kind` label of `augur_registry_errors_total` spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegistryError::NotFound { .. } => "not_found",
+            RegistryError::Unauthorized { .. } => "unauthorized",
+            RegistryError::Unreachable { .. } => "unreachable",
+            RegistryError::Protocol { .. } => "protocol",
+            RegistryError::InvalidReference { .. } => "invalid_reference",
+            RegistryError::Config { .. } => "config",
+            RegistryError::LocalFile { .. } => "local_file",
+            RegistryError::Write { .. } => "write",
+        }
+    }
+
     /// True when a later retry may succeed (the registry was unreachable, not wrong).
     pub fn is_transient(&self) -> bool {
         matches!(self, RegistryError::Unreachable { .. })

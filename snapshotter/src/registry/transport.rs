@@ -20,7 +20,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
@@ -32,6 +32,7 @@ use tokio::io::AsyncReadExt;
 use super::RegistryError;
 use super::auth::Auth;
 use super::endpoint::{Cap, Endpoint};
+use crate::metrics::hot::HOT;
 
 /// Where a request goes.
 #[derive(Debug)]
@@ -137,8 +138,23 @@ pub(crate) struct Transport {
 
 impl Transport {
     /// Runs `req` over `eps` (already filtered and ordered) and hands the first successful
-    /// response to `read`.
+    /// response to `read`. Recorded in the metrics: duration, retries, and a final error's kind.
     pub(crate) async fn run<T>(
+        &self,
+        eps: &[Arc<Endpoint>],
+        req: &Request<'_>,
+        read: Reader<'_, T>,
+    ) -> Result<T, RegistryError> {
+        let start = Instant::now();
+        let result = self.rounds(eps, req, read).await;
+        HOT.registry_request(start.elapsed());
+        if let Err(e) = &result {
+            HOT.registry_error(e.kind());
+        }
+        result
+    }
+
+    async fn rounds<T>(
         &self,
         eps: &[Arc<Endpoint>],
         req: &Request<'_>,
@@ -147,6 +163,7 @@ impl Transport {
         let mut last = (String::new(), "no endpoint".to_owned());
         for round in 0..=self.retries {
             if round > 0 {
+                HOT.registry_retry();
                 let wait = self.backoff.delay(round - 1);
                 tracing::warn!(host = %last.0, error = %last.1, retry = round, of = self.retries,
                     wait_ms = wait.as_millis() as u64, "registry request failed; retrying");

@@ -1,0 +1,132 @@
+//! Collectors that read a subsystem's own counters at scrape time, so nothing is counted twice
+//! and hot paths pay nothing for metrics: the mounted lazy layers ([`LayerTotals`]) with their
+//! chunk cache ([`CacheStatus`]), and the build.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+
+use super::{Emit, Labels};
+use crate::cache::CacheStatus;
+use crate::lazy::{LayerTotals, LazyLayers};
+
+/// `augur_build_info{version}`.
+#[derive(Debug)]
+pub struct BuildInfo;
+
+impl Collector for BuildInfo {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        Emit::new(encoder).gauge(
+            "augur_build_info",
+            "Always 1; the running daemon's version in the version label",
+            &[(vec![("version", env!("CARGO_PKG_VERSION"))], 1u64)],
+        )
+    }
+}
+
+/// The cache's families from one status snapshot.
+pub fn encode_cache(s: &CacheStatus, out: &mut Emit<'_>) -> std::fmt::Result {
+    let per_tier = |f: fn(&crate::cache::TierStatus) -> u64| -> Vec<(Labels<'static>, u64)> {
+        s.tiers
+            .iter()
+            .map(|t| (vec![("tier", t.tier.name())], f(t)))
+            .collect()
+    };
+    out.counter(
+        "augur_cache_hits",
+        "Chunk lookups answered by a cache tier",
+        &per_tier(|t| t.hits),
+    )?;
+    out.counter_value(
+        "augur_cache_misses",
+        "Chunk lookups no tier could answer (the chunk was then fetched)",
+        s.misses,
+    )?;
+    out.gauge(
+        "augur_cache_used_bytes",
+        "Bytes of chunks held per cache tier",
+        &per_tier(|t| t.used_bytes),
+    )?;
+    out.gauge(
+        "augur_cache_budget_bytes",
+        "Configured byte budget per cache tier (cache.ram_mib, nvme_mib, hdd_mib)",
+        &per_tier(|t| t.budget_bytes),
+    )?;
+    out.gauge(
+        "augur_cache_chunks",
+        "Chunks held per cache tier",
+        &per_tier(|t| t.chunks),
+    )?;
+    out.counter(
+        "augur_cache_inserts",
+        "Chunks stored in a tier (admitted, promoted into it or demoted into it)",
+        &per_tier(|t| t.inserts),
+    )?;
+    out.counter(
+        "augur_cache_evictions",
+        "Chunks a tier evicted to make room",
+        &per_tier(|t| t.evictions),
+    )?;
+    out.counter(
+        "augur_cache_promotions",
+        "Chunks moved up out of a tier",
+        &per_tier(|t| t.promotions),
+    )?;
+    out.counter_value(
+        "augur_cache_corrupt_chunks_dropped",
+        "Cached chunks dropped because their bytes failed verification (fetched again from the registry)",
+        s.corrupt,
+    )?;
+    out.counter_value(
+        "augur_cache_rejected_chunks",
+        "Chunks no tier would take (all budgets full of higher-ranked chunks)",
+        s.rejected,
+    )?;
+    out.gauge_value(
+        "augur_cache_referenced_chunks",
+        "Chunks referenced by at least one mounted lazy layer",
+        s.referenced_chunks,
+    )
+}
+
+/// The mounted lazy layers and their cache, from [`LazyLayers::totals`].
+#[derive(Debug)]
+pub struct LazyCollector(pub Arc<LazyLayers>);
+
+impl Collector for LazyCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut out = Emit::new(encoder);
+        encode_layers(&self.0.totals(), &mut out)?;
+        encode_cache(&self.0.cache_status(), &mut out)
+    }
+}
+
+/// The lazy layers' families from one snapshot.
+pub fn encode_layers(t: &LayerTotals, out: &mut Emit<'_>) -> std::fmt::Result {
+    out.gauge_value(
+        "augur_lazy_mounted_snapshots",
+        "Snapshots whose layer is mounted lazily (over FUSE)",
+        t.snapshots,
+    )?;
+    out.gauge_value(
+        "augur_lazy_mounted_layers",
+        "Distinct remote layers mounted lazily",
+        t.layers,
+    )?;
+    out.gauge_value(
+        "augur_lazy_layer_bytes",
+        "Compressed data bytes (before the TOC) of the mounted lazy layers: what a full pull would download, at least",
+        t.data_bytes,
+    )?;
+    out.gauge_value(
+        "augur_lazy_layer_fetched_bytes",
+        "Bytes fetched so far for the mounted lazy layers, over each layer's life on this node (from its stats.json)",
+        t.fetched_bytes,
+    )?;
+    out.gauge_value(
+        "augur_lazy_saved_bytes",
+        "Bytes of the mounted lazy layers never fetched, against a full pull: per layer, data bytes less fetched bytes (never below 0)",
+        t.saved_bytes,
+    )
+}
