@@ -466,3 +466,52 @@ async fn keys_with_odd_characters_round_trip() {
         remove(&mut c, key).await.unwrap();
     }
 }
+
+/// A metrics port that cannot be bound stops start-up only when the operator chose it: the
+/// default address (127.0.0.1:9464) taken by something else costs the node its metrics, not its
+/// containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_metrics_port_fails_start_only_when_configured() {
+    let dir = TestDir::new("grpc-metrics-port");
+    // Hold the default port (if something else already holds it, it is taken all the same).
+    let _default = std::net::TcpListener::bind("127.0.0.1:9464");
+    let config = dir.join("default.toml");
+    std::fs::write(&config, augur_integration_tests::TEST_CACHE).unwrap();
+    let d = Daemon::start_with_config(
+        &dir.join("root-a"),
+        &dir.join("a.sock"),
+        &dir.join("a.log"),
+        &config,
+    );
+    assert!(
+        d.log().contains("no metrics endpoint"),
+        "expected a warning about the taken default port:\n{}",
+        d.log()
+    );
+    drop(d);
+
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let config = dir.join("explicit.toml");
+    let text = format!(
+        "{}\n[metrics]\naddress = \"127.0.0.1:{port}\"\n",
+        augur_integration_tests::TEST_CACHE
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = std::process::Command::new(augur_integration_tests::snapshotter_bin())
+        .arg("--root")
+        .arg(dir.join("root-b"))
+        .arg("--address")
+        .arg(dir.join("b.sock"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started on a taken port: {stderr}");
+    assert!(
+        stderr.contains("metrics"),
+        "error does not name the key: {stderr}"
+    );
+    assert!(!dir.join("b.sock").exists(), "socket left behind");
+}

@@ -226,6 +226,9 @@ pub struct Config {
     pub admin_address: PathBuf,
     /// The Prometheus endpoint's address (`None`: off).
     pub metrics_address: Option<SocketAddr>,
+    /// Whether `metrics.address` was set in the file: then a port that cannot be bound stops
+    /// start-up; the default address only gets a warning (containers must still start).
+    pub metrics_address_explicit: bool,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -343,6 +346,7 @@ impl RawConfig {
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
             admin_address: admin_address(self.admin.address, &address)?,
+            metrics_address_explicit: self.metrics.address.is_some(),
             metrics_address: self.metrics.validate()?,
         })
     }

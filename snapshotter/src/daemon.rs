@@ -89,6 +89,16 @@ pub async fn run(
         None => None,
         Some(a) => match crate::metrics::server::bind(a).await {
             Ok(l) => Some(l),
+            // The default address is a convenience: a node where something else holds it must
+            // still start containers. A configured one is a promise to the operator: fail.
+            Err(e) if !config.metrics_address_explicit => {
+                tracing::warn!(
+                    error = %e,
+                    "no metrics endpoint: the default metrics.address is taken; set \
+                     metrics.address to a free port, or to \"\" to turn the endpoint off"
+                );
+                None
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&config.address);
                 let _ = std::fs::remove_file(&config.admin_address);

@@ -56,7 +56,8 @@ pub enum ReadError {
     Local(String),
 }
 
-/// Counters of one layer, kept across restarts in `stats.json` (until metrics export them).
+/// Counters of one layer, kept across restarts in `stats.json`; the metrics endpoint reads them at
+/// scrape time (`metrics::collect::LazyCollector`).
 #[derive(Debug, Default)]
 pub struct LayerStats {
     /// Compressed bytes fetched from the source (demand and background).
