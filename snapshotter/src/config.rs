@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::{CacheSettings, Policy};
+pub use crate::warm::settings::{RawWarm, WarmSettings};
 
 /// The config file read when `--config` is not given (absent = all defaults).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/augur/config.toml";
@@ -56,6 +57,9 @@ pub struct RawConfig {
     /// `[admin]` table.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[warm]` table (see [`crate::warm::settings`]).
+    #[serde(default)]
+    pub warm: RawWarm,
 }
 
 /// The `[admin]` table as written.
@@ -206,6 +210,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The admin API's unix socket (absolute; mode 0600).
     pub admin_address: PathBuf,
+    /// `[warm]`.
+    pub warm: WarmSettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -323,6 +329,7 @@ impl RawConfig {
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
             admin_address: admin_address(self.admin.address, &address)?,
+            warm: self.warm.validate()?,
         })
     }
 }
@@ -500,7 +507,7 @@ pub const DEFAULT_ADMIN_SOCKET_NAME: &str = "admin.sock";
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 
 /// `value` (or `default`) if within `min..=max`.
-fn in_range(
+pub(crate) fn in_range(
     key: &'static str,
     value: Option<i64>,
     default: u64,
@@ -520,7 +527,7 @@ fn in_range(
     }
 }
 
-fn secs(
+pub(crate) fn secs(
     key: &'static str,
     value: Option<i64>,
     default: u64,
@@ -540,7 +547,7 @@ fn flag_note(key: &str) -> &'static str {
     }
 }
 
-fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
     ConfigError::Invalid { key, value, rule }
 }
 
