@@ -388,6 +388,21 @@ mod tests {
     }
 
     #[test]
+    fn b_after_a_is_learned_from_pulls_seconds_apart() {
+        let cfg = DeployConfig {
+            min_gap: Duration::ZERO,
+            ..DeployConfig::default()
+        };
+        let mut m = DeployModel::new(cfg);
+        for (i, image) in ["a", "b", "a", "b", "a", "b", "a"].iter().enumerate() {
+            pull(&mut m, 1_000_000 + i as u64 * 400, image);
+        }
+        let p = top(&m, 1_000_000 + 7 * 400);
+        assert_eq!(p.image, "docker.io/library/b:latest");
+        assert!(p.probability >= 0.7, "{p:?}");
+    }
+
+    #[test]
     fn an_hourly_job_is_predicted_when_due_and_forgotten_when_it_stops() {
         let cfg = DeployConfig::default();
         let mut m = DeployModel::new(cfg.clone());

@@ -161,7 +161,7 @@ impl LazyLayers {
         self.activity.touch();
         let (toc, resolve_bytes) = match self
             .warmed
-            .get(&spec.layer_digest, spec.toc_digest.as_deref())
+            .take(&spec.layer_digest, spec.toc_digest.as_deref())
         {
             Some(w) => {
                 tracing::debug!(layer = %spec.layer_digest, "TOC warmed ahead: no registry request");
@@ -206,11 +206,6 @@ impl LazyLayers {
     /// The TOCs warmed ahead of their pull.
     pub fn warmed(&self) -> &Arc<WarmedTocs> {
         &self.warmed
-    }
-
-    /// Whether `digest`'s TOC is already on disk (a layer some snapshot uses).
-    pub fn is_installed(&self, digest: &str) -> bool {
-        self.layer_dir(digest).join(TOC_FILE).exists()
     }
 
     /// Fetches a layer's footer and TOC from `image_ref`'s repository and verifies the TOC

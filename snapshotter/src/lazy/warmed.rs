@@ -2,9 +2,11 @@
 //! (`crate::warm`) while the network was idle, so that the Prepare of such a layer makes no
 //! registry request at all ([`super::LazyLayers::resolve`] looks here first).
 //!
-//! Keyed by layer digest (content-addressed, so any image holding the layer may use it).
+//! Keyed by layer digest (content-addressed, so any image holding the layer may use it). A
+//! resolve *takes* its entry: once installed, the layer's TOC is on disk and the memory is
+//! better spent on the next prediction.
 //! Bounded by the bytes of the TOCs it holds (their size as fetched, gzip-compressed, times an
-//! allowance for the decoded form); the least recently warmed or used goes first. In memory
+//! allowance for the decoded form); the oldest warm-up goes first. In memory
 //! only: a warm-up is worth something for the next minutes, not across restarts.
 
 use std::collections::HashMap;
@@ -74,7 +76,7 @@ impl WarmedTocs {
         self.hits.load(Ordering::Relaxed)
     }
 
-    /// Keeps `toc` for `layer_digest`, evicting the least recently used beyond the budget.
+    /// Keeps `toc` for `layer_digest`, evicting the oldest beyond the budget.
     /// A TOC larger than the whole budget is not kept.
     pub fn insert(&self, layer_digest: &str, toc: WarmedToc) {
         if cost(&toc) > self.budget {
@@ -100,22 +102,17 @@ impl WarmedTocs {
         }
     }
 
-    /// The TOC of `layer_digest` if held and, when the caller knows the TOC digest, it
-    /// matches (a mismatch drops the entry: the resolve fetches and verifies afresh).
-    pub fn get(&self, layer_digest: &str, toc_digest: Option<&str>) -> Option<WarmedToc> {
+    /// Takes the TOC of `layer_digest` if held and, when the caller knows the TOC digest, it
+    /// matches (a mismatching entry is dropped: the resolve fetches and verifies afresh).
+    pub fn take(&self, layer_digest: &str, toc_digest: Option<&str>) -> Option<WarmedToc> {
         let mut inner = self.lock();
-        inner.clock += 1;
-        let stamp = inner.clock;
-        let (entry, used) = inner.entries.get_mut(layer_digest)?;
+        let (entry, _) = inner.entries.remove(layer_digest)?;
+        inner.bytes -= cost(&entry);
         if toc_digest.is_some_and(|d| d != entry.toc_digest) {
-            let c = cost(entry);
-            inner.entries.remove(layer_digest);
-            inner.bytes -= c;
             return None;
         }
-        *used = stamp;
         self.hits.fetch_add(1, Ordering::Relaxed);
-        Some(entry.clone())
+        Some(entry)
     }
 }
 
@@ -141,27 +138,21 @@ mod tests {
     }
 
     #[test]
-    fn the_least_recently_used_goes_first_and_a_wrong_digest_is_not_served() {
+    fn the_oldest_goes_first_a_taken_entry_is_gone_and_a_wrong_digest_is_not_served() {
         let cache = WarmedTocs::new(3 * 100 * DECODED_FACTOR);
         cache.insert("l1", toc("t1", 100));
         cache.insert("l2", toc("t2", 100));
         cache.insert("l3", toc("t3", 100));
-        assert!(
-            cache.get("l1", Some("t1")).is_some(),
-            "l1 is now the most recent"
-        );
         cache.insert("l4", toc("t4", 100));
-        assert!(!cache.contains("l2"), "l2 was the least recently used");
-        assert!(cache.contains("l1") && cache.contains("l4"));
+        assert!(!cache.contains("l1"), "l1 was the oldest");
         assert_eq!(cache.usage(), (3, 300 * DECODED_FACTOR));
-        assert!(cache.get("l3", Some("other")).is_none());
+        assert!(cache.take("l2", Some("t2")).is_some());
+        assert!(!cache.contains("l2"), "taken");
+        assert!(cache.take("l3", Some("other")).is_none());
         assert!(!cache.contains("l3"), "a mismatching entry is dropped");
-        assert!(cache.get("l4", None).is_some());
+        assert_eq!(cache.usage(), (1, 100 * DECODED_FACTOR));
+        assert_eq!(cache.hits(), 1);
         cache.insert("huge", toc("t", 1000));
         assert!(!cache.contains("huge"), "larger than the budget");
-        assert_eq!(
-            WarmedTocs::new(0).get("l1", None).map(|t| t.toc_offset),
-            None
-        );
     }
 }

@@ -226,6 +226,8 @@ impl Drop for Warm {
 fn load_model(path: &Path, settings: &WarmSettings) -> DeployModel {
     let cfg = DeployConfig {
         horizon: settings.horizon,
+        // [`PullTracker`] already folds the Prepares of one pull; two pulls are two.
+        min_gap: Duration::ZERO,
         ..DeployConfig::default()
     };
     let mut model = DeployModel::new(cfg.clone());

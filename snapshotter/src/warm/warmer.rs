@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use augur_predictor::deploy::{DeployModel, ImagePrediction, PullEvent, PullPredictor};
+use augur_predictor::deploy::{DeployModel, ImagePrediction, PullEvent, PullPredictor, normalize};
 use tokio::sync::watch;
 
 use super::pulls::PullLog;
@@ -74,6 +74,8 @@ impl Warmer {
             tracing::warn!(error = %e, "cannot append to the pull log");
         }
         self.model.observe(event);
+        // Pulled: its warm-up is used up, and it may be warmed again before its next pull.
+        self.warmed_at.remove(&normalize(&event.image));
         tracing::debug!(image = %event.image, "pull recorded");
     }
 
@@ -104,6 +106,7 @@ impl Warmer {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let predictions = self.model.predict(now_ms, self.settings.max_images);
+        tracing::debug!(?predictions, "warm round");
         for p in predictions {
             if p.probability < self.settings.min_probability
                 || self.warmed_at.contains_key(&p.image)
@@ -177,7 +180,8 @@ impl Warmer {
                 continue; // Not eStargz: pulled the normal way, nothing to warm.
             };
             let warmed = self.lazy.warmed();
-            if warmed.contains(&layer.digest) || self.lazy.is_installed(&layer.digest) {
+            // A mounted layer's next Prepare finds its committed snapshot: nothing to fetch.
+            if warmed.contains(&layer.digest) || self.lazy.in_use(&layer.digest) {
                 continue;
             }
             if !self.idle() {
