@@ -13,6 +13,7 @@ use crate::{free_port, run_ok, script, spawn_logged, wait_until};
 pub struct Registry {
     child: Child,
     port: u16,
+    log: PathBuf,
 }
 
 /// How a registry started by [`Registry::start_with`] authenticates clients.
@@ -68,7 +69,11 @@ impl Registry {
             &dir.join("registry.log"),
             "docker-registry (run integration-tests/scripts/deps.sh)",
         );
-        let reg = Registry { child, port };
+        let reg = Registry {
+            child,
+            port,
+            log: dir.join("registry.log"),
+        };
         wait_until("registry /v2/", Duration::from_secs(20), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
@@ -127,7 +132,11 @@ impl Registry {
             &dir.join("registry.log"),
             "docker-registry (run integration-tests/scripts/deps.sh)",
         );
-        let reg = Registry { child, port };
+        let reg = Registry {
+            child,
+            port,
+            log: dir.join("registry.log"),
+        };
         let listening = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
         wait_until("registry port", Duration::from_secs(20), || {
             match &opts.netns {
@@ -164,6 +173,22 @@ impl Registry {
                 .arg(self.host())
                 .args(names),
         );
+    }
+
+    /// The requests served so far, from the registry's access log, each as
+    /// `"METHOD /path"` (e.g. `"GET /v2/busybox/blobs/sha256:…"`), oldest first.
+    pub fn requests(&self) -> Vec<String> {
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        log.lines()
+            .filter_map(|l| {
+                // Apache combined format: … "GET /v2/… HTTP/1.1" 200 …
+                let (_, rest) = l.split_once(" \"")?;
+                let (request, _) = rest.split_once(" HTTP/")?;
+                request
+                    .starts_with(['G', 'H', 'P', 'D'])
+                    .then(|| request.to_owned())
+            })
+            .collect()
     }
 
     /// The image reference `host/name`.

@@ -10,6 +10,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`eval`] | replays held-out traces against trained models in simulated time (network profile, prefetch queue) and reports precision, recall, byte hit ratio, wasted bytes, timeliness and calibration; splits by run, workload and image |
+//! | [`deploy`] | deployment-level prediction: which images the node pulls next (transitions, periodicity, decayed popularity), its evaluator against baselines, synthetic pull logs |
 //! | [`ensemble`] | any set of models combined, with per-model and final calibration |
 //! | [`replay`], [`markov`] | the record-and-replay baseline and the online first/second-order Markov model |
 //! | [`lstm`] | the ONNX LSTM trained offline (`onnx-models/`): model directories validated against golden outputs, ONNX Runtime loaded at run time, inference on the `augur-lstm` thread, hot model swaps, per-step latency |
@@ -38,6 +39,7 @@
 
 pub mod calibration;
 pub mod chunk;
+pub mod deploy;
 pub mod ensemble;
 pub mod error;
 pub mod eval;

@@ -187,12 +187,22 @@ pub fn decode_state<T: DeserializeOwned>(
 /// Saves a model's learned state to `path`, gzip-compressed, atomically (temporary file,
 /// fsync, rename), so a crash leaves the old state or the new one.
 pub fn save_to_file(model: &dyn Predictor, path: &Path) -> Result<(), Error> {
-    let state = model.save_state()?;
+    write_state_file(&model.save_state()?, path)
+}
+
+/// Loads what [`save_to_file`] wrote.
+pub fn load_from_file(model: &mut dyn Predictor, path: &Path) -> Result<(), Error> {
+    model.load_state(&read_state_file(path)?)
+}
+
+/// Writes encoded state (see [`encode_state`]) to `path` as [`save_to_file`] does: gzip,
+/// temporary file, fsync, rename. For models outside the [`Predictor`] trait.
+pub fn write_state_file(state: &[u8], path: &Path) -> Result<(), Error> {
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let file = std::fs::File::create(&tmp)?;
         let mut gz = GzEncoder::new(file, Compression::fast());
-        gz.write_all(&state)?;
+        gz.write_all(state)?;
         gz.finish()?.sync_all()?;
         std::fs::rename(&tmp, path)
     };
@@ -202,12 +212,12 @@ pub fn save_to_file(model: &dyn Predictor, path: &Path) -> Result<(), Error> {
     })
 }
 
-/// Loads what [`save_to_file`] wrote.
-pub fn load_from_file(model: &mut dyn Predictor, path: &Path) -> Result<(), Error> {
+/// Reads what [`write_state_file`] wrote (the encoded state, decompressed).
+pub fn read_state_file(path: &Path) -> Result<Vec<u8>, Error> {
     let file = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
     let mut state = Vec::new();
     GzDecoder::new(file)
         .read_to_end(&mut state)
         .map_err(|e| Error::io("read model state from", path, e))?;
-    model.load_state(&state)
+    Ok(state)
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::{CacheSettings, Policy};
+pub use crate::warm::settings::{RawWarm, WarmSettings};
 
 /// The config file read when `--config` is not given (absent = all defaults).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/augur/config.toml";
@@ -60,6 +61,9 @@ pub struct RawConfig {
     /// `[metrics]` table.
     #[serde(default)]
     pub metrics: RawMetrics,
+    /// `[warm]` table (see [`crate::warm::settings`]).
+    #[serde(default)]
+    pub warm: RawWarm,
 }
 
 /// The `[metrics]` table as written.
@@ -226,9 +230,12 @@ pub struct Config {
     pub admin_address: PathBuf,
     /// The Prometheus endpoint's address (`None`: off).
     pub metrics_address: Option<SocketAddr>,
-    /// Whether `metrics.address` was set in the file: then a port that cannot be bound stops
-    /// start-up; the default address only gets a warning (containers must still start).
+    /// Whether `metrics.address` names an address other than the default: then a port that
+    /// cannot be bound stops start-up; the default only gets a warning (containers must still
+    /// start on a node where something else holds it).
     pub metrics_address_explicit: bool,
+    /// `[warm]`.
+    pub warm: WarmSettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -346,8 +353,13 @@ impl RawConfig {
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
             admin_address: admin_address(self.admin.address, &address)?,
-            metrics_address_explicit: self.metrics.address.is_some(),
+            metrics_address_explicit: self
+                .metrics
+                .address
+                .as_deref()
+                .is_some_and(|a| a != DEFAULT_METRICS_ADDRESS),
             metrics_address: self.metrics.validate()?,
+            warm: self.warm.validate()?,
         })
     }
 }
@@ -554,7 +566,7 @@ pub const DEFAULT_ADMIN_SOCKET_NAME: &str = "admin.sock";
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 
 /// `value` (or `default`) if within `min..=max`.
-fn in_range(
+pub(crate) fn in_range(
     key: &'static str,
     value: Option<i64>,
     default: u64,
@@ -574,7 +586,7 @@ fn in_range(
     }
 }
 
-fn secs(
+pub(crate) fn secs(
     key: &'static str,
     value: Option<i64>,
     default: u64,
@@ -594,7 +606,7 @@ fn flag_note(key: &str) -> &'static str {
     }
 }
 
-fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
     ConfigError::Invalid { key, value, rule }
 }
 

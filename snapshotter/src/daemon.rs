@@ -23,6 +23,7 @@ use crate::lazy::{LazyConfig, LazyLayers};
 use crate::notify::notify;
 use crate::registry::RegistryConfig;
 use crate::snapshotter::Snapshotter;
+use crate::warm::Warm;
 
 /// Why the daemon could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +119,7 @@ pub async fn run(
         tracing::warn!(error = %e, "could not notify systemd of readiness");
     }
     let sn = Arc::new(sn);
+    let warm = start_warm(&config, &sn).await;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin = tokio::spawn(serve_admin(
         admin_listener,
@@ -133,7 +135,7 @@ pub async fn run(
             stop_rx.clone(),
         ))
     });
-    let service = SnapshotService::new(Arc::clone(&sn));
+    let service = SnapshotService::new(Arc::clone(&sn)).with_warm(warm.clone());
     let mut grpc_stop = stop_rx;
     let served = tonic::transport::Server::builder()
         .add_service(service.into_server())
@@ -153,9 +155,14 @@ pub async fn run(
     }
     let _ = std::fs::remove_file(&config.address);
     let _ = std::fs::remove_file(&config.admin_address);
-    tokio::task::spawn_blocking(move || sn.shutdown())
-        .await
-        .map_err(DaemonError::Startup)?;
+    tokio::task::spawn_blocking(move || {
+        if let Some(w) = warm {
+            w.shutdown();
+        }
+        sn.shutdown();
+    })
+    .await
+    .map_err(DaemonError::Startup)?;
     served?;
     tracing::info!("stopped");
     Ok(())
@@ -169,6 +176,40 @@ fn metrics_registry(sn: &Snapshotter) -> crate::metrics::Metrics {
         metrics.register(crate::metrics::collect::LazyCollector(Arc::clone(lazy)));
     }
     metrics
+}
+
+/// Starts warming predicted images if `[warm]` is enabled and lazy pulling is on; a failure
+/// to start is logged, not fatal (warming is an optimisation).
+async fn start_warm(config: &Config, sn: &Arc<Snapshotter>) -> Option<Arc<Warm>> {
+    if !config.warm.enabled {
+        return None;
+    }
+    let Some(lazy) = sn.lazy().cloned() else {
+        tracing::warn!("warm.enabled needs remote.enable: not warming");
+        return None;
+    };
+    let (root, settings) = (config.root.clone(), config.warm.clone());
+    let handle = tokio::runtime::Handle::current();
+    let started =
+        tokio::task::spawn_blocking(move || Warm::start(&root, settings, lazy, handle)).await;
+    match started {
+        Ok(Ok(w)) => {
+            tracing::info!(
+                idle_ms = config.warm.idle.as_millis() as u64,
+                min_probability = config.warm.min_probability,
+                "warming predicted images when the network is idle"
+            );
+            Some(Arc::new(w))
+        }
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "cannot start the warm thread; not warming");
+            None
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the warm thread; not warming");
+            None
+        }
+    }
 }
 
 /// Serves the admin API until `stop` turns true; a failure is logged, not fatal (containerd's
@@ -225,6 +266,11 @@ fn lazy_config(config: &Config) -> LazyConfig {
             ..RegistryConfig::default()
         },
         cache: config.cache.clone(),
+        warmed_toc_bytes: if config.warm.enabled {
+            config.warm.max_toc_cache_bytes
+        } else {
+            0
+        },
     }
 }
 

@@ -25,6 +25,7 @@ use crate::metrics::hot::HOT;
 use crate::mounts::Mount;
 use crate::snapshotter::Snapshotter;
 use crate::store::{Info, Kind, Labels, Timestamp};
+use crate::warm::Warm;
 
 /// How many snapshot infos one List response message carries (containerd's proxy uses 100).
 const LIST_BATCH: usize = 100;
@@ -33,12 +34,19 @@ const LIST_BATCH: usize = 100;
 #[derive(Debug, Clone)]
 pub struct SnapshotService {
     sn: Arc<Snapshotter>,
+    warm: Option<Arc<Warm>>,
 }
 
 impl SnapshotService {
     /// Serves `sn`.
     pub fn new(sn: Arc<Snapshotter>) -> SnapshotService {
-        SnapshotService { sn }
+        SnapshotService { sn, warm: None }
+    }
+
+    /// Records every remote pull with `warm` (the deployment model learns from them).
+    pub fn with_warm(mut self, warm: Option<Arc<Warm>>) -> SnapshotService {
+        self.warm = warm;
+        self
     }
 
     /// The tonic server for this service.
@@ -82,6 +90,9 @@ impl SnapshotService {
                 return None;
             }
         };
+        if let Some(warm) = &self.warm {
+            warm.record(&spec);
+        }
         let exists = |target: &str| {
             Status::already_exists(format!("remote layer {target} is mounted lazily"))
         };

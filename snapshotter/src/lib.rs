@@ -13,6 +13,7 @@
 //! | [`metrics`] | Prometheus metrics on `GET /metrics` (loopback TCP): hot-path instruments and scrape-time collectors |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
+//! | [`warm`] | the node's image pulls recorded and learned; predicted images warmed (manifest, TOCs) while the network is idle |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
@@ -41,6 +42,7 @@
 //! | `augur-usage` | measures committed snapshots' disk usage after Commit answered |
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
+//! | `augur-warm` | learns from image pulls; warms predicted images while the network is idle |
 //! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
@@ -68,3 +70,4 @@ pub mod rpull;
 pub mod snapshotter;
 pub mod store;
 pub mod usage_meter;
+pub mod warm;

@@ -32,6 +32,7 @@ fn lazy_in(dir: &std::path::Path) -> Arc<LazyLayers> {
             nvme_threshold: 0.4,
             promote_after_hits: 2,
         },
+        warmed_toc_bytes: 0,
     };
     Arc::new(LazyLayers::new(dir, cfg, tokio::runtime::Handle::current()).unwrap())
 }

@@ -27,6 +27,7 @@ use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
 use crate::lazy::source::{BlobSource, RegistrySource};
+use crate::lazy::warmed::{WarmedToc, WarmedTocs};
 use crate::lazy::{LazyError, mount};
 use crate::metrics::hot::HOT;
 use crate::registry::{Registry, RegistryConfig};
@@ -51,6 +52,8 @@ pub struct LazyConfig {
     pub registry: RegistryConfig,
     /// The chunk cache's settings.
     pub cache: CacheSettings,
+    /// Budget of the TOCs warmed ahead of their pull (`warm.max_toc_cache_mib`; 0: none kept).
+    pub warmed_toc_bytes: u64,
 }
 
 /// A layer ready to mount: what the record keeps, and its index.
@@ -101,6 +104,8 @@ pub struct LazyLayers {
     shared: Mutex<HashMap<String, Weak<LayerData>>>,
     /// Demand-side registry use of every layer (the background fetches yield to it).
     activity: Arc<Activity>,
+    /// TOCs fetched ahead by the warmer, looked up first by [`LazyLayers::resolve`].
+    warmed: Arc<WarmedTocs>,
 }
 
 impl std::fmt::Debug for LazyLayers {
@@ -119,6 +124,7 @@ impl LazyLayers {
         handle: tokio::runtime::Handle,
     ) -> Result<LazyLayers, LazyError> {
         let layers_dir = root.join("layers");
+        let cfg_warmed = cfg.warmed_toc_bytes;
         std::fs::create_dir_all(&layers_dir).map_err(LazyError::io("create", &layers_dir))?;
         let registry = Registry::new(cfg.registry.clone())?;
         let cache = Arc::new(ChunkCache::open(&cfg.cache)?);
@@ -131,6 +137,7 @@ impl LazyLayers {
             mounted: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
             activity: Arc::new(Activity::new()),
+            warmed: Arc::new(WarmedTocs::new(cfg_warmed)),
         })
     }
 
@@ -181,8 +188,9 @@ impl LazyLayers {
         &self.layers_dir
     }
 
-    /// Reads the layer's footer and TOC from the registry, verifies the TOC, builds the index
-    /// and saves the TOC for later mounts. [`LazyError::NotLazy`] means: use the normal path.
+    /// Reads the layer's footer and TOC from the registry (or takes the TOC the warmer fetched
+    /// ahead), verifies the TOC and builds the index. [`LazyError::NotLazy`] means: use the
+    /// normal path.
     pub async fn resolve(&self, spec: &RemoteSpec) -> Result<Resolved, LazyError> {
         if spec.toc_digest.is_none() && self.cfg.require_toc_digest {
             return Err(LazyError::NotLazy(format!(
@@ -193,7 +201,65 @@ impl LazyLayers {
         }
         // A pull in progress: the background fetches of layers mounted before wait.
         self.activity.touch();
-        let (r, d) = (spec.image_ref.as_str(), spec.layer_digest.as_str());
+        let (toc, resolve_bytes) = match self
+            .warmed
+            .take(&spec.layer_digest, spec.toc_digest.as_deref())
+        {
+            Some(w) => {
+                tracing::debug!(layer = %spec.layer_digest, "TOC warmed ahead: no registry request");
+                (w, 0)
+            }
+            None => {
+                let w = self
+                    .fetch_toc(
+                        &spec.image_ref,
+                        &spec.layer_digest,
+                        spec.toc_digest.as_deref(),
+                    )
+                    .await?;
+                let bytes = w.fetched_bytes;
+                (w, bytes)
+            }
+        };
+        let index = LayerIndex::from_toc(&toc.toc, toc.toc_offset)?;
+        Ok(Resolved {
+            remote: RemoteLayer {
+                image_ref: spec.image_ref.clone(),
+                layer_digest: spec.layer_digest.clone(),
+                toc_digest: toc.toc_digest,
+                toc_offset: toc.toc_offset,
+            },
+            index,
+            toc: toc.toc,
+            resolve_bytes,
+        })
+    }
+
+    /// The registry client.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// How long no demand fetch, resolve or mount happened: `None` while one is in flight.
+    pub fn quiet_for(&self) -> Option<Duration> {
+        self.activity.quiet_for()
+    }
+
+    /// The TOCs warmed ahead of their pull.
+    pub fn warmed(&self) -> &Arc<WarmedTocs> {
+        &self.warmed
+    }
+
+    /// Fetches a layer's footer and TOC from `image_ref`'s repository and verifies the TOC
+    /// against `toc_digest` (when given). Does not mark the network busy: the warmer calls it
+    /// too, and only demand should hold back background work.
+    pub async fn fetch_toc(
+        &self,
+        image_ref: &str,
+        layer_digest: &str,
+        toc_digest: Option<&str>,
+    ) -> Result<WarmedToc, LazyError> {
+        let (r, d) = (image_ref, layer_digest);
         // The blob's size and its end (footer, and the whole TOC if it is small) in one request.
         let (tail, size) = self.registry.read_tail(r, d, RESOLVE_TAIL).await?;
         HOT.registry_fetched(tail.len() as u64);
@@ -229,18 +295,12 @@ impl LazyLayers {
             toc.extend_from_slice(&in_tail(tail_start));
             (bytes::Bytes::from(toc), head.len() as u64)
         };
-        let (toc, toc_digest) = estargz::decode_toc(&toc_gz, spec.toc_digest.as_deref())?;
-        let index = LayerIndex::from_toc(&toc, footer.toc_offset)?;
-        Ok(Resolved {
-            remote: RemoteLayer {
-                image_ref: spec.image_ref.clone(),
-                layer_digest: spec.layer_digest.clone(),
-                toc_digest,
-                toc_offset: footer.toc_offset,
-            },
-            index,
+        let (toc, toc_digest) = estargz::decode_toc(&toc_gz, toc_digest)?;
+        Ok(WarmedToc {
             toc: Arc::new(toc),
-            resolve_bytes: tail.len() as u64 + head_len,
+            toc_digest,
+            toc_offset: footer.toc_offset,
+            fetched_bytes: tail.len() as u64 + head_len,
         })
     }
 

@@ -10,6 +10,7 @@
 //! | [`background`] | the low-priority whole-layer fetch, in spans sized to the link |
 //! | [`activity`] | demand fetches in flight across all layers: when the background may run |
 //! | [`source`] | ranged reads: registry (daemon) or file (tests) |
+//! | [`warmed`] | TOCs the warmer (`crate::warm`) fetched ahead of a pull; resolve looks there first |
 //! | [`mount`] | mount/unmount, and finding stale FUSE mounts after a crash |
 //!
 //! Threads: each mounted layer has its FUSE session threads (`fuser-N`, blocking; they wait on
@@ -24,6 +25,7 @@ pub mod labels;
 pub mod manager;
 pub mod mount;
 pub mod source;
+pub mod warmed;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -5,6 +5,7 @@
 
 mod cache;
 mod convert;
+mod predictor;
 mod rpull;
 
 use std::process::ExitCode;
@@ -31,6 +32,9 @@ enum Command {
     Image(ImageCommand),
     /// Inspect and steer the daemon's chunk cache (through its admin socket).
     Cache(cache::Args),
+    /// Evaluate the predictor's models on recorded or synthetic logs (no daemon needed).
+    #[command(subcommand)]
+    Predictor(predictor::Command),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +81,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Image(ImageCommand::Convert(args)) => convert::run(args).await,
             Command::Cache(args) => cache::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Predictor(c) => tokio::task::spawn_blocking(move || predictor::run(c))
+                .await
+                .context("the evaluation panicked")?
+                .map(|()| ExitCode::SUCCESS),
         }
     })
 }
