@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::{CacheSettings, Policy};
+pub use crate::trace::{RawTrace, TraceSettings};
 
 /// The config file read when `--config` is not given (absent = all defaults).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/augur/config.toml";
@@ -56,6 +57,9 @@ pub struct RawConfig {
     /// `[admin]` table.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[trace]` table.
+    #[serde(default)]
+    pub trace: RawTrace,
 }
 
 /// The `[admin]` table as written.
@@ -206,6 +210,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The admin API's unix socket (absolute; mode 0600).
     pub admin_address: PathBuf,
+    /// `[trace]`.
+    pub trace: TraceSettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -323,6 +329,7 @@ impl RawConfig {
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
             admin_address: admin_address(self.admin.address, &address)?,
+            trace: self.trace.validate()?,
         })
     }
 }
@@ -500,7 +507,7 @@ pub const DEFAULT_ADMIN_SOCKET_NAME: &str = "admin.sock";
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 
 /// `value` (or `default`) if within `min..=max`.
-fn in_range(
+pub(crate) fn in_range(
     key: &'static str,
     value: Option<i64>,
     default: u64,
@@ -660,6 +667,9 @@ mod tests {
                 "cache.promote_after_hits",
             ),
             ("[admin]\naddress = \"admin.sock\"", "admin.address"),
+            ("[trace]\nmax_bytes = 1000", "trace.max_bytes"),
+            ("[trace]\nmax_runs = 0", "trace.max_runs"),
+            ("[trace]\nchannel_capacity = 1", "trace.channel_capacity"),
             (
                 "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
                 "admin.address",

@@ -60,7 +60,10 @@ async fn call(
 
 #[tokio::test]
 async fn health_answers_without_lazy_pulling() {
-    let app = router(AdminState { lazy: None });
+    let app = router(AdminState {
+        lazy: None,
+        trace: None,
+    });
     let (code, body) = call(&app, Method::GET, "/health", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(body["status"], "ok");
@@ -78,6 +81,7 @@ async fn cache_status_evict_and_thresholds() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(AdminState {
         lazy: Some(lazy_in(dir.path())),
+        trace: None,
     });
     let (code, body) = call(&app, Method::GET, "/cache/status", None).await;
     assert_eq!(code, StatusCode::OK);
@@ -110,6 +114,7 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(AdminState {
         lazy: Some(lazy_in(dir.path())),
+        trace: None,
     });
     let cases: [(Method, &str, Option<&str>, StatusCode, &str); 6] = [
         (

@@ -22,6 +22,8 @@ use crate::cache::{Admission, Chunk, ChunkCache, ChunkKey, Verified};
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
 use crate::lazy::activity::Activity;
 use crate::lazy::source::{BlobSource, FetchError};
+use crate::trace::TraceTap;
+use crate::trace::recorder::{ReadEvent, ReadSource};
 
 /// On a miss, also fetch the following missing members in the same request, up to this many
 /// compressed bytes in all (one round trip instead of several; see `fetch_member_now`).
@@ -160,6 +162,8 @@ pub struct LayerData {
     read_deadline: Duration,
     activity: Arc<Activity>,
     complete: AtomicBool,
+    /// Where reads are reported for access traces (none: not traced).
+    trace: Option<TraceTap>,
     /// Counters.
     pub stats: LayerStats,
 }
@@ -209,6 +213,7 @@ impl LayerData {
             read_deadline,
             activity,
             complete: AtomicBool::new(false),
+            trace: None,
             stats: LayerStats::default(),
         };
         if let Ok(saved) = std::fs::read(&data.stats_path)
@@ -226,6 +231,11 @@ impl LayerData {
         Ok(data)
     }
 
+    /// Reports this layer's reads to `tap` (set before the layer is shared).
+    pub fn set_trace(&mut self, tap: TraceTap) {
+        self.trace = Some(tap);
+    }
+
     /// The layer's index.
     pub fn index(&self) -> &Arc<LayerIndex> {
         &self.index
@@ -239,14 +249,32 @@ impl LayerData {
 
     /// `size` bytes of file `node` at `offset` (fewer at end of file), fetching what is missing.
     pub fn read(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
-        let result = self.read_inner(node, offset, size);
+        self.read_by(0, node, offset, size)
+    }
+
+    /// [`Self::read`] for process `pid` (0: unknown): each chunk part it reads is reported to
+    /// the trace tap, if any, as a hit or a miss.
+    pub fn read_by(
+        &self,
+        pid: u32,
+        node: NodeId,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, ReadError> {
+        let result = self.read_inner(pid, node, offset, size);
         if result.is_err() {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
         }
         result
     }
 
-    fn read_inner(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
+    fn read_inner(
+        &self,
+        pid: u32,
+        node: NodeId,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, ReadError> {
         let NodeKind::File { chunks, .. } = &self.index.node(node).kind else {
             return Ok(Vec::new());
         };
@@ -268,6 +296,20 @@ impl LayerData {
                 return Err(ReadError::Local(format!(
                     "chunk {ci} is shorter than the TOC says"
                 )));
+            }
+            if let Some(tap) = &self.trace {
+                tap.record(ReadEvent {
+                    pid,
+                    node,
+                    chunk: ci,
+                    offset: from,
+                    len: (to - from) as u32,
+                    at: Instant::now(),
+                    source: match bytes {
+                        ChunkBytes::Cached(_) => ReadSource::Hit,
+                        ChunkBytes::Fetched(_) => ReadSource::Miss,
+                    },
+                });
             }
         }
         Ok(out)

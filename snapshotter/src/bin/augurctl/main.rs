@@ -6,6 +6,7 @@
 mod cache;
 mod convert;
 mod rpull;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
     Image(ImageCommand),
     /// Inspect and steer the daemon's chunk cache (through its admin socket).
     Cache(cache::Args),
+    /// List and export the access traces the daemon kept (through its admin socket).
+    Trace(trace::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Command::Image(ImageCommand::Convert(args)) => convert::run(args).await,
             Command::Cache(args) => cache::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Trace(args) => trace::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     })
 }
