@@ -2,7 +2,8 @@
 //!
 //! A lazy layer's FUSE mount is shared by every container on its image, so a read is attributed
 //! by the process that made it: FUSE gives the request's pid, the pid's cgroup names its
-//! container, and the container id is the snapshot key for `ctr run` and CRI. The parsing is
+//! container, and the container id is the snapshot key (its last component, as containerd sends
+//! keys) for `ctr run` and CRI. The parsing is
 //! pure (tested on real-looking lines); [`PidCache`] keeps the answers for a bounded number of
 //! pids, since reading `/proc` for every read would cost more than the read.
 

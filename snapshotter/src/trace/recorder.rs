@@ -315,6 +315,7 @@ impl Worker {
                 Msg::Layer(tag, digest, index) => self.add_layer(tag, digest, index),
                 Msg::Start(start) => self.start(*start),
                 Msg::End(key) => {
+                    tracing::debug!(%key, "run ended");
                     if let Some(run) = self.runs.end(&key) {
                         self.pids.forget_run(&key);
                         self.finish(run);
@@ -356,6 +357,7 @@ impl Worker {
 
     fn start(&mut self, start: RunStart) {
         let ctx = start.context();
+        tracing::debug!(key = %start.key, image = %ctx.image, layers = ctx.layers.len(), "run started");
         let id = self.runs.start(start);
         self.pids.forget_unmatched();
         for o in &self.observers {
@@ -417,6 +419,13 @@ impl Worker {
         }
         let ids = (self.pid_lookup)(pid);
         let matched = self.runs.matching(&ids, layer);
+        if matched.is_none() {
+            tracing::debug!(
+                pid,
+                ?ids,
+                "the reader's cgroup names no active run on this layer"
+            );
+        }
         // A pid that is gone names nothing: do not remember it (its number will be reused).
         if !ids.is_empty() {
             self.pids.insert(pid, matched.clone());

@@ -1,8 +1,8 @@
 //! The active runs the recorder follows, and which of them a read belongs to.
 //!
 //! A run is an active snapshot (Prepare, not View) whose parent chain holds at least one lazily
-//! mounted layer; it is keyed by its snapshot key, which is the container id for `ctr run` and
-//! CRI. Each run builds its trace in memory ([`predictor::trace::TraceBuilder`]) and its
+//! mounted layer; it is keyed by its snapshot key as containerd sends it
+//! (`<namespace>/<n>/<key>`), whose last component is the container id for `ctr run` and CRI. Each run builds its trace in memory ([`predictor::trace::TraceBuilder`]) and its
 //! workload signature as accesses arrive.
 
 use std::collections::{BTreeMap, HashMap};
@@ -177,17 +177,20 @@ impl Runs {
         self.active.is_empty()
     }
 
-    /// The first of `candidates` (container ids of the reader) that is an active run using
-    /// `layer`.
+    /// The first of `candidates` (container ids of the reader) that names an active run using
+    /// `layer`: a run whose key, or the key's last `/` component, is the candidate (containerd
+    /// hands snapshotters keys as `<namespace>/<n>/<key>`). Should two namespaces run containers
+    /// of the same id on the same layer at once, the first found gets the read.
     pub fn matching(&self, candidates: &[String], layer: &str) -> Option<String> {
-        candidates
-            .iter()
-            .find(|c| {
-                self.active
-                    .get(c.as_str())
-                    .is_some_and(|r| r.layer_index(layer).is_some())
-            })
-            .cloned()
+        candidates.iter().find_map(|c| {
+            self.active
+                .iter()
+                .find(|(key, run)| {
+                    (key.as_str() == c || container_of(key) == c)
+                        && run.layer_index(layer).is_some()
+                })
+                .map(|(key, _)| key.clone())
+        })
     }
 
     /// Where a read of `layer` goes: to `matched` (the reader's run, if its cgroup named one);
@@ -210,4 +213,10 @@ impl Runs {
             _ => Attribution::Unattributed,
         }
     }
+}
+
+/// The container id a snapshot key carries: its last `/` component (`default/12/my-ctr` →
+/// `my-ctr`; a key without `/` is its own).
+pub fn container_of(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
 }

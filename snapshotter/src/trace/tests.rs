@@ -103,6 +103,18 @@ fn reads_go_to_the_readers_run_or_to_the_only_run_on_the_layer() {
     let ids = ["nope".to_owned(), "c2".to_owned()];
     assert_eq!(runs.matching(&ids, "sha256:base").as_deref(), Some("c2"));
     assert_eq!(runs.matching(&ids, "sha256:app"), None);
+    // containerd's keys carry the namespace and a counter before the container id.
+    runs.start(start("ns/7/web-1", &["sha256:base"], None));
+    let ids = ["web-1".to_owned()];
+    assert_eq!(
+        runs.matching(&ids, "sha256:base").as_deref(),
+        Some("ns/7/web-1")
+    );
+    assert_eq!(
+        runs.attribute(Some("ns/7/web-1"), "sha256:base"),
+        run("ns/7/web-1")
+    );
+    assert!(runs.end("ns/7/web-1").is_some());
     assert!(
         runs.end("c1").is_some_and(|r| r.finish().is_none()),
         "an empty run has no trace"
