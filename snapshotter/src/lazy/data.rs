@@ -9,6 +9,9 @@
 //! the others wait on its [`Flight`] and take the verified chunks from it (not from the cache,
 //! which may already have moved or dropped them). Demand fetches are reported to the daemon's
 //! [`Activity`], so the background fetch can keep off the network while they wait.
+//!
+//! With access traces on, each read reports every chunk part it served, hit or miss, to the
+//! layer's [`TraceTap`] (a non-blocking send; see [`crate::trace`]).
 
 use std::collections::HashMap;
 use std::fs::File;
