@@ -400,6 +400,7 @@ fn a_container_run_leaves_a_trace_that_augurctl_exports() {
     assert!(!accesses.is_empty());
     let human = augurctl_trace(&bed, &["list"]);
     let text = String::from_utf8_lossy(&human.stdout);
+    eprintln!("augurctl trace list:\n{text}");
     assert!(
         text.contains("label:mail-check") && text.contains("unattributed reads"),
         "{text}"

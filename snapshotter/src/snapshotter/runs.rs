@@ -1,5 +1,6 @@
 //! Which Prepare starts a traced run: an active snapshot whose parent chain holds at least one
-//! lazily mounted layer. What the run's trace header says about it comes from here: its image
+//! lazily mounted layer, and that is not a layer being unpacked (no `containerd.io/snapshot.ref`
+//! label). What the run's trace header says about it comes from here: its image
 //! (the Prepare's own image labels, else the reference the lazy layers were pulled from), its
 //! lazy layers lowest first, and the labels a trace keeps.
 
@@ -25,6 +26,11 @@ pub fn run_start(
     labels: &Labels,
     started: Instant,
 ) -> Option<RunStart> {
+    // containerd unpacking a layer the ordinary way prepares an active snapshot too, named by
+    // this label; that is a pull, not a container.
+    if labels.contains_key(crate::lazy::labels::TARGET_REF) {
+        return None;
+    }
     // Nearest first in the chain; a trace lists layers lowest first.
     let lazy_layers: Vec<(String, String)> = parent_ids
         .iter()
