@@ -104,12 +104,6 @@ pub struct TraceTap {
     counters: Arc<Counters>,
 }
 
-impl std::fmt::Debug for Msg {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Msg")
-    }
-}
-
 impl TraceTap {
     /// Hands `event` to the recorder without blocking: a full channel drops it (counted, and
     /// logged at most every 10 s).
