@@ -8,6 +8,8 @@
 //! - `augurctl cache` reports errors a person can act on;
 //! - the daemon's Prometheus metrics follow all of it (lazy pulls, runs, cache hits, registry
 //!   bytes), a real Prometheus scrapes them, and the alert rules pass `promtool`.
+//! - a container's reads leave an access trace (attributed by its cgroup, written when its
+//!   snapshot is removed) that `augurctl trace export` writes as JSON Lines.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -431,5 +433,162 @@ fn alert_rules_pass_promtool() {
         "promtool test rules:\n{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `augurctl trace <args> --admin-socket <bed's>`.
+fn augurctl_trace(bed: &LazyBed, args: &[&str]) -> std::process::Output {
+    Command::new(augurctl_bin())
+        .arg("trace")
+        .args(args)
+        .arg("--admin-socket")
+        .arg(admin_socket(bed))
+        .output()
+        .expect("run augurctl")
+}
+
+/// The runs of a JSON Lines export: (run line, chunk lines, access lines) each.
+type Run = (
+    serde_json::Value,
+    Vec<serde_json::Value>,
+    Vec<serde_json::Value>,
+);
+
+fn runs_of(jsonl: &str) -> Vec<Run> {
+    let mut runs: Vec<Run> = Vec::new();
+    for line in jsonl.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+        match v["type"].as_str() {
+            Some("run") => runs.push((v, Vec::new(), Vec::new())),
+            Some("chunk") => runs.last_mut().expect("run first").1.push(v),
+            Some("access") => runs.last_mut().expect("run first").2.push(v),
+            other => panic!("unknown line type {other:?}"),
+        }
+    }
+    runs
+}
+
+#[test]
+fn a_container_run_leaves_a_trace_that_augurctl_exports() {
+    let bed = LazyBed::start_with_config("trace-e2e", "[remote]\nbackground_fetch = false\n");
+    let image = push_estargz(&bed.containerd, &bed.registry, "python:latest");
+    bed.ctr_remote_rpull("ns", &image);
+    let out = augurctl_trace(&bed, &["export"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no traces kept yet"), "{err}");
+
+    // `ctr run --rm` removes the container's snapshot when it exits: the run ends there.
+    bed.run("ns", &image, "trace-1", &["python3", "-c", "import json"]);
+    let labelled = [
+        "-n",
+        "ns",
+        "run",
+        "--rm",
+        "--snapshotter",
+        "augur",
+        "--snapshotter-label",
+        "containerd.io/snapshot/augur.workload=mail-check",
+        &image,
+        "trace-2",
+        "python3",
+        "-c",
+        "import email.mime.text",
+    ];
+    let ran = bed.containerd.ctr(&labelled);
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let listed = || {
+        let out = augurctl_trace(&bed, &["list", "--json"]);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()
+    };
+    assert!(
+        poll(std::time::Duration::from_secs(30), || listed()["traces"]
+            .as_array()
+            .is_some_and(|t| t.len() == 2)),
+        "two traces listed: {}\n--- augur log (trace lines) ---\n{}",
+        listed(),
+        bed.daemon
+            .log()
+            .lines()
+            .filter(|l| l.contains("trace") || l.contains("Prepare") || l.contains("Remove"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
+    let file = bed.dir.join("traces.jsonl");
+    let out = augurctl_trace(&bed, &["export", "--out", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let runs = runs_of(&std::fs::read_to_string(&file).unwrap());
+    assert_eq!(runs.len(), 2);
+    let image_layers = layer_digests(&bed.containerd, "ns", &image);
+    let (run, chunks, accesses) = &runs[0];
+    assert_eq!(run["image"], image.as_str());
+    let layers: Vec<&str> = run["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(!layers.is_empty());
+    let positions: Vec<usize> = layers
+        .iter()
+        .map(|l| {
+            image_layers
+                .iter()
+                .position(|d| d == l)
+                .expect("a layer of the image")
+        })
+        .collect();
+    assert!(positions.is_sorted(), "lowest layer first: {layers:?}");
+    let files: Vec<&str> = chunks.iter().map(|c| c["file"].as_str().unwrap()).collect();
+    assert!(
+        files.iter().any(|f| f.starts_with("usr/bin/python3")),
+        "{files:?}"
+    );
+    // The image ships compiled modules: `import json` stats json/__init__.py but reads its .pyc.
+    assert!(
+        files
+            .iter()
+            .any(|f| f.contains("/json/") && f.contains("__init__.")),
+        "{files:?}"
+    );
+    let times: Vec<u64> = accesses
+        .iter()
+        .map(|a| a["t_us"].as_u64().unwrap())
+        .collect();
+    // Times are taken on the FUSE threads and recorded in the order the events arrive, so reads
+    // served at once by two threads may swap; the run as a whole moves forward.
+    let backwards = times.windows(2).filter(|w| w[1] < w[0]).count();
+    assert!(
+        times.last() > times.first() && backwards <= times.len() / 10,
+        "{times:?}"
+    );
+    assert!(accesses.iter().any(|a| a["source"] == "miss"));
+    assert!(
+        run["workload"].as_str().unwrap().starts_with("first8:"),
+        "{run}"
+    );
+
+    let (run, _, accesses) = &runs[1];
+    assert_eq!(run["workload"], "label:mail-check");
+    assert_eq!(
+        run["labels"]["containerd.io/snapshot/augur.workload"],
+        "mail-check"
+    );
+    assert!(!accesses.is_empty());
+    let human = augurctl_trace(&bed, &["list"]);
+    let text = String::from_utf8_lossy(&human.stdout);
+    eprintln!("augurctl trace list:\n{text}");
+    assert!(
+        text.contains("label:mail-check") && text.contains("unattributed reads"),
+        "{text}"
     );
 }

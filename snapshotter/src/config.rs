@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::{CacheSettings, Policy};
+pub use crate::trace::{RawTrace, TraceSettings};
 pub use crate::warm::settings::{RawWarm, WarmSettings};
 
 /// The config file read when `--config` is not given (absent = all defaults).
@@ -64,6 +65,9 @@ pub struct RawConfig {
     /// `[warm]` table (see [`crate::warm::settings`]).
     #[serde(default)]
     pub warm: RawWarm,
+    /// `[trace]` table.
+    #[serde(default)]
+    pub trace: RawTrace,
 }
 
 /// The `[metrics]` table as written.
@@ -236,6 +240,8 @@ pub struct Config {
     pub metrics_address_explicit: bool,
     /// `[warm]`.
     pub warm: WarmSettings,
+    /// `[trace]`.
+    pub trace: TraceSettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -360,6 +366,7 @@ impl RawConfig {
                 .is_some_and(|a| a != DEFAULT_METRICS_ADDRESS),
             metrics_address: self.metrics.validate()?,
             warm: self.warm.validate()?,
+            trace: self.trace.validate()?,
         })
     }
 }
@@ -747,6 +754,9 @@ mod tests {
             ("[admin]\naddress = \"admin.sock\"", "admin.address"),
             ("[metrics]\naddress = \"localhost:9464\"", "metrics.address"),
             ("[metrics]\naddress = \"127.0.0.1\"", "metrics.address"),
+            ("[trace]\nmax_bytes = 1000", "trace.max_bytes"),
+            ("[trace]\nmax_runs = 0", "trace.max_runs"),
+            ("[trace]\nchannel_capacity = 1", "trace.channel_capacity"),
             (
                 "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
                 "admin.address",

@@ -23,6 +23,7 @@ use crate::lazy::{LazyConfig, LazyLayers};
 use crate::notify::notify;
 use crate::registry::RegistryConfig;
 use crate::snapshotter::Snapshotter;
+use crate::trace::{Recorder, TraceSettings};
 use crate::warm::Warm;
 
 /// Why the daemon could not start or stopped with an error.
@@ -70,8 +71,9 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let root = config.root.clone();
     let lazy_cfg = config.remote.enable.then(|| lazy_config(&config));
+    let trace_cfg = config.trace.enabled.then(|| config.trace.clone());
     let handle = tokio::runtime::Handle::current();
-    let sn = tokio::task::spawn_blocking(move || open(&root, lazy_cfg, handle))
+    let sn = tokio::task::spawn_blocking(move || open(&root, lazy_cfg, trace_cfg, handle))
         .await
         .map_err(DaemonError::Startup)?
         .map_err(|source| DaemonError::Open {
@@ -125,6 +127,7 @@ pub async fn run(
         admin_listener,
         AdminState {
             lazy: sn.lazy().cloned(),
+            trace: sn.recorder().cloned(),
         },
         stop_rx.clone(),
     ));
@@ -231,20 +234,31 @@ async fn serve_admin(
 }
 
 /// Opens the store and, if enabled, mounts every remote layer it records again (blocking), so
-/// that containerd's first call after a restart finds them.
+/// that containerd's first call after a restart finds them. Traces are recorded when both lazy
+/// pulling and `[trace]` are enabled (only lazy layers are traced).
 fn open(
     root: &Path,
     lazy_cfg: Option<LazyConfig>,
+    trace_cfg: Option<TraceSettings>,
     handle: tokio::runtime::Handle,
 ) -> Result<Snapshotter, crate::error::Error> {
     let mut sn = Snapshotter::open(root)?;
     if let Some(cfg) = lazy_cfg {
-        let lazy = LazyLayers::new(root, cfg, handle)
+        let mut lazy = LazyLayers::new(root, cfg, handle)
             .map_err(|e| crate::error::Error::Lazy(e.to_string()))?;
+        if let Some(trace) = trace_cfg {
+            let recorder = Recorder::start(&root.join(TRACES_DIR), &trace)
+                .map_err(|e| crate::error::Error::Lazy(e.to_string()))?;
+            lazy = lazy.with_recorder(Arc::clone(&recorder));
+            sn.enable_trace(recorder);
+        }
         sn.enable_lazy(Arc::new(lazy))?;
     }
     Ok(sn)
 }
+
+/// Where finished runs' traces are written, under the root.
+pub const TRACES_DIR: &str = "traces";
 
 /// The lazy-pulling settings from the validated config.
 fn lazy_config(config: &Config) -> LazyConfig {

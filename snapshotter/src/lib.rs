@@ -16,6 +16,7 @@
 //! | [`warm`] | the node's image pulls recorded and learned; predicted images warmed (manifest, TOCs) while the network is idle |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
 //! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
+//! | [`trace`] | access traces: every lazy read attributed to its container's run, written at the run's end under `traces/` |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
 //! | [`convert`] | `augurctl image convert`: an image (registry or OCI layout) rewritten as eStargz |
 //! | [`registry`] | OCI registry client: manifests, ranged blob reads, pushes, auth, `hosts.toml` mirrors |
@@ -43,6 +44,7 @@
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
 //! | `augur-warm` | learns from image pulls; warms predicted images while the network is idle |
+//! | `augur-trace` | access traces: attributes read events (sent by FUSE threads with a non-blocking `try_send`) to runs, calls observers, writes trace files |
 //! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
@@ -69,5 +71,10 @@ pub mod registry;
 pub mod rpull;
 pub mod snapshotter;
 pub mod store;
+pub mod trace;
 pub mod usage_meter;
 pub mod warm;
+
+/// The predictor crate (trace formats, workload keys, the run/access vocabulary), as the daemon
+/// and `augurctl` use it.
+pub use augur_predictor as predictor;

@@ -32,6 +32,7 @@ use crate::lazy::{self, InheritedDir, LazyLayers, Resolved};
 use crate::mounts::{Layout, Mount};
 use crate::reaper::Reaper;
 use crate::store::{Info, Kind, Labels, Store, Usage};
+use crate::trace::Recorder;
 use crate::usage_meter::UsageMeter;
 
 /// Largest accepted snapshot key or commit name, in bytes.
@@ -65,6 +66,8 @@ pub struct Snapshotter {
     /// Whether the process umask takes bits off 0755 (then new `fs` dirs need a chmod).
     umask_clears_0755: bool,
     lazy: Option<Arc<LazyLayers>>,
+    /// Access traces of containers on lazy layers (see `runs`).
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl Snapshotter {
@@ -105,6 +108,7 @@ impl Snapshotter {
             tmp_seq: AtomicU64::new(0),
             umask_clears_0755: umask_clears_0755(),
             lazy: None,
+            recorder: None,
         };
         // Leftovers of interrupted Prepare and Remove calls: renamed at once and deleted by the
         // reaper, so a large leftover never delays readiness.
@@ -165,8 +169,21 @@ impl Snapshotter {
         self.lazy.as_ref()
     }
 
-    /// Unmounts every lazy layer (shutdown).
+    /// The trace recorder, if traces are recorded.
+    pub fn recorder(&self) -> Option<&Arc<Recorder>> {
+        self.recorder.as_ref()
+    }
+
+    /// Starts a traced run at each Prepare on lazily mounted layers, ended by its Remove.
+    pub fn enable_trace(&mut self, recorder: Arc<Recorder>) {
+        self.recorder = Some(recorder);
+    }
+
+    /// Writes the traces of runs still active, then unmounts every lazy layer (shutdown).
     pub fn shutdown(&self) {
+        if let Some(recorder) = &self.recorder {
+            recorder.shutdown();
+        }
         if let Some(lazy) = &self.lazy {
             lazy.unmount_all();
         }
@@ -284,6 +301,9 @@ impl Snapshotter {
         let rec = tx.remove(key)?;
         tx.commit()?;
         let id = rec.id;
+        if let Some(recorder) = &self.recorder {
+            recorder.snapshot_removed(key);
+        }
         if let (Some(lazy), Some(_)) = (&self.lazy, &rec.remote) {
             // Before the reaper sees it: it must never walk into a live FUSE mount.
             lazy.unmount(id);
@@ -374,6 +394,8 @@ impl Snapshotter {
             check_key("parent", parent)?;
         }
         check_labels(&labels)?;
+        let started = std::time::Instant::now();
+        let traced = (kind == Kind::Active && self.recorder.is_some()).then(|| labels.clone());
         let mut tx = self.store.write()?;
         let tmp = self.make_tmp_dir(kind)?;
         let result = (|| {
@@ -395,6 +417,11 @@ impl Snapshotter {
         if let Err(e) = tx.commit() {
             let _ = remove_tree(&self.layout.dir(snap.id));
             return Err(e);
+        }
+        if let (Some(labels), Some(lazy), Some(recorder)) = (traced, &self.lazy, &self.recorder)
+            && let Some(run) = runs::run_start(lazy, key, &snap.parent_ids, &labels, started)
+        {
+            recorder.run_started(run);
         }
         Ok(self.layout.mounts(&snap))
     }
@@ -599,5 +626,6 @@ fn check_labels(labels: &Labels) -> Result<()> {
     Ok(())
 }
 
+mod runs;
 #[cfg(test)]
 mod tests;

@@ -76,23 +76,81 @@ impl AdminClient {
         self.call(Method::PUT, path, Some(body)).await
     }
 
+    /// `GET path`, its body copied to `out` as it arrives (a large export is never held in
+    /// memory); returns the bytes copied.
+    pub async fn get_to(
+        &self,
+        path: &str,
+        out: &mut (impl tokio::io::AsyncWrite + Unpin),
+    ) -> Result<u64, ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let (resp, driver) = self.send(Method::GET, path, None).await?;
+        let status = resp.status();
+        let mut body = resp.into_body();
+        if !status.is_success() {
+            let bytes = body.collect().await.map_err(http)?.to_bytes();
+            driver.abort();
+            return Err(refused(status, &bytes));
+        }
+        let mut copied = 0u64;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(http)?;
+            if let Ok(data) = frame.into_data() {
+                out.write_all(&data)
+                    .await
+                    .map_err(|e| ClientError::Http(format!("cannot write the answer: {e}")))?;
+                copied += data.len() as u64;
+            }
+        }
+        driver.abort();
+        out.flush()
+            .await
+            .map_err(|e| ClientError::Http(format!("cannot write the answer: {e}")))?;
+        Ok(copied)
+    }
+
     async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
+        let (resp, driver) = self.send(method, path, body).await?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
+        driver.abort();
+        if !status.is_success() {
+            return Err(refused(status, &bytes));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// Sends one request; the answer's body is read through the returned connection driver,
+    /// which the caller aborts when done.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<
+        (
+            hyper::Response<hyper::body::Incoming>,
+            tokio::task::JoinHandle<()>,
+        ),
+        ClientError,
+    > {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .map_err(|source| ClientError::Connect {
                 path: self.socket.clone(),
                 source,
             })?;
-        let http = |e: hyper::Error| ClientError::Http(e.to_string());
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(http)?;
-        let driver = tokio::spawn(conn);
+        let driver = tokio::spawn(async move {
+            let _ = conn.await;
+        });
         let mut req = Request::builder()
             .method(method)
             .uri(path)
@@ -108,16 +166,19 @@ impl AdminClient {
             .body(Full::new(bytes))
             .map_err(|e| ClientError::Http(e.to_string()))?;
         let resp = sender.send_request(req).await.map_err(http)?;
-        let status = resp.status();
-        let bytes = resp.into_body().collect().await.map_err(http)?.to_bytes();
-        driver.abort();
-        if !status.is_success() {
-            let message = serde_json::from_slice::<serde_json::Value>(&bytes)
-                .ok()
-                .and_then(|v| v["error"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| String::from_utf8_lossy(&bytes).into_owned());
-            return Err(ClientError::Refused { status, message });
-        }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+        Ok((resp, driver))
     }
+}
+
+fn http(e: hyper::Error) -> ClientError {
+    ClientError::Http(e.to_string())
+}
+
+/// The error of a refused request: the `error` of its JSON body, or the body as text.
+fn refused(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let message = serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(bytes).into_owned());
+    ClientError::Refused { status, message }
 }

@@ -8,6 +8,8 @@
 //! | `GET /cache/status` | the chunk cache's tiers: budgets, use, hits, evictions, corrupt chunks |
 //! | `POST /cache/evict` | `{"scope":"unreferenced"}` (default) or `{"scope":"all"}`: drops chunks now |
 //! | `PUT /cache/thresholds` | `{"ram":0.8,"nvme":0.4}`: the admission thresholds, at run time |
+//! | `GET /traces` | the kept access traces (run, image, workload, start, accesses, bytes) and the recorder's counters |
+//! | `GET /traces/export` | every kept trace as JSON Lines (`docs/traces.md`), streamed |
 //!
 //! [`AdminClient`] is the client `augurctl` uses.
 //!
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{CacheStatus, Evicted};
 
 use crate::lazy::LazyLayers;
+use crate::trace::Recorder;
 pub use client::{AdminClient, ClientError};
 
 /// What the handlers reach.
@@ -35,6 +38,8 @@ pub use client::{AdminClient, ClientError};
 pub struct AdminState {
     /// The lazy-pulling subsystem (and its cache), if enabled.
     pub lazy: Option<Arc<LazyLayers>>,
+    /// The access trace recorder, if traces are recorded.
+    pub trace: Option<Arc<Recorder>>,
 }
 
 /// Why a request was refused. Each becomes a status code and `{"error": message}`.
@@ -49,6 +54,9 @@ pub enum AdminError {
     /// No such path (404).
     #[error("no such endpoint: {0}")]
     NotFound(String),
+    /// Nothing to answer with yet (404).
+    #[error("{0}")]
+    Empty(String),
     /// The path exists, not with this method (405).
     #[error("method not allowed: {0} (see the table in docs/operations.md)")]
     MethodNotAllowed(String),
@@ -62,7 +70,7 @@ impl IntoResponse for AdminError {
         let code = match self {
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
             AdminError::Disabled(_) => StatusCode::CONFLICT,
-            AdminError::NotFound(_) => StatusCode::NOT_FOUND,
+            AdminError::NotFound(_) | AdminError::Empty(_) => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
@@ -96,6 +104,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/cache/status", get(cache_status))
         .route("/cache/evict", post(cache_evict))
         .route("/cache/thresholds", put(cache_thresholds))
+        .route("/traces", get(traces::list))
+        .route("/traces/export", get(traces::export))
         .fallback(|req: Request| async move {
             AdminError::NotFound(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -210,6 +220,7 @@ async fn cache_thresholds(
 }
 
 pub mod client;
+pub mod traces;
 
 #[cfg(test)]
 mod tests;

@@ -61,7 +61,10 @@ async fn call(
 
 #[tokio::test]
 async fn health_answers_without_lazy_pulling() {
-    let app = router(AdminState { lazy: None });
+    let app = router(AdminState {
+        lazy: None,
+        trace: None,
+    });
     let (code, body) = call(&app, Method::GET, "/health", None).await;
     assert_eq!(code, StatusCode::OK);
     assert_eq!(body["status"], "ok");
@@ -79,6 +82,7 @@ async fn cache_status_evict_and_thresholds() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(AdminState {
         lazy: Some(lazy_in(dir.path())),
+        trace: None,
     });
     let (code, body) = call(&app, Method::GET, "/cache/status", None).await;
     assert_eq!(code, StatusCode::OK);
@@ -111,6 +115,7 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
     let dir = tempfile::tempdir().unwrap();
     let app = router(AdminState {
         lazy: Some(lazy_in(dir.path())),
+        trace: None,
     });
     let cases: [(Method, &str, Option<&str>, StatusCode, &str); 6] = [
         (
@@ -182,4 +187,76 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
             .unwrap()
             .contains("DELETE /cache/status")
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_are_listed_and_exported_and_their_absence_is_explained() {
+    use crate::predictor::ChunkId;
+    use crate::predictor::trace::{AccessSource, ChunkRecord, RunHeader, TraceBuilder};
+    use crate::trace::{Recorder, TraceSettings, files};
+
+    let off = router(AdminState {
+        lazy: None,
+        trace: None,
+    });
+    let (code, body) = call(&off, Method::GET, "/traces", None).await;
+    assert_eq!(code, StatusCode::CONFLICT);
+    assert!(
+        body["error"].as_str().unwrap().contains("trace.enabled"),
+        "{body}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::start(dir.path(), &TraceSettings::default()).unwrap();
+    let app = router(AdminState {
+        lazy: None,
+        trace: Some(Arc::clone(&recorder)),
+    });
+    let (code, body) = call(&app, Method::GET, "/traces/export", None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no traces kept yet"),
+        "{body}"
+    );
+
+    let mut builder = TraceBuilder::new(RunHeader {
+        image: "reg/app:1".into(),
+        workload: "label:x".into(),
+        layers: vec!["sha256:l".into()],
+        started_unix_ms: 5,
+        labels: Default::default(),
+    });
+    let chunk = ChunkRecord {
+        digest: ChunkId([7; 32]),
+        layer: 0,
+        size: 4096,
+        file: "usr/bin/app".into(),
+        file_offset: 0,
+    };
+    builder.access(&chunk, 10, 0, 4096, AccessSource::Miss);
+    files::write_trace(dir.path(), "0000000000005-000001", &builder.finish()).unwrap();
+
+    let (code, body) = call(&app, Method::GET, "/traces", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(body["traces"][0]["image"], "reg/app:1");
+    assert_eq!(body["traces"][0]["bytes"], 4096);
+    assert_eq!(body["recorder"]["dropped_events"], 0);
+
+    let req = Request::builder()
+        .uri("/traces/export")
+        .body(HttpBody::empty())
+        .unwrap();
+    let resp = app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(bytes.to_vec()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].contains(r#""type":"run""#) && lines[1].contains("usr/bin/app"));
+    recorder.shutdown();
 }

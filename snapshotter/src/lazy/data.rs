@@ -9,6 +9,9 @@
 //! the others wait on its [`Flight`] and take the verified chunks from it (not from the cache,
 //! which may already have moved or dropped them). Demand fetches are reported to the daemon's
 //! [`Activity`], so the background fetch can keep off the network while they wait.
+//!
+//! With access traces on, each read reports every chunk part it served, hit or miss, to the
+//! layer's [`TraceTap`] (a non-blocking send; see [`crate::trace`]).
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -22,7 +25,9 @@ use crate::cache::{Admission, Chunk, ChunkCache, ChunkKey, Tier, Verified};
 use crate::estargz::{self, LayerIndex, NodeId, NodeKind};
 use crate::lazy::activity::Activity;
 use crate::lazy::source::{BlobSource, FetchError};
-use crate::metrics::hot::{HOT, ReadSource};
+use crate::metrics::hot::{HOT, ReadSource as ServedFrom};
+use crate::trace::TraceTap;
+use crate::trace::recorder::{ReadEvent, ReadSource as TraceSource};
 
 /// On a miss, also fetch the following missing members in the same request, up to this many
 /// compressed bytes in all (one round trip instead of several; see `fetch_member_now`).
@@ -137,14 +142,14 @@ enum ChunkBytes {
 }
 
 impl ChunkBytes {
-    fn source(&self) -> ReadSource {
+    fn source(&self) -> ServedFrom {
         match self {
             ChunkBytes::Cached(c) => match c.tier() {
-                Tier::Ram => ReadSource::Ram,
-                Tier::Nvme => ReadSource::Nvme,
-                Tier::Hdd => ReadSource::Hdd,
+                Tier::Ram => ServedFrom::Ram,
+                Tier::Nvme => ServedFrom::Nvme,
+                Tier::Hdd => ServedFrom::Hdd,
             },
-            ChunkBytes::Fetched(_) => ReadSource::Network,
+            ChunkBytes::Fetched(_) => ServedFrom::Network,
         }
     }
 
@@ -173,6 +178,8 @@ pub struct LayerData {
     read_deadline: Duration,
     activity: Arc<Activity>,
     complete: AtomicBool,
+    /// Where reads are reported for access traces (none: not traced).
+    trace: Option<TraceTap>,
     /// Counters.
     pub stats: LayerStats,
 }
@@ -222,6 +229,7 @@ impl LayerData {
             read_deadline,
             activity,
             complete: AtomicBool::new(false),
+            trace: None,
             stats: LayerStats::default(),
         };
         if let Ok(saved) = std::fs::read(&data.stats_path)
@@ -239,6 +247,11 @@ impl LayerData {
         Ok(data)
     }
 
+    /// Reports this layer's reads to `tap` (set before the layer is shared).
+    pub fn set_trace(&mut self, tap: TraceTap) {
+        self.trace = Some(tap);
+    }
+
     /// The layer's index.
     pub fn index(&self) -> &Arc<LayerIndex> {
         &self.index
@@ -253,9 +266,21 @@ impl LayerData {
     /// `size` bytes of file `node` at `offset` (fewer at end of file), fetching what is missing.
     /// Counted in the metrics by source; a read that waited on the network also by duration.
     pub fn read(&self, node: NodeId, offset: u64, size: u32) -> Result<Vec<u8>, ReadError> {
+        self.read_by(0, node, offset, size)
+    }
+
+    /// [`Self::read`] for process `pid` (0: unknown): each chunk part it reads is reported to
+    /// the trace tap, if any, as a hit or a miss.
+    pub fn read_by(
+        &self,
+        pid: u32,
+        node: NodeId,
+        offset: u64,
+        size: u32,
+    ) -> Result<Vec<u8>, ReadError> {
         let start = Instant::now();
         let mut blocked = false;
-        let result = self.read_inner(node, offset, size, &mut blocked);
+        let result = self.read_inner(pid, node, offset, size, &mut blocked);
         if result.is_err() {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
             HOT.lazy_read_error();
@@ -269,6 +294,7 @@ impl LayerData {
     /// Sets `blocked` if a chunk had to be fetched.
     fn read_inner(
         &self,
+        pid: u32,
         node: NodeId,
         offset: u64,
         size: u32,
@@ -292,12 +318,26 @@ impl LayerData {
             out.resize(at + (to - from) as usize, 0);
             let n = bytes.read_at(from - c_start, &mut out[at..]);
             let source = bytes.source();
-            *blocked |= source == ReadSource::Network;
+            *blocked |= source == ServedFrom::Network;
             HOT.lazy_read(source, n as u64);
             if n != (to - from) as usize {
                 return Err(ReadError::Local(format!(
                     "chunk {ci} is shorter than the TOC says"
                 )));
+            }
+            if let Some(tap) = &self.trace {
+                tap.record(ReadEvent {
+                    pid,
+                    node,
+                    chunk: ci,
+                    offset: from,
+                    len: (to - from) as u32,
+                    at: Instant::now(),
+                    source: match bytes {
+                        ChunkBytes::Cached(_) => TraceSource::Hit,
+                        ChunkBytes::Fetched(_) => TraceSource::Miss,
+                    },
+                });
             }
         }
         Ok(out)

@@ -148,7 +148,7 @@ impl Filesystem for LazyFs {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -160,7 +160,7 @@ impl Filesystem for LazyFs {
         let Some(id) = self.node_id(ino) else {
             return reply.error(Errno::ENOENT);
         };
-        match self.data.read(id, offset, size) {
+        match self.data.read_by(req.pid(), id, offset, size) {
             Ok(bytes) => reply.data(&bytes),
             Err(e) => {
                 crate::lazy::log_read_error(&self.data, &self.index().path_of(id), &e);

@@ -32,6 +32,7 @@ use crate::lazy::{LazyError, mount};
 use crate::metrics::hot::HOT;
 use crate::registry::{Registry, RegistryConfig};
 use crate::store::RemoteLayer;
+use crate::trace::Recorder;
 
 /// Settings of the lazy-pulling subsystem (the `[remote]` config section).
 #[derive(Debug, Clone)]
@@ -87,6 +88,7 @@ pub struct LayerTotals {
 struct Mounted {
     mountpoint: PathBuf,
     digest: String,
+    image_ref: String,
     data: Arc<LayerData>,
     // Dropped in this order: the fetch stops, then the session ends.
     fetch: Option<BackgroundFetch>,
@@ -106,6 +108,8 @@ pub struct LazyLayers {
     activity: Arc<Activity>,
     /// TOCs fetched ahead by the warmer, looked up first by [`LazyLayers::resolve`].
     warmed: Arc<WarmedTocs>,
+    /// Where reads are reported for access traces.
+    recorder: Option<Arc<Recorder>>,
 }
 
 impl std::fmt::Debug for LazyLayers {
@@ -138,7 +142,23 @@ impl LazyLayers {
             shared: Mutex::new(HashMap::new()),
             activity: Arc::new(Activity::new()),
             warmed: Arc::new(WarmedTocs::new(cfg_warmed)),
+            recorder: None,
         })
+    }
+
+    /// Reports every layer mounted from now on to `recorder` (access traces).
+    pub fn with_recorder(mut self, recorder: Arc<Recorder>) -> LazyLayers {
+        self.recorder = Some(recorder);
+        self
+    }
+
+    /// The digest and image reference of snapshot `id`'s layer, if it is mounted lazily.
+    pub fn mounted_layer(&self, id: u64) -> Option<(String, String)> {
+        self.mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|m| (m.digest.clone(), m.image_ref.clone()))
     }
 
     /// The directory holding `digest`'s local data.
@@ -373,6 +393,7 @@ impl LazyLayers {
         let mounted = Mounted {
             mountpoint: mountpoint.to_path_buf(),
             digest: remote.layer_digest.clone(),
+            image_ref: remote.image_ref.clone(),
             data,
             fetch,
             _session: session,
@@ -458,15 +479,18 @@ impl LazyLayers {
             &remote.image_ref,
             &remote.layer_digest,
         ));
-        let data = LayerData::open(
+        let mut data = LayerData::open(
             &dir,
-            index,
+            Arc::clone(&index),
             source,
             Arc::clone(&self.cache),
             self.cfg.read_deadline,
             Arc::clone(&self.activity),
         )
         .map_err(LazyError::io("open layer data in", &dir))?;
+        if let Some(recorder) = &self.recorder {
+            data.set_trace(recorder.tap(&remote.layer_digest, &index));
+        }
         let data = Arc::new(data);
         shared.retain(|_, w| w.strong_count() > 0);
         shared.insert(remote.layer_digest.clone(), Arc::downgrade(&data));

@@ -548,3 +548,63 @@ fn the_background_fetch_waits_until_demand_fetches_have_been_quiet_for_a_while()
     let id = layer.find("big.bin").unwrap();
     assert_eq!(data.read(id, 0, 1 << 20).unwrap(), big);
 }
+
+#[test]
+fn reads_are_reported_to_the_trace_as_misses_then_hits() {
+    use crate::trace::TraceSettings;
+    use crate::trace::files;
+    use crate::trace::recorder::testing::start_with_lookup;
+    use crate::trace::runs::RunStart;
+
+    let (layer, big) = sample_layer();
+    let dir = tempfile::tempdir().unwrap();
+    let src = TestSource::new(layer.blob.clone(), Duration::ZERO);
+    let index = Arc::new(layer.index.clone());
+    let traces = dir.path().join("traces");
+    let rec = start_with_lookup(&traces, &TraceSettings::default(), |_| vec!["c".into()]);
+    let mut data = LayerData::open(
+        &dir.path().join("layer"),
+        Arc::clone(&index),
+        src,
+        cache_in(dir.path(), 4 << 20),
+        Duration::from_secs(5),
+        Arc::new(Activity::new()),
+    )
+    .unwrap();
+    data.set_trace(rec.tap("sha256:l", &index));
+    rec.run_started(RunStart {
+        key: "ns/1/c".into(),
+        image: "img".into(),
+        layers: vec!["sha256:l".into()],
+        labels: Default::default(),
+        started: Instant::now(),
+        started_unix_ms: 1,
+    });
+    let id = layer.find("big.bin").unwrap();
+    // 10,000 bytes across the first chunk boundary (64 KiB chunks): two accesses per read.
+    let part = &big[60_000..70_000];
+    assert_eq!(data.read_by(77, id, 60_000, 10_000).unwrap(), part);
+    assert_eq!(data.read_by(77, id, 60_000, 10_000).unwrap(), part);
+    rec.snapshot_removed("ns/1/c");
+    rec.sync();
+    let path = &files::trace_files(&traces).unwrap()[0];
+    let trace = crate::predictor::trace::binary::read_file(path)
+        .unwrap()
+        .trace;
+    use crate::predictor::AccessSource::{Hit, Miss};
+    let seen: Vec<_> = trace
+        .accesses
+        .iter()
+        .map(|a| (a.chunk, a.offset, a.len, a.source))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, 60_000, 5536, Miss),
+            (1, 65_536, 4464, Miss),
+            (0, 60_000, 5536, Hit),
+            (1, 65_536, 4464, Hit)
+        ]
+    );
+    assert!(trace.chunks.iter().all(|c| c.file == "big.bin"));
+}

@@ -7,7 +7,7 @@ use augur_snapshotter::admin::Thresholds;
 use augur_snapshotter::cache::{CacheStatus, Evicted};
 
 /// The daemon's admin socket when `admin.address` is not set.
-const DEFAULT_ADMIN_SOCKET: &str = "/run/augur/admin.sock";
+pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "/run/augur/admin.sock";
 
 /// Arguments shared by the cache subcommands.
 #[derive(Debug, clap::Args)]
@@ -92,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// Bytes as a person reads them (binary units, one decimal).
-fn human(bytes: u64) -> String {
+pub(crate) fn human(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
     let mut unit = 0;

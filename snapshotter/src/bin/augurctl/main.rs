@@ -7,6 +7,7 @@ mod cache;
 mod convert;
 mod predictor;
 mod rpull;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,8 @@ enum Command {
     /// Evaluate the predictor's models on recorded or synthetic logs (no daemon needed).
     #[command(subcommand)]
     Predictor(predictor::Command),
+    /// List and export the access traces the daemon kept (through its admin socket).
+    Trace(trace::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +88,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .context("the evaluation panicked")?
                 .map(|()| ExitCode::SUCCESS),
+            Command::Trace(args) => trace::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     })
 }

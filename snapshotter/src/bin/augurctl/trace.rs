@@ -1,0 +1,160 @@
+//! `augurctl trace list|export`: the access traces the daemon kept, through its admin API.
+//! `export` writes the JSON Lines of `docs/traces.md` (what the trainer and the evaluator read).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use augur_snapshotter::admin::AdminClient;
+use augur_snapshotter::admin::traces::TraceList;
+
+use crate::cache::{DEFAULT_ADMIN_SOCKET, human};
+
+/// `augurctl trace ...`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The daemon's admin socket (its `admin.address`).
+    #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    admin_socket: PathBuf,
+    /// Machine-readable output: the daemon's JSON for `list`, a JSON summary on stderr for
+    /// `export`.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// The kept traces: run, image, workload, start, accesses, bytes read.
+    List,
+    /// Every kept trace as JSON Lines, to a file or stdout.
+    Export {
+        /// Write to FILE (replaced) instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Runs the subcommand.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let client = AdminClient::new(&args.admin_socket);
+    match args.command {
+        Command::List => {
+            let list: TraceList = client.get("/traces").await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", render_list(&list));
+            }
+        }
+        Command::Export { out } => export(&client, out, args.json).await?,
+    }
+    Ok(())
+}
+
+async fn export(client: &AdminClient, out: Option<PathBuf>, json: bool) -> anyhow::Result<()> {
+    let bytes = match &out {
+        Some(path) => {
+            // Written beside the target and renamed: a failed export leaves no half file.
+            let tmp = path.with_extension("jsonl.partial");
+            let mut file = tokio::fs::File::create(&tmp)
+                .await
+                .with_context(|| format!("cannot create {}", tmp.display()))?;
+            let copied = client.get_to("/traces/export", &mut file).await;
+            let copied = match copied {
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    return Err(e.into());
+                }
+            };
+            file.sync_all().await?;
+            tokio::fs::rename(&tmp, path).await.with_context(|| {
+                format!("cannot rename {} to {}", tmp.display(), path.display())
+            })?;
+            copied
+        }
+        None => {
+            // stdout as a tokio file (its writes run on the blocking pool).
+            let fd = std::os::fd::AsFd::as_fd(&std::io::stdout()).try_clone_to_owned()?;
+            let mut stdout = tokio::fs::File::from_std(std::fs::File::from(fd));
+            client.get_to("/traces/export", &mut stdout).await?
+        }
+    };
+    let target = out.map_or("stdout".to_owned(), |p| p.display().to_string());
+    if json {
+        eprintln!("{}", serde_json::json!({ "bytes": bytes, "out": target }));
+    } else {
+        eprintln!("exported {} of traces to {target}", human(bytes));
+    }
+    Ok(())
+}
+
+fn render_list(list: &TraceList) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    if list.traces.is_empty() {
+        out.push_str(
+            "no traces kept yet: a trace is written when a container that ran on lazily mounted \
+             layers is removed\n",
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "{:<21} {:<24} {:>9} {:>10} {:<26} image",
+            "run", "started (UTC)", "accesses", "read", "workload"
+        );
+    }
+    for t in &list.traces {
+        let _ = writeln!(
+            out,
+            "{:<21} {:<24} {:>9} {:>10} {:<26} {}",
+            t.run,
+            utc(t.started_unix_ms),
+            t.accesses,
+            human(t.bytes),
+            t.workload,
+            t.image
+        );
+    }
+    let r = &list.recorder;
+    let _ = writeln!(
+        out,
+        "active runs {}, traces written {}, events dropped {}, unattributed reads {}, write errors {}",
+        r.active_runs, r.traces_written, r.dropped_events, r.unattributed_events, r.write_errors
+    );
+    out
+}
+
+/// Unix milliseconds as `YYYY-MM-DD hh:mm:ss` (UTC).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates_are_civil() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        // 2026-11-29 23:53:21 UTC
+        assert_eq!(super::utc(1_795_996_401_000), "2026-11-29 23:53:21");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+}
