@@ -26,6 +26,7 @@ use crate::lazy::activity::Activity;
 use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
+use crate::lazy::locator::ChunkLocator;
 use crate::lazy::source::{BlobSource, RegistrySource};
 use crate::lazy::{LazyError, mount};
 use crate::registry::{Registry, RegistryConfig};
@@ -85,6 +86,8 @@ pub struct LazyLayers {
     shared: Mutex<HashMap<String, Weak<LayerData>>>,
     /// Demand-side registry use of every layer (the background fetches yield to it).
     activity: Arc<Activity>,
+    /// Where each chunk of the mounted layers is (the prefetcher's map).
+    locator: Arc<ChunkLocator>,
 }
 
 impl std::fmt::Debug for LazyLayers {
@@ -115,7 +118,18 @@ impl LazyLayers {
             mounted: Mutex::new(HashMap::new()),
             shared: Mutex::new(HashMap::new()),
             activity: Arc::new(Activity::new()),
+            locator: Arc::new(ChunkLocator::new()),
         })
+    }
+
+    /// Demand-side registry activity across all layers.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// Chunk digest → mounted layer, kept in step with mounts and unmounts.
+    pub fn locator(&self) -> &Arc<ChunkLocator> {
+        &self.locator
     }
 
     /// The directory holding `digest`'s local data.
@@ -273,10 +287,11 @@ impl LazyLayers {
             fetch,
             _session: session,
         };
-        self.mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, mounted);
+        let mut all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock, so that an unmount of another snapshot of this layer cannot
+        // withdraw it from the locator after this registers it.
+        self.locator.add(&remote.layer_digest, &mounted.data);
+        all.insert(id, mounted);
         Ok(())
     }
 
@@ -295,11 +310,16 @@ impl LazyLayers {
 
     /// Unmounts snapshot `id`'s layer (if mounted) and saves its fetch progress.
     pub fn unmount(&self, id: u64) {
-        let m = self
-            .mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let m = {
+            let mut all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+            let m = all.remove(&id);
+            if let Some(m) = &m
+                && !all.values().any(|other| other.digest == m.digest)
+            {
+                self.locator.remove(&m.digest);
+            }
+            m
+        };
         if let Some(m) = m {
             if let Err(e) = mount::unmount(&m.mountpoint) {
                 tracing::warn!(path = %m.mountpoint.display(), error = %e, "could not unmount lazy layer");
