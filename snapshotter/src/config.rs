@@ -10,6 +10,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::{CacheSettings, Policy};
+pub use crate::prefetch::settings::{
+    PredictorSettings, PrefetchSettings, RawPredictor, RawPrefetch,
+};
 
 /// The config file read when `--config` is not given (absent = all defaults).
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/augur/config.toml";
@@ -56,6 +59,12 @@ pub struct RawConfig {
     /// `[admin]` table.
     #[serde(default)]
     pub admin: RawAdmin,
+    /// `[prefetch]` table.
+    #[serde(default)]
+    pub prefetch: RawPrefetch,
+    /// `[predictor]` table.
+    #[serde(default)]
+    pub predictor: RawPredictor,
 }
 
 /// The `[admin]` table as written.
@@ -206,6 +215,10 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The admin API's unix socket (absolute; mode 0600).
     pub admin_address: PathBuf,
+    /// `[prefetch]`.
+    pub prefetch: PrefetchSettings,
+    /// `[predictor]`.
+    pub predictor: PredictorSettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -323,6 +336,8 @@ impl RawConfig {
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
             admin_address: admin_address(self.admin.address, &address)?,
+            prefetch: self.prefetch.validate()?,
+            predictor: self.predictor.validate(&root)?,
         })
     }
 }
@@ -500,7 +515,7 @@ pub const DEFAULT_ADMIN_SOCKET_NAME: &str = "admin.sock";
 pub const DEFAULT_HOSTS_DIR: &str = "/etc/containerd/certs.d";
 
 /// `value` (or `default`) if within `min..=max`.
-fn in_range(
+pub(crate) fn in_range(
     key: &'static str,
     value: Option<i64>,
     default: u64,
@@ -540,7 +555,7 @@ fn flag_note(key: &str) -> &'static str {
     }
 }
 
-fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
+pub(crate) fn invalid(key: &'static str, value: String, rule: String) -> ConfigError {
     ConfigError::Invalid { key, value, rule }
 }
 
@@ -660,6 +675,23 @@ mod tests {
                 "cache.promote_after_hits",
             ),
             ("[admin]\naddress = \"admin.sock\"", "admin.address"),
+            ("[prefetch]\nworkers = 0", "prefetch.workers"),
+            (
+                "[prefetch]\nmax_bandwidth_mib_s = -1",
+                "prefetch.max_bandwidth_mib_s",
+            ),
+            ("[prefetch]\nqueue_max = 0", "prefetch.queue_max"),
+            ("[prefetch]\nthreshold = 1.2", "prefetch.threshold"),
+            ("[prefetch]\nthreshold = 0.95", "prefetch.threshold"),
+            (
+                "[prefetch]\nthreshold_min = 0.6\nthreshold_max = 0.5",
+                "prefetch.threshold_min",
+            ),
+            (
+                "[prefetch]\nadapt_interval_ms = 5",
+                "prefetch.adapt_interval_ms",
+            ),
+            ("[predictor]\nmodel_dir = \"models\"", "predictor.model_dir"),
             (
                 "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
                 "admin.address",

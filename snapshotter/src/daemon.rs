@@ -7,6 +7,10 @@
 //!
 //! The socket is bound under a temporary name, given its mode, then renamed into place, so no
 //! one can ever connect to it with looser permissions than configured.
+//!
+//! With lazy pulling and `[prefetch] enabled`, the prefetcher starts once the layers are
+//! mounted again and stops (its threads joined, its models' state saved) before they are
+//! unmounted.
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -21,6 +25,7 @@ use crate::config::Config;
 use crate::grpc::SnapshotService;
 use crate::lazy::{LazyConfig, LazyLayers};
 use crate::notify::notify;
+use crate::prefetch::{Parts, Prefetcher};
 use crate::registry::RegistryConfig;
 use crate::snapshotter::Snapshotter;
 
@@ -93,6 +98,7 @@ pub async fn run(
         tracing::warn!(error = %e, "could not notify systemd of readiness");
     }
     let sn = Arc::new(sn);
+    let prefetcher = start_prefetcher(&config, &sn).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin = tokio::spawn(serve_admin(
         admin_listener,
@@ -118,12 +124,47 @@ pub async fn run(
     let _ = admin.await;
     let _ = std::fs::remove_file(&config.address);
     let _ = std::fs::remove_file(&config.admin_address);
-    tokio::task::spawn_blocking(move || sn.shutdown())
-        .await
-        .map_err(DaemonError::Startup)?;
+    tokio::task::spawn_blocking(move || {
+        // Workers joined (no fetch left running) before the layers go.
+        if let Some(p) = prefetcher {
+            p.stop();
+        }
+        sn.shutdown();
+    })
+    .await
+    .map_err(DaemonError::Startup)?;
     served?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Starts the prefetcher over the lazy layers, if both are enabled (loading the models is
+/// blocking work: it runs on the blocking pool).
+async fn start_prefetcher(
+    config: &Config,
+    sn: &Arc<Snapshotter>,
+) -> Result<Option<Prefetcher>, DaemonError> {
+    let Some(lazy) = sn.lazy().filter(|_| config.prefetch.enabled) else {
+        return Ok(None);
+    };
+    let parts = Parts {
+        cache: Arc::clone(lazy.cache()),
+        activity: Arc::clone(lazy.activity()),
+        locator: Arc::clone(lazy.locator()),
+    };
+    let (settings, predictor) = (config.prefetch.clone(), config.predictor.clone());
+    let started =
+        tokio::task::spawn_blocking(move || Prefetcher::start(&settings, &predictor, &parts))
+            .await
+            .map_err(DaemonError::Startup)?;
+    match started {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            // Lazy pulling works without prefetching: say so, and go on.
+            tracing::error!(error = %e, "prefetching is off: the prefetcher could not start");
+            Ok(None)
+        }
+    }
 }
 
 /// Serves the admin API until `stop` turns true; a failure is logged, not fatal (containerd's

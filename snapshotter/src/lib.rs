@@ -13,6 +13,7 @@
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
+//! | [`prefetch`] | the predictor thread, the prefetch queue and workers, the adaptive threshold (see its map) |
 //! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
 //! | [`convert`] | `augurctl image convert`: an image (registry or OCI layout) rewritten as eStargz |
@@ -40,6 +41,9 @@
 //! | `augur-usage` | measures committed snapshots' disk usage after Commit answered |
 //! | `fuser-N` (per lazy layer) | FUSE requests of one mounted remote layer; may block on a fetch |
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
+//! | `augur-predict` | the predictor models (replay, Markov, the LSTM's client): accesses in, prefetch queue entries out; threshold adaptation |
+//! | `augur-lstm` | ONNX Runtime inference of the LSTM, when its model loads |
+//! | `augur-prefetch-N` | prefetch workers: wait for demand fetches to end, take bandwidth, fetch predicted chunks |
 //! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
@@ -60,6 +64,7 @@ pub mod grpc;
 pub mod lazy;
 pub mod mounts;
 pub mod notify;
+pub mod prefetch;
 pub mod reaper;
 pub mod registry;
 pub mod rpull;
