@@ -356,3 +356,39 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
     let p = Prefetcher::start(&settings(), &predictor, &parts).unwrap();
     p.stop();
 }
+
+/// `[predictor]` settings naming `model_dir` and the test cache's ONNX Runtime library.
+fn predictor_with(model_dir: std::path::PathBuf, state: &std::path::Path) -> PredictorSettings {
+    let cache = std::env::var_os("AUGUR_CACHE")
+        .map_or_else(|| "/var/cache/augur-tests".into(), std::path::PathBuf::from);
+    let library = std::env::var_os("AUGUR_ORT_LIB").map_or_else(
+        || cache.join("ort/libonnxruntime.so.1.31.1"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        library.exists(),
+        "ONNX Runtime not found at {}: run `bash onnx-models/setup.sh` \
+         (integration-tests/scripts/deps.sh runs it)",
+        library.display()
+    );
+    PredictorSettings {
+        model_dir: Some(model_dir),
+        onnxruntime: Some(library),
+        state_dir: state.to_path_buf(),
+    }
+}
+
+#[test]
+fn the_lstm_joins_when_its_model_loads_and_is_left_out_when_it_does_not() {
+    let state = tempfile::tempdir().unwrap();
+    let shipped =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../onnx-models/synthetic-v0");
+    let models = crate::prefetch::predict::load_models(&predictor_with(shipped, state.path()));
+    assert!(models.lstm, "the shipped model and runtime load");
+    let missing = state.path().join("no-such-model");
+    let models = crate::prefetch::predict::load_models(&predictor_with(missing, state.path()));
+    assert!(
+        !models.lstm,
+        "a missing model directory leaves the online models only"
+    );
+}
