@@ -143,6 +143,14 @@ struct Inner {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
+impl Drop for Inner {
+    /// The last handle gone without [`Prefetcher::stop`]: the threads end on their own
+    /// (workers after their fetch, the predictor thread when its channel closes).
+    fn drop(&mut self) {
+        self.shared.stop();
+    }
+}
+
 /// The prefetcher: a cheap handle, cloned wherever runs are observed.
 #[derive(Clone)]
 pub struct Prefetcher {
@@ -261,7 +269,9 @@ impl Prefetcher {
         self.send(Event::Finished(run, trace.cloned()));
     }
 
-    /// Drops `run`'s queued prefetches; returns how many. Fetches in flight finish.
+    /// Stops prefetching for `run`: its queued prefetches are dropped (returns how many), one a
+    /// worker already took is skipped, later predictions for it are not queued. Fetches in
+    /// flight finish (a read may have joined them).
     pub fn cancel_run(&self, run: RunId) -> usize {
         self.inner.shared.cancel_run(run)
     }

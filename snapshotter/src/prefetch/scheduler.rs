@@ -115,6 +115,10 @@ impl Shared {
     pub fn enqueue(&self, entries: impl IntoIterator<Item = Entry>) {
         let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
         for e in entries {
+            // Predicted while its run was ending: the run is gone.
+            if self.is_cancelled(e.run) {
+                continue;
+            }
             match q.push(e) {
                 Pushed::Added | Pushed::Merged => bump(&self.counters.queued),
                 Pushed::Displaced => {
