@@ -109,3 +109,73 @@ impl ChunkLocator {
             .len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::estargz::tests::fixtures::{Layer, TarBuilder, noise, small_chunks};
+    use crate::lazy::activity::Activity;
+    use crate::lazy::tests::{TestSource, cache_in};
+
+    fn layer(files: &[(&str, u64)]) -> Layer {
+        let mut tar = TarBuilder::new();
+        for (name, seed) in files {
+            tar = tar.file(name, 0o644, &noise(20 << 10, *seed));
+        }
+        Layer::write(&tar.finish(), &small_chunks())
+    }
+
+    fn open(layer: &Layer, dir: &std::path::Path, name: &str) -> Arc<LayerData> {
+        let data = LayerData::open(
+            &dir.join(name),
+            Arc::new(layer.index.clone()),
+            TestSource::new(layer.blob.clone(), Duration::ZERO),
+            cache_in(dir, 1 << 20),
+            Duration::from_secs(5),
+            Arc::new(Activity::new()),
+        )
+        .unwrap();
+        Arc::new(data)
+    }
+
+    /// The digest of file `name`'s only chunk.
+    fn digest(layer: &Layer, name: &str) -> ChunkId {
+        let node = layer.index.find(std::path::Path::new(name)).unwrap();
+        let crate::estargz::NodeKind::File { chunks, .. } = &layer.index.node(node).kind else {
+            panic!("{name} is not a file");
+        };
+        ChunkId(layer.index.chunks()[chunks.start as usize].digest)
+    }
+
+    #[test]
+    fn chunks_are_found_while_their_layer_is_registered_and_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        // `shared` is in both layers.
+        let a = layer(&[("shared", 1), ("only-a", 3)]);
+        let b = layer(&[("shared", 1), ("only-b", 5)]);
+        let (da, db) = (open(&a, dir.path(), "a"), open(&b, dir.path(), "b"));
+        let loc = ChunkLocator::new();
+        loc.add("sha256:a", &da);
+        loc.add("sha256:b", &db);
+        assert_eq!(loc.layers(), 2);
+        let shared = digest(&a, "shared");
+        assert_eq!(shared, digest(&b, "shared"));
+        let only_a = digest(&a, "only-a");
+        let (found, i) = loc.locate(&only_a).unwrap();
+        assert!(Arc::ptr_eq(&found, &da));
+        assert_eq!(ChunkId(da.index().chunks()[i as usize].digest), only_a);
+        // Layer a unmounted: its own chunk is gone, the shared one is served by b.
+        loc.remove("sha256:a");
+        assert!(loc.locate(&only_a).is_none());
+        assert!(Arc::ptr_eq(&loc.locate(&shared).unwrap().0, &db));
+        // Registered but dropped (held weakly): not found, and not kept alive.
+        let weak = Arc::downgrade(&db);
+        drop(db);
+        assert!(weak.upgrade().is_none());
+        assert!(loc.locate(&shared).is_none());
+        loc.remove("sha256:b");
+        assert_eq!(loc.layers(), 0);
+    }
+}

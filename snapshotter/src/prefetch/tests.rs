@@ -27,11 +27,16 @@ const WORKERS: usize = 2;
 /// The bandwidth bound, bytes per second (so a run's prefetch takes a second or two).
 const RATE: u64 = 256 << 10;
 
-/// Files `f00`..`f11` of incompressible bytes, one chunk (and one gzip member) each.
+/// Files `f00`..`f11` of incompressible bytes, all different (`noise` ignores a seed's lowest
+/// bit), one chunk (and one gzip member) each.
 fn layer() -> Layer {
     let mut tar = TarBuilder::new();
     for i in 0..FILES {
-        tar = tar.file(&format!("f{i:02}"), 0o644, &noise(FILE_BYTES, i as u64 + 1));
+        tar = tar.file(
+            &format!("f{i:02}"),
+            0o644,
+            &noise(FILE_BYTES, 2 * i as u64 + 1),
+        );
     }
     Layer::write(&tar.finish(), &small_chunks())
 }
@@ -245,10 +250,15 @@ fn predicted_chunks_are_prefetched_into_their_tier_within_the_bounds() {
     });
     let elapsed = started.elapsed();
     let issued = bed.prefetcher.issued();
-    assert!(issued.len() >= 3, "{issued:?}");
-    let later: Vec<ChunkId> = bed.records[2..].iter().map(|r| r.digest).collect();
+    // File 1 may have been prefetched between the two reads (and used by the second).
+    let unread: Vec<_> = issued.iter().filter(|(_, i)| !i.used).collect();
+    assert!(unread.len() >= 4, "{issued:?}");
+    let later: Vec<ChunkId> = bed.records[1..].iter().map(|r| r.digest).collect();
     for (chunk, i) in &issued {
-        assert!(later.contains(chunk), "{chunk:?} was read already");
+        assert!(
+            later.contains(chunk),
+            "{chunk:?} was read before any prediction"
+        );
         assert!(i.probability >= 0.05, "{i:?}");
         assert_eq!(
             bed.cache.tier_of(&ChunkKey(chunk.0)),
@@ -280,27 +290,32 @@ fn predicted_chunks_are_prefetched_into_their_tier_within_the_bounds() {
     );
     assert!(s.fetched_bytes as f64 <= fetched, "{s:?}");
 
-    // Three prefetched files are read: used. Reading them may prefetch more.
+    // Three more prefetched files are read: used. Reading them may prefetch more.
+    let before = bed.stats();
     let index_of = |c: &ChunkId| bed.records.iter().position(|r| r.digest == *c).unwrap();
-    let mut read: Vec<usize> = issued.iter().map(|(c, _)| index_of(c)).collect();
+    let mut read: Vec<usize> = unread.iter().map(|(c, _)| index_of(c)).collect();
     read.sort_unstable();
     for &i in &read[..3] {
         bed.read(run, i);
         bed.wait_until("the run to settle", settled);
     }
     let s = bed.stats();
-    assert_eq!(s.used_chunks, 3, "{s:?}");
+    assert_eq!(s.used_chunks, before.used_chunks + 3, "{s:?}");
     let used: u64 = read[..3]
         .iter()
         .map(|&i| u64::from(bed.records[i].size))
         .sum();
-    assert_eq!(s.used_bytes, used);
+    assert_eq!(s.used_bytes, before.used_bytes + used);
     // The run ends: everything else it prefetched was wasted.
     bed.prefetcher.run_finished(run, None);
     let s = bed.stats();
-    assert_eq!(s.wasted_chunks, s.issued_chunks - 3, "{s:?}");
-    assert_eq!(s.wasted_bytes, s.issued_bytes - used);
-    let precision = used as f64 / s.issued_bytes as f64;
+    assert_eq!(s.wasted_chunks, s.issued_chunks - s.used_chunks, "{s:?}");
+    assert_eq!(s.wasted_bytes, s.issued_bytes - s.used_bytes);
+    assert!(
+        s.wasted_chunks > 0,
+        "the models look further ahead than was read: {s:?}"
+    );
+    let precision = s.used_bytes as f64 / s.issued_bytes as f64;
     assert_eq!(s.precision, Some(precision));
     assert!(!bed.prefetcher.was_prefetched(&bed.records[read[0]].digest));
 }
