@@ -11,6 +11,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub use crate::cache::{CacheSettings, Policy};
+pub use crate::prefetch::settings::{
+    PredictorSettings, PrefetchSettings, RawPredictor, RawPrefetch,
+};
 pub use crate::trace::{RawTrace, TraceSettings};
 pub use crate::warm::settings::{RawWarm, WarmSettings};
 
@@ -68,6 +71,12 @@ pub struct RawConfig {
     /// `[trace]` table.
     #[serde(default)]
     pub trace: RawTrace,
+    /// `[prefetch]` table.
+    #[serde(default)]
+    pub prefetch: RawPrefetch,
+    /// `[predictor]` table.
+    #[serde(default)]
+    pub predictor: RawPredictor,
 }
 
 /// The `[metrics]` table as written.
@@ -242,6 +251,10 @@ pub struct Config {
     pub warm: WarmSettings,
     /// `[trace]`.
     pub trace: TraceSettings,
+    /// `[prefetch]`.
+    pub prefetch: PrefetchSettings,
+    /// `[predictor]`.
+    pub predictor: PredictorSettings,
 }
 
 /// Why a configuration was refused. Each message names the key (or the file).
@@ -367,6 +380,8 @@ impl RawConfig {
             metrics_address: self.metrics.validate()?,
             warm: self.warm.validate()?,
             trace: self.trace.validate()?,
+            prefetch: self.prefetch.validate()?,
+            predictor: self.predictor.validate(&root)?,
         })
     }
 }
@@ -757,6 +772,23 @@ mod tests {
             ("[trace]\nmax_bytes = 1000", "trace.max_bytes"),
             ("[trace]\nmax_runs = 0", "trace.max_runs"),
             ("[trace]\nchannel_capacity = 1", "trace.channel_capacity"),
+            ("[prefetch]\nworkers = 0", "prefetch.workers"),
+            (
+                "[prefetch]\nmax_bandwidth_mib_s = -1",
+                "prefetch.max_bandwidth_mib_s",
+            ),
+            ("[prefetch]\nqueue_max = 0", "prefetch.queue_max"),
+            ("[prefetch]\nthreshold = 1.2", "prefetch.threshold"),
+            ("[prefetch]\nthreshold = 0.95", "prefetch.threshold"),
+            (
+                "[prefetch]\nthreshold_min = 0.6\nthreshold_max = 0.5",
+                "prefetch.threshold_min",
+            ),
+            (
+                "[prefetch]\nadapt_interval_ms = 5",
+                "prefetch.adapt_interval_ms",
+            ),
+            ("[predictor]\nmodel_dir = \"models\"", "predictor.model_dir"),
             (
                 "[admin]\naddress = \"/run/augur/snapshotter.sock\"",
                 "admin.address",

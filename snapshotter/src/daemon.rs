@@ -7,6 +7,10 @@
 //!
 //! The socket is bound under a temporary name, given its mode, then renamed into place, so no
 //! one can ever connect to it with looser permissions than configured.
+//!
+//! With lazy pulling and `[prefetch] enabled`, the prefetcher starts once the layers are
+//! mounted again and stops (its threads joined, its models' state saved) before they are
+//! unmounted.
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -21,6 +25,7 @@ use crate::config::Config;
 use crate::grpc::SnapshotService;
 use crate::lazy::{LazyConfig, LazyLayers};
 use crate::notify::notify;
+use crate::prefetch::{Parts, Prefetcher};
 use crate::registry::RegistryConfig;
 use crate::snapshotter::Snapshotter;
 use crate::trace::{Recorder, TraceSettings};
@@ -122,6 +127,13 @@ pub async fn run(
     }
     let sn = Arc::new(sn);
     let warm = start_warm(&config, &sn).await;
+    let prefetcher = start_prefetcher(&config, &sn).await?;
+    if let (Some(p), Some(recorder)) = (&prefetcher, sn.recorder()) {
+        // Runs and reads reach the models through the trace recorder (start_prefetcher
+        // refuses to start without one).
+        recorder.add_observer(Arc::new(p.clone()));
+        recorder.set_prefetched(Arc::new(p.clone()));
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin = tokio::spawn(serve_admin(
         admin_listener,
@@ -134,7 +146,7 @@ pub async fn run(
     let metrics = metrics_listener.map(|l| {
         tokio::spawn(crate::metrics::serve(
             l,
-            Arc::new(metrics_registry(&sn)),
+            Arc::new(metrics_registry(&sn, prefetcher.as_ref())),
             stop_rx.clone(),
         ))
     });
@@ -162,6 +174,10 @@ pub async fn run(
         if let Some(w) = warm {
             w.shutdown();
         }
+        // Workers joined (no fetch left running) before the layers go.
+        if let Some(p) = prefetcher {
+            p.stop();
+        }
         sn.shutdown();
     })
     .await
@@ -173,10 +189,13 @@ pub async fn run(
 
 /// The metrics the endpoint serves: the daemon's own, and a scrape-time collector per
 /// subsystem that keeps counters (register new subsystems' collectors here).
-fn metrics_registry(sn: &Snapshotter) -> crate::metrics::Metrics {
+fn metrics_registry(sn: &Snapshotter, prefetcher: Option<&Prefetcher>) -> crate::metrics::Metrics {
     let mut metrics = crate::metrics::Metrics::new();
     if let Some(lazy) = sn.lazy() {
         metrics.register(crate::metrics::collect::LazyCollector(Arc::clone(lazy)));
+    }
+    if let Some(p) = prefetcher {
+        metrics.register(crate::metrics::collect::PrefetchCollector(p.clone()));
     }
     metrics
 }
@@ -211,6 +230,42 @@ async fn start_warm(config: &Config, sn: &Arc<Snapshotter>) -> Option<Arc<Warm>>
         Err(e) => {
             tracing::error!(error = %e, "cannot start the warm thread; not warming");
             None
+        }
+    }
+}
+
+/// Starts the prefetcher over the lazy layers, if both are enabled (loading the models is
+/// blocking work: it runs on the blocking pool).
+async fn start_prefetcher(
+    config: &Config,
+    sn: &Arc<Snapshotter>,
+) -> Result<Option<Prefetcher>, DaemonError> {
+    let Some(lazy) = sn.lazy().filter(|_| config.prefetch.enabled) else {
+        return Ok(None);
+    };
+    if sn.recorder().is_none() {
+        tracing::warn!(
+            "prefetching is off: prefetch.enabled needs trace.enabled (the models learn from, and \
+             predict on, the reads the trace recorder sees)"
+        );
+        return Ok(None);
+    }
+    let parts = Parts {
+        cache: Arc::clone(lazy.cache()),
+        activity: Arc::clone(lazy.activity()),
+        locator: Arc::clone(lazy.locator()),
+    };
+    let (settings, predictor) = (config.prefetch.clone(), config.predictor.clone());
+    let started =
+        tokio::task::spawn_blocking(move || Prefetcher::start(&settings, &predictor, &parts))
+            .await
+            .map_err(DaemonError::Startup)?;
+    match started {
+        Ok(p) => Ok(Some(p)),
+        Err(e) => {
+            // Lazy pulling works without prefetching: say so, and go on.
+            tracing::error!(error = %e, "prefetching is off: the prefetcher could not start");
+            Ok(None)
         }
     }
 }

@@ -15,6 +15,7 @@
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |
 //! | [`warm`] | the node's image pulls recorded and learned; predicted images warmed (manifest, TOCs) while the network is idle |
 //! | [`lazy`] | remote eStargz layers mounted over FUSE, fetched by range (see its map) |
+//! | [`prefetch`] | the predictor thread, the prefetch queue and workers, the adaptive threshold (see its map) |
 //! | [`cache`] | the tiered chunk cache of lazy layers: RAM, an mmap'd NVMe file, a spill directory |
 //! | [`trace`] | access traces: every lazy read attributed to its container's run, written at the run's end under `traces/` |
 //! | [`mounts`] | the bind/overlay mounts containerd receives, built as overlayfs builds them |
@@ -45,6 +46,9 @@
 //! | `augur-bgfetch` (per lazy layer) | the low-priority whole-layer fetch |
 //! | `augur-warm` | learns from image pulls; warms predicted images while the network is idle |
 //! | `augur-trace` | access traces: attributes read events (sent by FUSE threads with a non-blocking `try_send`) to runs, calls observers, writes trace files |
+//! | `augur-predict` | the predictor models (replay, Markov, the LSTM's client): accesses in, prefetch queue entries out; threshold adaptation |
+//! | `augur-lstm` | ONNX Runtime inference of the LSTM, when its model loads |
+//! | `augur-prefetch-N` | prefetch workers: wait for demand fetches to end, take bandwidth, fetch predicted chunks |
 //! | `augurctl` (its own process) | `image convert`: network I/O on tokio workers, gunzip, eStargz writing and hashing on the blocking pool |
 //!
 //! ## Core types
@@ -66,6 +70,7 @@ pub mod lazy;
 pub mod metrics;
 pub mod mounts;
 pub mod notify;
+pub mod prefetch;
 pub mod reaper;
 pub mod registry;
 pub mod rpull;

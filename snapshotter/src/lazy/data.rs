@@ -8,7 +8,9 @@
 //! Concurrent misses on one gzip member of a layer are fetched once: the first reader fetches,
 //! the others wait on its [`Flight`] and take the verified chunks from it (not from the cache,
 //! which may already have moved or dropped them). Demand fetches are reported to the daemon's
-//! [`Activity`], so the background fetch can keep off the network while they wait.
+//! [`Activity`], so the background fetch and the prefetcher keep off the network while they
+//! wait. The prefetcher's fetches ([`LayerData::prefetch_member`]) take the same single-flight
+//! path, so a reader wanting a chunk that is being prefetched joins that fetch.
 //!
 //! With access traces on, each read reports every chunk part it served, hit or miss, to the
 //! layer's [`TraceTap`] (a non-blocking send; see [`crate::trace`]).
@@ -363,6 +365,39 @@ impl LayerData {
         m: u32,
         deadline: Instant,
     ) -> Result<MemberChunks, ReadError> {
+        self.single_flight(m, true, || self.fetch_member_now(m, deadline))
+            .map(|(chunks, _)| chunks)
+    }
+
+    /// Prefetches member `m`, admitting its chunk `ci` to the cache as `probability` likely
+    /// to be read (its other chunks as read-ahead). Joins a fetch of `m` already in flight
+    /// (and a demand read of `m` joins this one). Returns the compressed bytes this call
+    /// fetched: 0 if it joined another fetch.
+    pub(crate) fn prefetch_member(
+        &self,
+        m: u32,
+        ci: u32,
+        probability: f32,
+        deadline: Instant,
+    ) -> Result<u64, ReadError> {
+        let mut fetched = 0;
+        self.single_flight(m, false, || {
+            let (chunks, bytes) = self.prefetch_member_now(m, ci, probability, deadline)?;
+            fetched = bytes;
+            Ok(chunks)
+        })?;
+        Ok(fetched)
+    }
+
+    /// Runs `lead` for member `m` unless a fetch of it is in flight, whose result is then
+    /// shared; the flag says whether this call led. A `demand` follower counts as a demand
+    /// fetch in [`Activity`] while it waits, so prefetching keeps off the link meanwhile.
+    fn single_flight(
+        &self,
+        m: u32,
+        demand: bool,
+        lead: impl FnOnce() -> Result<MemberChunks, ReadError>,
+    ) -> Result<(MemberChunks, bool), ReadError> {
         let (flight, leader) = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&m) {
@@ -375,13 +410,15 @@ impl LayerData {
             }
         };
         if !leader {
+            let _waiting = demand.then(|| self.activity.fetching());
             let mut done = flight.done.lock().unwrap_or_else(|p| p.into_inner());
             while done.is_none() {
                 done = flight.cv.wait(done).unwrap_or_else(|p| p.into_inner());
             }
             return done
                 .clone()
-                .unwrap_or_else(|| Err(ReadError::Local("fetch vanished".into())));
+                .unwrap_or_else(|| Err(ReadError::Local("fetch vanished".into())))
+                .map(|chunks| (chunks, false));
         }
         // Completes the flight even if the fetch panics, so no follower waits forever.
         let landing = Landing {
@@ -389,9 +426,39 @@ impl LayerData {
             member: m,
             flight: &flight,
         };
-        let result = self.fetch_member_now(m, deadline);
+        let result = lead();
         landing.land(result.clone());
-        result
+        result.map(|chunks| (chunks, true))
+    }
+
+    /// Fetches exactly member `m` for the prefetcher (no read-ahead: its bandwidth bound
+    /// counts what it asks for); returns the chunks and the compressed bytes read.
+    fn prefetch_member_now(
+        &self,
+        m: u32,
+        ci: u32,
+        probability: f32,
+        deadline: Instant,
+    ) -> Result<(MemberChunks, u64), ReadError> {
+        let member = &self.index.members()[m as usize];
+        let prefetching = self.activity.prefetching();
+        let compressed = self
+            .read_source(member.offset, member.end - member.offset, deadline)
+            .map_err(|source| ReadError::Fetch {
+                offset: member.offset,
+                source,
+            });
+        drop(prefetching);
+        let compressed = compressed?;
+        let admission = |i: u32| Admission::Prefetch {
+            probability: if i == ci {
+                probability
+            } else {
+                READAHEAD_PROBABILITY
+            },
+        };
+        let chunks = self.store_member_with(m, &compressed, admission)?;
+        Ok((chunks, compressed.len() as u64))
     }
 
     /// Fetches member `m` and, in the same request, the members right after it that are not
@@ -457,6 +524,16 @@ impl LayerData {
         compressed: &[u8],
         admission: Admission,
     ) -> Result<MemberChunks, ReadError> {
+        self.store_member_with(m, compressed, |_| admission)
+    }
+
+    /// [`LayerData::store_member`], each chunk admitted as `admission` says for its index.
+    fn store_member_with(
+        &self,
+        m: u32,
+        compressed: &[u8],
+        admission: impl Fn(u32) -> Admission,
+    ) -> Result<MemberChunks, ReadError> {
         let offset = self.index.members()[m as usize].offset;
         let corrupt = |detail: String| ReadError::Corrupt { offset, detail };
         let inflated = estargz::inflate_member(compressed).map_err(|e| corrupt(e.to_string()))?;
@@ -470,7 +547,8 @@ impl LayerData {
         }
         for (ci, bytes) in &verified {
             let key = ChunkKey(self.index.chunks()[*ci as usize].digest);
-            self.cache.insert(Verified::assume(key, bytes), admission);
+            self.cache
+                .insert(Verified::assume(key, bytes), admission(*ci));
         }
         Ok(Arc::new(verified))
     }

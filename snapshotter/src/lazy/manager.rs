@@ -26,6 +26,7 @@ use crate::lazy::activity::Activity;
 use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
+use crate::lazy::locator::ChunkLocator;
 use crate::lazy::source::{BlobSource, RegistrySource};
 use crate::lazy::warmed::{WarmedToc, WarmedTocs};
 use crate::lazy::{LazyError, mount};
@@ -110,6 +111,8 @@ pub struct LazyLayers {
     warmed: Arc<WarmedTocs>,
     /// Where reads are reported for access traces.
     recorder: Option<Arc<Recorder>>,
+    /// Where each chunk of the mounted layers is (the prefetcher's map).
+    locator: Arc<ChunkLocator>,
 }
 
 impl std::fmt::Debug for LazyLayers {
@@ -143,6 +146,7 @@ impl LazyLayers {
             activity: Arc::new(Activity::new()),
             warmed: Arc::new(WarmedTocs::new(cfg_warmed)),
             recorder: None,
+            locator: Arc::new(ChunkLocator::new()),
         })
     }
 
@@ -159,6 +163,16 @@ impl LazyLayers {
             .unwrap_or_else(|p| p.into_inner())
             .get(&id)
             .map(|m| (m.digest.clone(), m.image_ref.clone()))
+    }
+
+    /// Demand-side registry activity across all layers.
+    pub fn activity(&self) -> &Arc<Activity> {
+        &self.activity
+    }
+
+    /// Chunk digest → mounted layer, kept in step with mounts and unmounts.
+    pub fn locator(&self) -> &Arc<ChunkLocator> {
+        &self.locator
     }
 
     /// The directory holding `digest`'s local data.
@@ -398,10 +412,11 @@ impl LazyLayers {
             fetch,
             _session: session,
         };
-        self.mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, mounted);
+        let mut all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        // Under the lock, so that an unmount of another snapshot of this layer cannot
+        // withdraw it from the locator after this registers it.
+        self.locator.add(&remote.layer_digest, &mounted.data);
+        all.insert(id, mounted);
         Ok(())
     }
 
@@ -420,11 +435,16 @@ impl LazyLayers {
 
     /// Unmounts snapshot `id`'s layer (if mounted) and saves its fetch progress.
     pub fn unmount(&self, id: u64) {
-        let m = self
-            .mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
+        let m = {
+            let mut all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+            let m = all.remove(&id);
+            if let Some(m) = &m
+                && !all.values().any(|other| other.digest == m.digest)
+            {
+                self.locator.remove(&m.digest);
+            }
+            m
+        };
         if let Some(m) = m {
             if let Err(e) = mount::unmount(&m.mountpoint) {
                 tracing::warn!(path = %m.mountpoint.display(), error = %e, "could not unmount lazy layer");

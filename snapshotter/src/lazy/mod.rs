@@ -8,7 +8,8 @@
 //! | [`fs`] | the FUSE filesystem: the TOC's tree, as an unpacked layer would look |
 //! | [`data`] | a layer's chunks in the node's [`crate::cache`], single-flight member fetches, digest checks |
 //! | [`background`] | the low-priority whole-layer fetch, in spans sized to the link |
-//! | [`activity`] | demand fetches in flight across all layers: when the background may run |
+//! | [`activity`] | demand fetches (and prefetches) in flight across all layers: when the background and the prefetcher may run |
+//! | [`locator`] | chunk digest → a mounted layer's data and chunk index, for the prefetcher |
 //! | [`source`] | ranged reads: registry (daemon) or file (tests) |
 //! | [`warmed`] | TOCs the warmer (`crate::warm`) fetched ahead of a pull; resolve looks there first |
 //! | [`mount`] | mount/unmount, and finding stale FUSE mounts after a crash |
@@ -22,6 +23,7 @@ pub mod background;
 pub mod data;
 pub mod fs;
 pub mod labels;
+pub mod locator;
 pub mod manager;
 pub mod mount;
 pub mod source;
@@ -99,4 +101,4 @@ pub(crate) fn log_read_error(data: &data::LayerData, path: &Path, e: &data::Read
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -1,5 +1,6 @@
 //! The lazy read path on a real FUSE mount (needs root and /dev/fuse): a blob written by our
-//! eStargz writer, served from a [`BlobSource`] we control, read through the kernel.
+//! eStargz writer, served from a [`BlobSource`] we control, read through the kernel. The
+//! prefetcher's tests (`crate::prefetch::tests`) mount layers with the same harness.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
@@ -15,10 +16,16 @@ use crate::lazy::data::LayerData;
 use crate::lazy::mount;
 use crate::lazy::source::{BlobSource, FetchError};
 
-/// A blob in memory that counts requests and can be made slow or broken.
-struct TestSource {
-    blob: Vec<u8>,
-    requests: AtomicUsize,
+/// A blob in memory that counts requests (and bytes, and requests at once) and can be made
+/// slow or broken.
+pub(crate) struct TestSource {
+    pub(crate) blob: Vec<u8>,
+    pub(crate) requests: AtomicUsize,
+    /// Bytes served.
+    pub(crate) bytes: AtomicUsize,
+    /// Requests being served now, and the most at once.
+    active: AtomicUsize,
+    pub(crate) max_active: AtomicUsize,
     broken: AtomicBool,
     delay: Duration,
     /// When the first request came.
@@ -26,10 +33,13 @@ struct TestSource {
 }
 
 impl TestSource {
-    fn new(blob: Vec<u8>, delay: Duration) -> Arc<TestSource> {
+    pub(crate) fn new(blob: Vec<u8>, delay: Duration) -> Arc<TestSource> {
         Arc::new(TestSource {
             blob,
             requests: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            active: AtomicUsize::new(0),
+            max_active: AtomicUsize::new(0),
             broken: AtomicBool::new(false),
             delay,
             first_at: Mutex::new(None),
@@ -52,7 +62,11 @@ impl BlobSource for TestSource {
                 after: Duration::ZERO,
             });
         }
+        let now = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_active.fetch_max(now, Ordering::SeqCst);
         std::thread::sleep(self.delay);
+        self.bytes.fetch_add(len as usize, Ordering::SeqCst);
+        self.active.fetch_sub(1, Ordering::SeqCst);
         Ok(self.blob[offset as usize..(offset + len) as usize].to_vec())
     }
 
@@ -81,7 +95,7 @@ fn sample_layer() -> (Layer, Vec<u8>) {
 
 /// A chunk cache under `dir` (`ram` bytes of RAM tier; 0 puts demand reads on the NVMe tier,
 /// which survives a reopen).
-fn cache_in(dir: &Path, ram: u64) -> Arc<ChunkCache> {
+pub(crate) fn cache_in(dir: &Path, ram: u64) -> Arc<ChunkCache> {
     Arc::new(
         ChunkCache::open(&CacheSettings {
             ram_bytes: ram,
@@ -99,9 +113,9 @@ fn cache_in(dir: &Path, ram: u64) -> Arc<ChunkCache> {
 }
 
 /// A mounted layer under a temp dir, unmounted on drop.
-struct Mounted {
-    dir: tempfile::TempDir,
-    data: Arc<LayerData>,
+pub(crate) struct Mounted {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) data: Arc<LayerData>,
     _session: fuser::BackgroundSession,
 }
 
@@ -119,6 +133,19 @@ impl Mounted {
         source: Arc<dyn BlobSource>,
         deadline: Duration,
     ) -> Mounted {
+        let activity = Arc::new(Activity::new());
+        Mounted::with_activity(dir, cache, activity, layer, source, deadline)
+    }
+
+    /// Mounts `layer` under `dir`, its chunks in `cache`, its demand fetches told to `activity`.
+    pub(crate) fn with_activity(
+        dir: tempfile::TempDir,
+        cache: Arc<ChunkCache>,
+        activity: Arc<Activity>,
+        layer: &Layer,
+        source: Arc<dyn BlobSource>,
+        deadline: Duration,
+    ) -> Mounted {
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
         let data = Arc::new(
@@ -128,7 +155,7 @@ impl Mounted {
                 source,
                 cache,
                 deadline,
-                Arc::new(Activity::new()),
+                activity,
             )
             .unwrap(),
         );
@@ -140,7 +167,7 @@ impl Mounted {
         }
     }
 
-    fn path(&self, rel: &str) -> std::path::PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> std::path::PathBuf {
         self.dir.path().join("mnt").join(rel)
     }
 }

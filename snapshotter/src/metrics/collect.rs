@@ -130,3 +130,103 @@ pub fn encode_layers(t: &LayerTotals, out: &mut Emit<'_>) -> std::fmt::Result {
         t.saved_bytes,
     )
 }
+
+/// The prefetcher's counters, read at scrape time.
+#[derive(Debug)]
+pub struct PrefetchCollector(pub crate::prefetch::Prefetcher);
+
+impl Collector for PrefetchCollector {
+    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        encode_prefetch(&self.0.stats(), &mut Emit::new(encoder))
+    }
+}
+
+/// The prefetch families from one snapshot of the prefetcher's counters.
+pub fn encode_prefetch(s: &crate::prefetch::PrefetchStats, out: &mut Emit<'_>) -> std::fmt::Result {
+    let pairs = [
+        (
+            "augur_prefetch_issued_chunks",
+            "Chunks prefetched on a prediction",
+            s.issued_chunks,
+        ),
+        (
+            "augur_prefetch_issued_bytes",
+            "Uncompressed bytes of the chunks prefetched on a prediction",
+            s.issued_bytes,
+        ),
+        (
+            "augur_prefetch_fetched_bytes",
+            "Compressed bytes the prefetch workers fetched from registries",
+            s.fetched_bytes,
+        ),
+        (
+            "augur_prefetch_used_chunks",
+            "Prefetched chunks a run then read",
+            s.used_chunks,
+        ),
+        (
+            "augur_prefetch_used_bytes",
+            "Bytes of the prefetched chunks a run then read",
+            s.used_bytes,
+        ),
+        (
+            "augur_prefetch_wasted_chunks",
+            "Prefetched chunks evicted unread, or whose run ended without reading them",
+            s.wasted_chunks,
+        ),
+        (
+            "augur_prefetch_wasted_bytes",
+            "Bytes of the wasted prefetched chunks",
+            s.wasted_bytes,
+        ),
+        (
+            "augur_prefetch_cancelled",
+            "Queued prefetches dropped because their run ended",
+            s.cancelled,
+        ),
+        (
+            "augur_prefetch_errors",
+            "Prefetches that failed (the chunk is then read on demand)",
+            s.fetch_errors,
+        ),
+        (
+            "augur_predictor_dropped_accesses",
+            "Accesses the predictor thread could not take in time (dropped, never waited for)",
+            s.events_dropped,
+        ),
+    ];
+    for (name, help, v) in pairs {
+        out.counter_value(name, help, v)?;
+    }
+    out.gauge_value(
+        "augur_prefetch_queue_length",
+        "Prefetches waiting in the queue",
+        s.queue_len as i64,
+    )?;
+    out.gauge_value(
+        "augur_prefetch_in_flight",
+        "Prefetch fetches in flight",
+        s.in_flight as i64,
+    )?;
+    out.gauge_value(
+        "augur_prefetch_threshold",
+        "The adaptive probability above which a predicted chunk is prefetched",
+        f64::from(s.threshold),
+    )?;
+    let ratio = |v: Option<f64>| v.map(|v| vec![(Labels::default(), v)]).unwrap_or_default();
+    out.gauge(
+        "augur_prefetch_precision_ratio",
+        "Used / (used + wasted) prefetched bytes since start (absent until a prefetch was resolved)",
+        &ratio(s.precision),
+    )?;
+    out.gauge(
+        "augur_prefetch_recall_ratio",
+        "Estimated: used prefetched bytes / (used + bytes runs had to wait for) since start (absent until runs read)",
+        &ratio(s.recall),
+    )?;
+    out.gauge_value(
+        "augur_predictor_lstm_loaded",
+        "1 if the ONNX LSTM is among the prediction models, 0 if the daemon runs on the online models only",
+        i64::from(s.lstm),
+    )
+}

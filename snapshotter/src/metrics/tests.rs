@@ -7,7 +7,7 @@ use std::time::Duration;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::collect::{encode_cache, encode_layers};
+use super::collect::{encode_cache, encode_layers, encode_prefetch};
 use super::hot::{HOT, ReadSource};
 use super::{Emit, Metrics};
 use crate::cache::{CacheStatus, Tier, TierStatus};
@@ -50,7 +50,17 @@ impl Collector for Fixed {
             fetched_bytes: 300,
             saved_bytes: 700,
         };
+        let prefetch = crate::prefetch::PrefetchStats {
+            issued_chunks: 4,
+            used_chunks: 3,
+            wasted_chunks: 1,
+            precision: Some(0.75),
+            recall: Some(0.5),
+            threshold: 0.3,
+            ..Default::default()
+        };
         encode_layers(&totals, &mut out)?;
+        encode_prefetch(&prefetch, &mut out)?;
         encode_cache(&status, &mut out)
     }
 }

@@ -1,0 +1,222 @@
+//! The predictor thread `augur-predict`: it owns the models and turns a run's accesses into
+//! queued prefetches, adapts the threshold once per interval, and saves what the models
+//! learned.
+//!
+//! - **Models**: an [`Ensemble`] of record-and-replay and the online Markov model, plus the
+//!   ONNX LSTM when `[predictor] model_dir` holds a valid model and ONNX Runtime loads. If not,
+//!   one warning says what is missing and that the daemon runs on the online models.
+//! - **Events** arrive over a bounded channel from [`super::Prefetcher`]'s methods (which only
+//!   send). After a batch of accesses (at most [`BATCH`] long), each run that read something
+//!   new is asked for its next [`PREDICT_MAX`] chunks; those at or above the threshold that
+//!   are not cached are queued, due at now + their expected time.
+//! - **State**: `<root>/predictor/<members>.state.gz`, loaded at start (a corrupt file is
+//!   logged and ignored), saved every [`SAVE_EVERY`] and at stop.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use augur_predictor::lstm::runtime;
+use augur_predictor::{
+    Access, Ensemble, EnsembleConfig, Lstm, LstmConfig, Markov, MarkovConfig, Predictor, Replay,
+    ReplayConfig, RunContext, RunId, Trace,
+};
+
+use crate::prefetch::PredictorSettings;
+use crate::prefetch::adapt::Adapter;
+use crate::prefetch::queue::Entry;
+use crate::prefetch::scheduler::Shared;
+
+/// Predictions asked for per run and batch.
+pub const PREDICT_MAX: usize = 64;
+/// Longest a batch of events runs before predictions are made.
+const BATCH: Duration = Duration::from_millis(20);
+/// How often learned state is saved.
+const SAVE_EVERY: Duration = Duration::from_secs(300);
+
+/// What the predictor thread is told.
+#[derive(Debug)]
+pub enum Event {
+    /// A run began.
+    Started(RunId, RunContext),
+    /// A run read a chunk.
+    Access(RunId, Access),
+    /// A run ended.
+    Finished(RunId, Option<Arc<Trace>>),
+    /// Stop (save first).
+    Stop,
+}
+
+/// The models and where their state lives.
+#[derive(Debug)]
+pub struct Models {
+    ensemble: Ensemble,
+    state_file: PathBuf,
+    /// Whether the LSTM is among the members.
+    pub lstm: bool,
+}
+
+/// Builds the ensemble (with the LSTM if it loads) and loads its saved state.
+pub fn load_models(settings: &PredictorSettings) -> Models {
+    let mut members: Vec<Box<dyn Predictor>> = vec![
+        Box::new(Replay::new(ReplayConfig::default())),
+        Box::new(Markov::new(MarkovConfig::default())),
+    ];
+    let lstm = match &settings.model_dir {
+        None => {
+            tracing::warn!(
+                "no LSTM: predictor.model_dir is not set; the daemon runs on the online models \
+                 (replay, markov)"
+            );
+            None
+        }
+        Some(dir) => {
+            let library = settings
+                .onnxruntime
+                .clone()
+                .unwrap_or_else(runtime::library_from_env);
+            match Lstm::load(dir, &library, LstmConfig::default()) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::warn!(
+                        model_dir = %dir.display(),
+                        library = %library.display(),
+                        error = %e,
+                        "no LSTM: the daemon runs on the online models (replay, markov)"
+                    );
+                    None
+                }
+            }
+        }
+    };
+    let has_lstm = lstm.is_some();
+    if let Some(l) = lstm {
+        members.push(Box::new(l));
+    }
+    let names: Vec<String> = members.iter().map(|m| m.name().to_owned()).collect();
+    let mut ensemble = Ensemble::new(members, EnsembleConfig::default());
+    let state_file = settings
+        .state_dir
+        .join(format!("{}.state.gz", names.join("+")));
+    load_state(&mut ensemble, &state_file);
+    tracing::info!(models = %names.join(", "), state = %state_file.display(), "predictor ready");
+    Models {
+        ensemble,
+        state_file,
+        lstm: has_lstm,
+    }
+}
+
+fn load_state(ensemble: &mut Ensemble, path: &Path) {
+    if !path.exists() {
+        return;
+    }
+    if let Err(e) = augur_predictor::model::load_from_file(ensemble, path) {
+        tracing::warn!(
+            file = %path.display(),
+            error = %e,
+            "ignoring the saved predictor state (the models start afresh; the file is \
+             replaced at the next save)"
+        );
+    }
+}
+
+fn save_state(models: &Models) {
+    if let Some(dir) = models.state_file.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot save the predictor state");
+        return;
+    }
+    if let Err(e) = augur_predictor::model::save_to_file(&models.ensemble, &models.state_file) {
+        tracing::warn!(error = %e, "cannot save the predictor state");
+    }
+}
+
+/// The thread's loop, until [`Event::Stop`] or every sender is gone.
+pub fn run(mut models: Models, rx: &Receiver<Event>, shared: &Shared, mut adapter: Adapter) {
+    let mut saved = Instant::now();
+    loop {
+        let wait = adapter
+            .due_in()
+            .min(SAVE_EVERY.saturating_sub(saved.elapsed()));
+        let mut dirty = BTreeSet::new();
+        let (stop, handled) = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
+            Ok(ev) => handle_batch(&mut models.ensemble, ev, rx, &mut dirty),
+            Err(RecvTimeoutError::Timeout) => (false, 0),
+            Err(RecvTimeoutError::Disconnected) => (true, 0),
+        };
+        for run in dirty {
+            predict(&mut models.ensemble, run, shared);
+        }
+        shared
+            .counters
+            .events_handled
+            .fetch_add(handled, std::sync::atomic::Ordering::Release);
+        if adapter.due_in().is_zero() {
+            adapter.adapt(shared);
+        }
+        if stop {
+            break;
+        }
+        if saved.elapsed() >= SAVE_EVERY {
+            save_state(&models);
+            saved = Instant::now();
+        }
+    }
+    save_state(&models);
+}
+
+/// Handles `first` and whatever else is waiting, for at most [`BATCH`]; returns whether to
+/// stop, and how many events were handled.
+fn handle_batch(
+    model: &mut Ensemble,
+    first: Event,
+    rx: &Receiver<Event>,
+    dirty: &mut BTreeSet<RunId>,
+) -> (bool, u64) {
+    let began = Instant::now();
+    let mut next = Some(first);
+    let mut handled = 0;
+    while let Some(ev) = next.take() {
+        handled += 1;
+        match ev {
+            Event::Started(run, ctx) => model.start_run(run, &ctx),
+            Event::Access(run, a) => {
+                model.observe(run, &a);
+                dirty.insert(run);
+            }
+            Event::Finished(run, trace) => {
+                dirty.remove(&run);
+                model.finish_run(run, trace.as_deref());
+            }
+            Event::Stop => return (true, handled),
+        }
+        if began.elapsed() < BATCH {
+            next = rx.try_recv().ok();
+        }
+    }
+    (false, handled)
+}
+
+/// Queues `run`'s predictions at or above the threshold that are not cached.
+fn predict(model: &mut Ensemble, run: RunId, shared: &Shared) {
+    let threshold = shared.threshold();
+    let now = Instant::now();
+    let entries: Vec<Entry> = model
+        .predict(run, PREDICT_MAX)
+        .into_iter()
+        .filter(|p| p.probability >= threshold && !shared.cached(&p.chunk))
+        .map(|p| Entry {
+            run,
+            chunk: p.chunk,
+            probability: p.probability,
+            due: now + p.expected_in,
+        })
+        .collect();
+    if !entries.is_empty() {
+        shared.enqueue(entries);
+    }
+}

@@ -1,0 +1,152 @@
+//! The `[prefetch]` and `[predictor]` config tables: as written ([`RawPrefetch`],
+//! [`RawPredictor`]) and validated ([`PrefetchSettings`], [`PredictorSettings`]), with errors
+//! that name the key. Documented in `docs/configuration.md` and `systemd/config.toml`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::config::{ConfigError, in_range, invalid};
+
+/// The `[prefetch]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrefetch {
+    /// Prefetch predicted chunks of lazy layers.
+    pub enabled: Option<bool>,
+    /// Worker threads (and so fetches in flight at most).
+    pub workers: Option<i64>,
+    /// Prefetch bandwidth bound, MiB/s (0: none).
+    pub max_bandwidth_mib_s: Option<i64>,
+    /// Queued chunks at most.
+    pub queue_max: Option<i64>,
+    /// Starting probability threshold.
+    pub threshold: Option<f64>,
+    /// Lowest the threshold adapts to.
+    pub threshold_min: Option<f64>,
+    /// Highest the threshold adapts to.
+    pub threshold_max: Option<f64>,
+    /// Milliseconds between adaptations.
+    pub adapt_interval_ms: Option<i64>,
+}
+
+/// The `[predictor]` table as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPredictor {
+    /// The LSTM's model directory (`""`: none).
+    pub model_dir: Option<PathBuf>,
+    /// ONNX Runtime's library (`""`: `$AUGUR_ORT_LIB`, else the default path).
+    pub onnxruntime_library: Option<PathBuf>,
+}
+
+/// Validated `[prefetch]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrefetchSettings {
+    /// Prefetch at all.
+    pub enabled: bool,
+    /// Worker threads.
+    pub workers: usize,
+    /// Bytes per second at most (0: unbounded).
+    pub max_bandwidth: u64,
+    /// Queue length at most.
+    pub queue_max: usize,
+    /// Starting threshold.
+    pub threshold: f32,
+    /// Lower bound of the threshold.
+    pub threshold_min: f32,
+    /// Upper bound of the threshold.
+    pub threshold_max: f32,
+    /// Time between adaptations.
+    pub adapt_interval: Duration,
+}
+
+/// Validated `[predictor]` settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictorSettings {
+    /// The LSTM's model directory, if any.
+    pub model_dir: Option<PathBuf>,
+    /// ONNX Runtime's library, if set (else `$AUGUR_ORT_LIB` or the default).
+    pub onnxruntime: Option<PathBuf>,
+    /// Where learned state is saved: `<root>/predictor`.
+    pub state_dir: PathBuf,
+}
+
+impl RawPrefetch {
+    /// Validates the table.
+    pub fn validate(self) -> Result<PrefetchSettings, ConfigError> {
+        let p = |key: &'static str, v: Option<f64>, default: f32| match v {
+            None => Ok(default),
+            Some(f) if (0.0..=1.0).contains(&f) => Ok(f as f32),
+            Some(f) => Err(invalid(
+                key,
+                f.to_string(),
+                "a probability from 0.0 to 1.0".into(),
+            )),
+        };
+        let threshold_min = p("prefetch.threshold_min", self.threshold_min, 0.05)?;
+        let threshold_max = p("prefetch.threshold_max", self.threshold_max, 0.9)?;
+        let threshold = p("prefetch.threshold", self.threshold, 0.3)?;
+        if threshold_min > threshold_max {
+            return Err(invalid(
+                "prefetch.threshold_min",
+                threshold_min.to_string(),
+                format!("must not be above prefetch.threshold_max ({threshold_max})"),
+            ));
+        }
+        if !(threshold_min..=threshold_max).contains(&threshold) {
+            return Err(invalid(
+                "prefetch.threshold",
+                threshold.to_string(),
+                format!(
+                    "must be within prefetch.threshold_min ({threshold_min}) and \
+                     prefetch.threshold_max ({threshold_max})"
+                ),
+            ));
+        }
+        Ok(PrefetchSettings {
+            enabled: self.enabled.unwrap_or(true),
+            workers: in_range("prefetch.workers", self.workers, 2, 1, 32)? as usize,
+            max_bandwidth: in_range(
+                "prefetch.max_bandwidth_mib_s",
+                self.max_bandwidth_mib_s,
+                50,
+                0,
+                100_000,
+            )? << 20,
+            queue_max: in_range("prefetch.queue_max", self.queue_max, 4096, 1, 1 << 20)? as usize,
+            threshold,
+            threshold_min,
+            threshold_max,
+            adapt_interval: Duration::from_millis(in_range(
+                "prefetch.adapt_interval_ms",
+                self.adapt_interval_ms,
+                2000,
+                100,
+                3_600_000,
+            )?),
+        })
+    }
+}
+
+impl RawPredictor {
+    /// Validates the table; state lives under `root`.
+    pub fn validate(self, root: &Path) -> Result<PredictorSettings, ConfigError> {
+        let path = |key: &'static str, p: Option<PathBuf>| match p {
+            Some(p) if p.as_os_str().is_empty() => Ok(None),
+            Some(p) if p.is_absolute() => Ok(Some(p)),
+            Some(p) => Err(invalid(
+                key,
+                p.display().to_string(),
+                "must be an absolute path, or \"\"".into(),
+            )),
+            None => Ok(None),
+        };
+        Ok(PredictorSettings {
+            model_dir: path("predictor.model_dir", self.model_dir)?,
+            onnxruntime: path("predictor.onnxruntime_library", self.onnxruntime_library)?,
+            state_dir: root.join("predictor"),
+        })
+    }
+}
