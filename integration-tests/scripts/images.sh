@@ -6,8 +6,9 @@
 #   integration-tests/scripts/images.sh [build [NAME...]]          build what is missing/stale
 #   integration-tests/scripts/images.sh push HOST:PORT [NAME...]   build if needed, then push
 #       -> docker://HOST:PORT/NAME:latest (plain HTTP: --dest-tls-verify=false)
-#   NAME defaults to "busybox python edgecases" (what the test suite uses); python-big is built
-#   and pushed only when named (the lazy-pull benchmark asks for it: ~220 MB more, ~2 min).
+#   NAME defaults to "busybox python edgecases" (what the test suite uses); python-big and tools
+#   are built and pushed only when named (the lazy-pull benchmark asks for python-big: ~220 MB
+#   more, ~2 min; the trace recorder of onnx-models/ asks for tools: ~150 MB more, ~2 min).
 #
 # Output (OCI image layouts, tag "latest"), under
 #   ${AUGUR_CACHE:-/var/cache/augur-tests}/images/
@@ -15,6 +16,8 @@
 #     python/           2 layers: Debian bookworm minbase, then python3
 #     python-big/       3 layers: python's two (same blobs), then python3-numpy,
 #                       python3-scipy, python3-pandas (Debian's)
+#     tools/            3 layers: python's two (same blobs), then perl, gcc, libc6-dev, make,
+#                       sqlite3, gawk (Debian's): real programs whose reads the predictor learns
 #     edgecases/        3 layers of filesystem edge cases (whiteouts, opaque dirs, hard links,
 #                       devices, xattrs, modes, owners, long names, chunked files): see
 #                       build_edgecases
@@ -163,6 +166,21 @@ build_python_big() {
   umoci gc --layout "$w/layout"
 }
 
+# build_tools WORK: python's two layers (same blobs) plus a third with common tools from Debian,
+# in WORK/layout: the programs whose access traces train the shipped model (onnx-models/)
+build_tools() {
+  local w=$1 r
+  cp -a "$IMG/python" "$w/layout"
+  umoci unpack --image "$w/layout:latest" "$w/bundle"
+  r=$w/bundle/rootfs
+  log "tools: apt-get install perl gcc libc6-dev make sqlite3 gawk in chroot"
+  chroot_apt "$r" perl gcc libc6-dev make sqlite3 gawk
+  log "tools: layer 3 (perl, gcc, make, sqlite3, gawk)"
+  umoci repack --image "$w/layout:latest" "$w/bundle"
+  umoci config --image "$w/layout:latest" --config.cmd /bin/sh
+  umoci gc --layout "$w/layout"
+}
+
 # build_edgecases WORK: 3-layer image of filesystem edge cases in WORK/layout, for the lazy
 # rootfs comparison (integration-tests/tests/lazy_rootfs.rs). Layers 1 and 2 come from umoci
 # repack; layer 3 is a GNU tar added verbatim (umoci raw add-layer), because umoci writes a
@@ -302,6 +320,8 @@ recipe_hash() {  # recipe_hash NAME -> sha256 of everything that defines the out
                cat "$IMG/rootfs.stamp" 2>/dev/null || echo "no rootfs" ;;  # new rootfs -> new python
       python-big) declare -f build_python_big chroot_apt; pkgver umoci
                cat "$IMG/python.stamp" 2>/dev/null || echo "no python" ;;  # new python -> new big
+      tools)   declare -f build_tools chroot_apt; pkgver umoci
+               cat "$IMG/python.stamp" 2>/dev/null || echo "no python" ;;
       edgecases) declare -f build_edgecases edge_layer1 edge_layer2 edge_layer3 new_bundle
                pkgver umoci busybox-static attr libcap2-bin tar ;;
     esac
@@ -390,8 +410,9 @@ build() {  # build [NAME...]: the named images (default: DEFAULT_IMAGES) and wha
       busybox) ensure_image busybox ;;
       python) ensure_python ;;
       python-big) ensure_python; ensure_image python-big ;;
+      tools) ensure_python; ensure_image tools ;;
       edgecases) ensure_image edgecases ;;
-      *) die "unknown image '$n' (busybox | python | python-big | edgecases)" ;;
+      *) die "unknown image '$n' (busybox | python | python-big | tools | edgecases)" ;;
     esac
   done
 }

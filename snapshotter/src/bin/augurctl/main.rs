@@ -6,6 +6,7 @@
 mod cache;
 mod convert;
 mod predictor;
+mod predictor_eval;
 mod rpull;
 mod trace;
 

@@ -1,4 +1,5 @@
-//! `augurctl predictor deploy-eval|deploy-synth`: the deployment-level model (which images the
+//! `augurctl predictor eval|deploy-eval|deploy-synth`: the chunk models on held-out runs
+//! (`predictor_eval.rs`), and the deployment-level model (which images the
 //! node pulls next) replayed on a pull log against its baselines, and seeded synthetic logs to
 //! try it on. Pure computation on files; the daemon is not involved.
 
@@ -14,6 +15,9 @@ use augur_predictor::deploy::{DeployConfig, read_pull_log};
 /// `augurctl predictor ...`.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Train the chunk models on some exported runs and test them on held-out ones (other
+    /// arguments, other images, or other runs): precision, recall, bytes, timeliness.
+    Eval(crate::predictor_eval::EvalArgs),
     /// Replay a pull log (JSON Lines of {"t_unix_ms":…,"image":"…"}, e.g. the daemon's
     /// <root>/pulls.jsonl) against the deployment model and the baselines.
     DeployEval {
@@ -47,6 +51,7 @@ pub enum Command {
 /// Runs the subcommand.
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Eval(args) => crate::predictor_eval::run(args)?,
         Command::DeployEval {
             log,
             json,

@@ -1,0 +1,145 @@
+//! `augurctl predictor eval`: the chunk models (no prefetch, replay, Markov, the LSTM when a
+//! model is given, the ensemble, the oracle) trained on some exported runs and tested on held-out
+//! ones, in simulated time over a network profile. Pure computation on files; no daemon.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use augur_predictor::eval::{self, EvalOptions, ModelFactory, NetworkProfile, split};
+use augur_predictor::lstm::{Engine, LoadedModel, LstmFactory};
+use augur_predictor::trace::jsonl;
+use augur_predictor::{LstmConfig, Trace};
+
+/// The label `record-traces.sh` (or a user) puts on a run's snapshot to name its arguments.
+const ARGS_LABEL: &str = "containerd.io/snapshot/augur.args";
+/// Where ONNX Runtime's library is looked for when `--onnxruntime-library` is not given.
+const DEFAULT_ORT: &str = "/usr/local/lib/augur/libonnxruntime.so.1.31.1";
+
+/// How test runs are held out.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SplitBy {
+    /// Whole argument sets per image (the `augur.args` label, else the workload key): the
+    /// same programs with arguments never seen in training.
+    Args,
+    /// Whole images: never seen in training.
+    Image,
+    /// Single runs of workloads that also occur in training (the easy case).
+    Run,
+}
+
+/// `augurctl predictor eval` arguments.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    /// Exported traces (`augurctl trace export`): JSON Lines files.
+    #[arg(long = "traces", value_name = "FILE", required = true)]
+    traces: Vec<PathBuf>,
+    /// How test runs are held out.
+    #[arg(long, value_enum, default_value = "args")]
+    split: SplitBy,
+    /// Share of the groups held out for testing.
+    #[arg(long, default_value_t = 0.3)]
+    holdout: f32,
+    /// Seed of the split.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Predictions at or above this probability are prefetched.
+    #[arg(long, default_value_t = 0.5)]
+    threshold: f32,
+    /// The simulated link: datacenter, regional, constrained, or <ms>ms,<mbit>mbit.
+    #[arg(long, default_value = "regional")]
+    network: String,
+    /// An ONNX LSTM model directory (onnx-models/): evaluated alone and in the ensemble.
+    #[arg(long, value_name = "DIR")]
+    lstm_model: Option<PathBuf>,
+    /// ONNX Runtime's library for --lstm-model (default: $AUGUR_ORT_LIB, else /usr/local/lib/augur/).
+    #[arg(long, value_name = "FILE")]
+    onnxruntime_library: Option<PathBuf>,
+    /// Print the report as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs the evaluation and prints its report.
+pub fn run(args: EvalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.holdout > 0.0 && args.holdout < 1.0,
+        "--holdout must be between 0 and 1 (exclusive)"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&args.threshold),
+        "--threshold must be from 0 to 1"
+    );
+    let network = NetworkProfile::parse(&args.network).map_err(anyhow::Error::msg)?;
+    let mut traces: Vec<Trace> = Vec::new();
+    for path in &args.traces {
+        traces.extend(jsonl::read_file(path)?);
+    }
+    anyhow::ensure!(
+        traces.len() >= 2,
+        "the traces hold {} runs: need at least 2",
+        traces.len()
+    );
+    let split = match args.split {
+        SplitBy::Args => split::by_group(traces, args_of, args.holdout, args.seed),
+        SplitBy::Image => split::by_image(traces, args.holdout, args.seed),
+        SplitBy::Run => split::by_run(traces, args.holdout, args.seed),
+    };
+    let opts = EvalOptions {
+        network,
+        threshold: args.threshold,
+        ..EvalOptions::default()
+    };
+    let lstm = match &args.lstm_model {
+        Some(dir) => Some(lstm_factory(dir, args.onnxruntime_library.as_deref())?),
+        None => None,
+    };
+    let extra: Vec<&dyn ModelFactory> = lstm.iter().map(|f| f as &dyn ModelFactory).collect();
+    eprintln!(
+        "augurctl: {} training runs, {} test runs ({:?} split, seed {})",
+        split.train.len(),
+        split.test.len(),
+        args.split,
+        args.seed
+    );
+    let report = eval::run_traces(&split.train, &split.test, &opts, &extra)?;
+    if args.json {
+        println!("{}", report.to_json());
+    } else {
+        print!("{}", report.to_markdown());
+    }
+    Ok(())
+}
+
+/// A run's argument set: its `augur.args` label, else its workload key.
+fn args_of(t: &Trace) -> String {
+    t.header
+        .labels
+        .get(ARGS_LABEL)
+        .cloned()
+        .unwrap_or_else(|| t.header.workload.clone())
+}
+
+fn lstm_factory(
+    dir: &std::path::Path,
+    lib: Option<&std::path::Path>,
+) -> anyhow::Result<LstmFactory> {
+    let lib = lib.map(PathBuf::from).unwrap_or_else(|| {
+        std::env::var_os("AUGUR_ORT_LIB").map_or_else(|| PathBuf::from(DEFAULT_ORT), PathBuf::from)
+    });
+    let model = LoadedModel::load(dir, &lib).with_context(|| {
+        format!(
+            "load the LSTM from {} with {}",
+            dir.display(),
+            lib.display()
+        )
+    })?;
+    Ok(LstmFactory {
+        engine: Engine::start(model)?,
+        // Deterministic: the evaluation waits for every answer.
+        config: LstmConfig {
+            timeout: Duration::from_secs(30),
+            ..LstmConfig::default()
+        },
+    })
+}
