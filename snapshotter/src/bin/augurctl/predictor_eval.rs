@@ -43,9 +43,10 @@ pub struct EvalArgs {
     /// Seed of the split.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Predictions at or above this probability are prefetched.
-    #[arg(long, default_value_t = 0.5)]
-    threshold: f32,
+    /// Predictions at or above this probability are prefetched; several (comma-separated)
+    /// give one report each, the models trained once, to compare them at equal wasted bytes.
+    #[arg(long, value_delimiter = ',', default_value = "0.5")]
+    threshold: Vec<f32>,
     /// The simulated link: datacenter, regional, constrained, or <ms>ms,<mbit>mbit.
     #[arg(long, default_value = "regional")]
     network: String,
@@ -55,6 +56,10 @@ pub struct EvalArgs {
     /// ONNX Runtime's library for --lstm-model (default: $AUGUR_ORT_LIB, else /usr/local/lib/augur/).
     #[arg(long, value_name = "FILE")]
     onnxruntime_library: Option<PathBuf>,
+    /// Also write the split as `train.jsonl` and `test.jsonl` into this directory (to train an
+    /// LSTM on the training runs only: `onnx-models/eval-heldout.sh`).
+    #[arg(long, value_name = "DIR")]
+    write_split: Option<PathBuf>,
     /// Print the report as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
@@ -67,8 +72,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         "--holdout must be between 0 and 1 (exclusive)"
     );
     anyhow::ensure!(
-        (0.0..=1.0).contains(&args.threshold),
-        "--threshold must be from 0 to 1"
+        args.threshold.iter().all(|t| (0.0..=1.0).contains(t)),
+        "--threshold values must be from 0 to 1"
     );
     let network = NetworkProfile::parse(&args.network).map_err(anyhow::Error::msg)?;
     let mut traces: Vec<Trace> = Vec::new();
@@ -85,9 +90,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         SplitBy::Image => split::by_image(traces, args.holdout, args.seed),
         SplitBy::Run => split::by_run(traces, args.holdout, args.seed),
     };
+    if let Some(dir) = &args.write_split {
+        write_split(dir, &split)?;
+    }
     let opts = EvalOptions {
         network,
-        threshold: args.threshold,
+        threshold: args.threshold[0],
         ..EvalOptions::default()
     };
     let lstm = match &args.lstm_model {
@@ -102,11 +110,29 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.split,
         args.seed
     );
-    let report = eval::run_traces(&split.train, &split.test, &opts, &extra)?;
-    if args.json {
-        println!("{}", report.to_json());
-    } else {
-        print!("{}", report.to_markdown());
+    let reports = eval::sweep_traces(&split.train, &split.test, &opts, &extra, &args.threshold)?;
+    for report in reports {
+        if args.json {
+            println!("{}", report.to_json());
+        } else {
+            print!("{}", report.to_markdown());
+        }
+    }
+    Ok(())
+}
+
+/// Writes the split's runs as JSON Lines (`train.jsonl`, `test.jsonl`) into `dir`.
+fn write_split(dir: &std::path::Path, split: &split::Split) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    for (name, traces) in [("train.jsonl", &split.train), ("test.jsonl", &split.test)] {
+        let path = dir.join(name);
+        let file =
+            std::fs::File::create(&path).with_context(|| format!("create {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(file);
+        for t in traces {
+            jsonl::write_trace(t, &mut out, &path)?;
+        }
+        std::io::Write::flush(&mut out).with_context(|| format!("write {}", path.display()))?;
     }
     Ok(())
 }
