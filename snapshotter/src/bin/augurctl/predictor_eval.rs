@@ -60,7 +60,7 @@ pub struct EvalArgs {
     /// LSTM on the training runs only: `onnx-models/eval-heldout.sh`).
     #[arg(long, value_name = "DIR")]
     write_split: Option<PathBuf>,
-    /// Print the report as JSON instead of Markdown.
+    /// Print the reports as a JSON array (one per threshold) instead of Markdown.
     #[arg(long)]
     json: bool,
 }
@@ -111,10 +111,15 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.seed
     );
     let reports = eval::sweep_traces(&split.train, &split.test, &opts, &extra, &args.threshold)?;
-    for report in reports {
-        if args.json {
-            println!("{}", report.to_json());
-        } else {
+    if args.json {
+        // One JSON array, one report per threshold.
+        let all: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| serde_json::from_str(&r.to_json()))
+            .collect::<Result<_, _>>()?;
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for report in reports {
             print!("{}", report.to_markdown());
         }
     }
