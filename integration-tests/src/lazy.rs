@@ -185,3 +185,28 @@ impl LazyBed {
             .collect()
     }
 }
+
+/// Declares `struct $name(LazyBed)`, dereferencing to the shared [`LazyBed`], for a test file
+/// that adds its own methods (and `Drop`) to the bed: `augur_integration_tests::lazy_bed_newtype!(
+/// /// doc
+/// Bed);`.
+#[macro_export]
+macro_rules! lazy_bed_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        struct $name($crate::lazy::LazyBed);
+
+        impl ::std::ops::Deref for $name {
+            type Target = $crate::lazy::LazyBed;
+            fn deref(&self) -> &$crate::lazy::LazyBed {
+                &self.0
+            }
+        }
+
+        impl ::std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut $crate::lazy::LazyBed {
+                &mut self.0
+            }
+        }
+    };
+}

@@ -8,36 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use augur_integration_tests::{
-    Containerd, Daemon, Registry, TestDir, connect, list, mounts_under, poll, wait_until,
-};
+use augur_integration_tests::lazy::LazyBed;
+use augur_integration_tests::{connect, list, mounts_under, poll, wait_until};
 use augur_proto::snapshots as pb;
 
-/// Registry with the test images, Augur, and containerd using Augur as proxy plugin `augur`.
-struct Bed {
-    containerd: Containerd,
-    daemon: Daemon,
-    registry: Registry,
-    dir: TestDir,
-}
+augur_integration_tests::lazy_bed_newtype!(
+    /// Registry with the test images, Augur, and containerd using Augur as proxy plugin `augur`.
+    Bed
+);
 
 impl Bed {
     fn start(name: &str) -> Bed {
-        let dir = TestDir::new(name);
-        let registry = Registry::start(&dir.join("registry"));
-        registry.push_test_images();
-        let daemon = Daemon::start(
-            &dir.join("augur"),
-            &dir.join("augur.sock"),
-            &dir.join("augur.log"),
-        );
-        let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
-        Bed {
-            containerd,
-            daemon,
-            registry,
-            dir,
-        }
+        Bed(LazyBed::start(name))
     }
 
     fn ctr(&self, args: &[&str]) -> String {
@@ -366,7 +348,7 @@ fn kill_9_while_a_container_writes_keeps_its_upper_dir() {
         writer,
     ]);
     let count = || {
-        let out = bed.containerd.ctr(&[
+        let out = bed.0.containerd.ctr(&[
             "tasks",
             "exec",
             "--exec-id",
@@ -384,14 +366,14 @@ fn kill_9_while_a_container_writes_keeps_its_upper_dir() {
     wait_until("the container to write", Duration::from_secs(30), || {
         count() > 20
     });
-    bed.daemon.kill9();
+    bed.0.daemon.kill9(); // fields of the bed: the closure above borrows only containerd
     std::thread::sleep(Duration::from_millis(500));
     let during_outage = count();
     assert!(
         during_outage > 20,
         "the container keeps writing while augur is down"
     );
-    bed.daemon.restart();
+    bed.0.daemon.restart();
     bed.wait_reconnected();
     bed.ctr(&["tasks", "kill", "-s", "SIGKILL", "writer"]);
     wait_until("writer to stop", Duration::from_secs(20), || {

@@ -23,40 +23,23 @@ use augur_integration_tests::estargz_images::{
     LAYER_GZIP, OciLayout, assert_same_shape, manifest, read_blob, read_json, read_toc,
     reference_toc,
 };
-use augur_integration_tests::lazy::{content_digests, ctr_remote, layer_digests, manifest_of};
-use augur_integration_tests::{
-    Containerd, Daemon, Registry, TestDir, cache_dir, poll, run_ok, wait_until,
+use augur_integration_tests::lazy::{
+    LazyBed, content_digests, ctr_remote, layer_digests, manifest_of,
 };
+use augur_integration_tests::{Registry, TestDir, cache_dir, poll, run_ok, wait_until};
 use augur_snapshotter::estargz::{
     TOC_DIGEST_ANNOTATION, UNCOMPRESSED_SIZE_ANNOTATION, format_digest, inflate_member, sha256,
 };
 use serde_json::{Value, json};
 
-/// A registry with the test images, Augur, and containerd using it as `augur`.
-struct Bed {
-    containerd: Containerd,
-    daemon: Daemon,
-    registry: Registry,
-    dir: TestDir,
-}
+augur_integration_tests::lazy_bed_newtype!(
+    /// A registry with the test images, Augur, and containerd using it as `augur`.
+    Bed
+);
 
 impl Bed {
     fn start(name: &str) -> Bed {
-        let dir = TestDir::new(name);
-        let registry = Registry::start(&dir.join("registry"));
-        registry.push_test_images();
-        let daemon = Daemon::start(
-            &dir.join("augur"),
-            &dir.join("augur.sock"),
-            &dir.join("augur.log"),
-        );
-        let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
-        Bed {
-            containerd,
-            daemon,
-            registry,
-            dir,
-        }
+        Bed(LazyBed::start(name))
     }
 
     /// A fresh, empty temporary directory for augurctl.

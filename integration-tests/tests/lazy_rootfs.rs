@@ -23,9 +23,10 @@
 use std::path::{Path, PathBuf};
 
 use augur_integration_tests::estargz_images::{blob_path, chain_ids};
+use augur_integration_tests::lazy::LazyBed;
 use augur_integration_tests::lazy::{content_digests, ctr_remote, manifest_of, push_estargz};
 use augur_integration_tests::rootfs::{self, Expected, Tree};
-use augur_integration_tests::{Containerd, Daemon, MountGuard, Registry, TestDir, run_ok};
+use augur_integration_tests::{MountGuard, run_ok};
 use serde_json::Value;
 
 /// At most this many differences are printed.
@@ -34,38 +35,18 @@ const MAX_REPORTED: usize = 80;
 /// The eStargz format's own tar entries, which only an unpacked eStargz layer shows.
 const ESTARGZ_METADATA: [&str; 2] = ["/stargz.index.json", "/.no.prefetch.landmark"];
 
-/// A registry with the test images, Augur (background fetch off: every byte a test reads goes
-/// through a demand fetch) and a containerd with Augur as `augur`.
-struct Bed {
-    containerd: Containerd,
-    daemon: Daemon,
-    registry: Registry,
-    dir: TestDir,
-}
+augur_integration_tests::lazy_bed_newtype!(
+    /// A registry with the test images, Augur (background fetch off: every byte a test reads goes
+    /// through a demand fetch) and a containerd with Augur as `augur`.
+    Bed
+);
 
 impl Bed {
     fn start(name: &str) -> Bed {
-        let dir = TestDir::new(name);
-        let registry = Registry::start(&dir.join("registry"));
-        registry.push_test_images();
-        std::fs::write(
-            dir.join("augur.toml"),
-            augur_integration_tests::with_test_cache("[remote]\nbackground_fetch = false\n"),
-        )
-        .unwrap();
-        let daemon = Daemon::start_with_config(
-            &dir.join("augur"),
-            &dir.join("augur.sock"),
-            &dir.join("augur.log"),
-            &dir.join("augur.toml"),
-        );
-        let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
-        Bed {
-            containerd,
-            daemon,
-            registry,
-            dir,
-        }
+        Bed(LazyBed::start_with_config(
+            name,
+            "[remote]\nbackground_fetch = false\n",
+        ))
     }
 
     /// Pulls `image` into namespace `ns`: lazily through Augur, or normally (overlayfs).
