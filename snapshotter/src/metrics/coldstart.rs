@@ -78,7 +78,7 @@ impl ColdStarts {
             .iter()
             .map(|(image, (runs, seq))| (*seq, image.clone(), runs.iter().copied().collect()))
             .collect();
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         out.into_iter()
             .map(|(_, image, runs)| ImageColdStarts { image, runs })
             .collect()
