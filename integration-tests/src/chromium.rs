@@ -45,6 +45,8 @@ fn run(dir: &Path, extra: &[&str], url: &str) -> String {
         "--disable-gpu",
         "--no-first-run",
         "--disable-extensions",
+        "--disable-breakpad",
+        "--disable-crash-reporter",
         "--window-size=1280,900",
         "--virtual-time-budget=5000",
     ])
