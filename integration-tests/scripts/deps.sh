@@ -18,6 +18,8 @@
 #   prometheus (--no-install-recommends, no node exporter: promtool checks
 #     systemd/augur-alerts.yml, and the metrics test scrapes the daemon with a
 #     real Prometheus on 127.0.0.1; the packaged service is not started)
+#   chromium (--no-install-recommends: headless Chromium loads the daemon's
+#     /dashboard page in the dashboard test, dumps its DOM and takes a screenshot)
 # makes sure `cargo nextest` exists (cargo install --locked cargo-nextest), and runs
 # onnx-models/setup.sh (the trainer's venv and libonnxruntime.so in the test cache).
 # Nothing is started: there is no systemd here and the tests run their own
@@ -29,7 +31,7 @@ export DEBIAN_FRONTEND=noninteractive
 PKGS=(containerd runc docker-registry skopeo umoci debootstrap busybox-static
       fuse3 golang-go curl jq ca-certificates stargz-snapshotter apache2-utils
       attr libcap2-bin iproute2 python3-venv)
-PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev prometheus)
+PKGS_NO_RECOMMENDS=(golang-github-containerd-containerd-dev prometheus chromium)
 
 log() { echo "deps: $*"; }
 

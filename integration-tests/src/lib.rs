@@ -12,6 +12,7 @@
 //! | [`netns::NetNs`], [`netns::RateLimit`] | a loopback-only network namespace, HTB rate limits on its `lo` |
 //! | [`delay_proxy::DelayProxy`] | a TCP proxy adding one-way latency and counting bytes |
 //! | [`prometheus::Prometheus`] | Debian's Prometheus on a free 127.0.0.1 port, scraping given targets |
+//! | [`chromium`] | Debian's headless Chromium, one bounded run per DOM dump or screenshot |
 //!
 //! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
 //! content hashes, hard links) and lists the differences between two. [`bench`] holds what the
@@ -22,6 +23,7 @@
 //! need them fail with the command to run when they are missing.
 
 pub mod bench;
+pub mod chromium;
 mod containerd;
 pub mod convert;
 mod daemon;

@@ -134,6 +134,11 @@ pub async fn run(
         recorder.add_observer(Arc::new(p.clone()));
         recorder.set_prefetched(Arc::new(p.clone()));
     }
+    let cold_starts = sn.recorder().map(|recorder| {
+        let table = crate::metrics::coldstart::ColdStarts::new();
+        recorder.add_observer(Arc::clone(&table) as Arc<dyn crate::trace::AccessObserver>);
+        table
+    });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let admin = tokio::spawn(serve_admin(
         admin_listener,
@@ -146,7 +151,7 @@ pub async fn run(
     let metrics = metrics_listener.map(|l| {
         tokio::spawn(crate::metrics::serve(
             l,
-            Arc::new(metrics_registry(&sn, prefetcher.as_ref())),
+            Arc::new(metrics_registry(&sn, prefetcher.as_ref(), cold_starts)),
             stop_rx.clone(),
         ))
     });
@@ -189,8 +194,18 @@ pub async fn run(
 
 /// The metrics the endpoint serves: the daemon's own, and a scrape-time collector per
 /// subsystem that keeps counters (register new subsystems' collectors here).
-fn metrics_registry(sn: &Snapshotter, prefetcher: Option<&Prefetcher>) -> crate::metrics::Metrics {
+/// The dashboard reads the same subsystems.
+fn metrics_registry(
+    sn: &Snapshotter,
+    prefetcher: Option<&Prefetcher>,
+    cold_starts: Option<Arc<crate::metrics::coldstart::ColdStarts>>,
+) -> crate::metrics::Metrics {
     let mut metrics = crate::metrics::Metrics::new();
+    metrics.set_dashboard(crate::metrics::dashboard::Sources {
+        lazy: sn.lazy().cloned(),
+        prefetch: prefetcher.cloned(),
+        cold_starts,
+    });
     if let Some(lazy) = sn.lazy() {
         metrics.register(crate::metrics::collect::LazyCollector(Arc::clone(lazy)));
     }

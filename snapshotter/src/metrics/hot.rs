@@ -153,6 +153,24 @@ impl Instruments {
         }
     }
 
+    /// Bytes served to readers of lazy layers so far, by source (ram, nvme, hdd, network).
+    pub fn served_bytes(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.read_bytes[i].load(Ordering::Relaxed))
+    }
+
+    /// Compressed bytes fetched from registries so far.
+    pub fn registry_fetched_bytes(&self) -> u64 {
+        self.registry_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Registry requests that failed for good so far, all kinds.
+    pub fn registry_errors(&self) -> u64 {
+        self.registry_errors
+            .iter()
+            .map(|e| e.load(Ordering::Relaxed))
+            .sum()
+    }
+
     /// Recorded operations of `op` (tests).
     pub fn op_count(&self, op: &str) -> u64 {
         OPS.iter()

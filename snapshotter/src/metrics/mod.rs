@@ -9,6 +9,8 @@
 //! | [`histogram`] | a lock-free, `static`-friendly latency histogram |
 //! | [`hot`] | process-wide instruments of hot paths (snapshot ops, lazy reads, registry requests) |
 //! | [`collect`] | collectors that read a subsystem's own counters at scrape time (cache, lazy layers, build) |
+//! | [`coldstart`] | per-image cold-start times, a bounded table fed by the trace recorder |
+//! | [`dashboard`] | the live dashboard page and the JSON it polls, read from the same counters |
 //! | [`server`] | the HTTP endpoint (axum on a TCP listener) |
 //!
 //! ## Scrape-time collectors
@@ -23,7 +25,9 @@
 //! Recording happens on whatever thread does the work (relaxed atomics, no lock). A scrape runs
 //! the collectors on tokio's blocking pool (the cache's status takes its tiers' locks briefly).
 
+pub mod coldstart;
 pub mod collect;
+pub mod dashboard;
 pub mod histogram;
 pub mod hot;
 pub mod server;
@@ -50,6 +54,7 @@ pub type Labels<'a> = Vec<(&'a str, &'a str)>;
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
+    dashboard: dashboard::Sources,
 }
 
 impl Default for Metrics {
@@ -64,7 +69,20 @@ impl Metrics {
         let mut registry = Registry::default();
         registry.register_collector(Box::new(hot::HotPaths));
         registry.register_collector(Box::new(collect::BuildInfo));
-        Metrics { registry }
+        Metrics {
+            registry,
+            dashboard: dashboard::Sources::default(),
+        }
+    }
+
+    /// Sets what the dashboard reads (the subsystems the daemon runs).
+    pub fn set_dashboard(&mut self, sources: dashboard::Sources) {
+        self.dashboard = sources;
+    }
+
+    /// The dashboard's values now (blocking, like [`Metrics::render`]).
+    pub fn dashboard_data(&self) -> dashboard::DashboardData {
+        dashboard::data(&self.dashboard)
     }
 
     /// Adds a collector, run at every scrape.

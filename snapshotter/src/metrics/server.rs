@@ -1,14 +1,17 @@
 //! The metrics endpoint: HTTP/1.1 on `[metrics] address`, answering `GET /metrics` with the
-//! text exposition of [`Metrics`] and `GET /` with a pointer to it. Read-only, no
+//! text exposition of [`Metrics`], `GET /dashboard` with the live dashboard page and
+//! `GET /dashboard/data` with the JSON it polls (see [`super::dashboard`]), and `GET /` with
+//! pointers to them. Read-only, no
 //! authentication (which is why the address is loopback unless `allow_remote` says otherwise).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tokio::net::TcpListener;
 
@@ -42,11 +45,13 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, MetricsError> {
 pub fn router(metrics: Arc<Metrics>) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
+        .route("/dashboard", get(dashboard_page))
+        .route("/dashboard/data", get(dashboard_data))
         .route("/", get(index))
         .fallback(|| async {
             (
                 StatusCode::NOT_FOUND,
-                "not found: metrics are at /metrics\n",
+                "not found: metrics are at /metrics, the dashboard at /dashboard\n",
             )
         })
         .with_state(metrics)
@@ -81,16 +86,31 @@ async fn scrape(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
 }
 
 async fn index() -> &'static str {
-    "augur-snapshotter: Prometheus metrics are at /metrics\n"
+    "augur-snapshotter: Prometheus metrics are at /metrics, the live dashboard at /dashboard\n"
+}
+
+async fn dashboard_page() -> Html<&'static str> {
+    Html(super::dashboard::PAGE)
+}
+
+async fn dashboard_data(State(metrics): State<Arc<Metrics>>) -> Response {
+    match tokio::task::spawn_blocking(move || metrics.dashboard_data()).await {
+        Ok(data) => Json(data).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("dashboard data failed: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A port in use is an error naming the key to change; a free one serves both routes.
+    /// A port in use is an error naming the key to change; a free one serves every route.
     #[tokio::test]
-    async fn a_taken_port_is_an_actionable_error_and_a_free_one_serves() {
+    async fn a_taken_port_is_an_actionable_error_and_a_free_one_serves_every_route() {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let address = listener.local_addr().unwrap();
         let err = bind(address).await.unwrap_err().to_string();
@@ -111,6 +131,33 @@ mod tests {
         assert!(metrics.contains(CONTENT_TYPE), "{metrics}");
         assert!(metrics.contains("augur_build_info{version="), "{metrics}");
         assert!(get("/").await.contains("/metrics"));
+        let page = get("/dashboard").await;
+        assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+        assert!(page.contains("text/html"), "{page}");
+        assert!(page.contains("id=\"hit-ratio\""), "the page has its charts");
+        assert!(
+            !page.contains("src=") && !page.contains("<link") && !page.contains("@import"),
+            "self-contained: loads nothing from elsewhere"
+        );
+        let data = get("/dashboard/data").await;
+        assert!(data.starts_with("HTTP/1.1 200"), "{data}");
+        assert!(data.contains("application/json"), "{data}");
+        let body = data.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+        for key in [
+            "unix_ms",
+            "fetched_bytes",
+            "layer_bytes",
+            "saved_bytes",
+            "registry_errors",
+        ] {
+            assert!(json[key].is_u64(), "{key} in {json}");
+        }
+        for tier in ["ram", "nvme", "hdd", "network"] {
+            assert!(json["served_bytes"][tier].is_u64(), "{tier} in {json}");
+        }
+        assert!(json["prefetch"].is_null(), "no prefetcher here: {json}");
+        assert_eq!(json["cold_starts"], serde_json::json!([]));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
         stop_tx.send(true).unwrap();
         served.await.unwrap();

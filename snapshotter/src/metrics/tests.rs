@@ -170,3 +170,69 @@ fn recorded_values_show_in_the_exposition() {
         "build info is a constant 1"
     );
 }
+
+/// Every `expr` in a Grafana dashboard JSON, wherever it is nested.
+fn exprs(v: &serde_json::Value, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v.as_str()) {
+                    ("expr", Some(e)) => out.push(e.to_owned()),
+                    _ => exprs(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| exprs(v, out)),
+        _ => {}
+    }
+}
+
+/// The shipped Grafana dashboard queries only series the daemon renders (a renamed family
+/// would leave a panel silently empty), and has the panels the operations guide lists.
+#[test]
+fn the_grafana_dashboard_names_only_rendered_families() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../systemd/augur-grafana.json");
+    let text = std::fs::read_to_string(&path).expect("read systemd/augur-grafana.json");
+    let dash: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    let panels = dash["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 7, "{} panels", panels.len());
+    let mut all = Vec::new();
+    exprs(&dash, &mut all);
+    assert!(all.len() >= panels.len(), "every panel has a query");
+    let fams = families(&rendered());
+    for expr in &all {
+        let names: Vec<&str> = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("augur_"))
+            .collect();
+        assert!(!names.is_empty(), "{expr:?} queries no augur_ family");
+        for name in names {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|f| fams.get(*f).is_some_and(|(_, k)| k == "histogram"))
+                })
+                .unwrap_or(name);
+            assert!(
+                fams.contains_key(family),
+                "{name} (in {expr:?}) is not a family the daemon renders"
+            );
+        }
+    }
+    for title in [
+        "tier",
+        "fetched vs saved",
+        "precision",
+        "threshold",
+        "p99",
+        "error",
+    ] {
+        assert!(
+            panels.iter().any(|p| p["title"]
+                .as_str()
+                .is_some_and(|t| t.to_lowercase().contains(title))),
+            "no panel about {title}"
+        );
+    }
+}
