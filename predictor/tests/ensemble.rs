@@ -201,3 +201,40 @@ fn replay_and_markov_together_know_the_prefix_and_the_branch() {
         "branch taken {ours}, other {other}"
     );
 }
+
+#[test]
+fn a_member_added_while_runs_go_on_joins_without_upsetting_them() {
+    use augur_predictor::{
+        Access, AccessSource, ChunkId, Ensemble, EnsembleConfig, Markov, MarkovConfig, Predictor,
+        Replay, ReplayConfig, RunContext, RunId,
+    };
+    let mut e = Ensemble::new(
+        vec![Box::new(Markov::new(MarkovConfig::default()))],
+        EnsembleConfig::default(),
+    );
+    let ctx = RunContext {
+        image: "img".into(),
+        ..Default::default()
+    };
+    let access = |n: u8, ms: u64| Access {
+        chunk: ChunkId([n; 32]),
+        at: std::time::Duration::from_millis(ms),
+        size: 4096,
+        source: AccessSource::Miss,
+    };
+    e.start_run(RunId(1), &ctx);
+    e.observe(RunId(1), &access(1, 0));
+    e.add_member(Box::new(Replay::new(ReplayConfig::default())));
+    assert_eq!(e.member_names(), ["markov", "replay"]);
+    // The run started before the member joined goes on; a later one is served by both.
+    e.observe(RunId(1), &access(2, 1));
+    let _ = e.predict(RunId(1), 8);
+    e.finish_run(RunId(1), None);
+    e.start_run(RunId(2), &ctx);
+    e.observe(RunId(2), &access(1, 0));
+    let p = e.predict(RunId(2), 8);
+    assert!(
+        p.iter().any(|p| p.chunk == ChunkId([2; 32])),
+        "markov learned 1 → 2 across the add: {p:?}"
+    );
+}

@@ -145,6 +145,8 @@ pub async fn run(
         AdminState {
             lazy: sn.lazy().cloned(),
             trace: sn.recorder().cloned(),
+            prefetch: prefetcher.clone(),
+            started: std::time::Instant::now(),
         },
         stop_rx.clone(),
     ));

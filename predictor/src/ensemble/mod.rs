@@ -134,6 +134,29 @@ impl Ensemble {
         )
     }
 
+    /// Adds `model` as a member at run time (the daemon loading the LSTM after it started).
+    /// It starts with a fresh calibrator and predicts for runs started after this; runs
+    /// already going keep being served by the others. The stacker, trained on the old set of
+    /// members, starts over.
+    pub fn add_member(&mut self, model: Box<dyn Predictor>) {
+        self.members.push(Member {
+            model,
+            calibrator: Calibrator::default(),
+        });
+        for live in self.runs.values_mut() {
+            live.members.push(FastMap::default());
+        }
+        self.stacker = Stacker::new(self.members.len());
+    }
+
+    /// The members' names, in order.
+    pub fn member_names(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| m.model.name().to_owned())
+            .collect()
+    }
+
     /// The calibrated probability a member's raw score stands for (`None`: no such member).
     pub fn member_calibration(&self, member: &str, score: f32) -> Option<f32> {
         let m = self.members.iter().find(|m| m.model.name() == member)?;

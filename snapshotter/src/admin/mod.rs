@@ -10,6 +10,9 @@
 //! | `PUT /cache/thresholds` | `{"ram":0.8,"nvme":0.4}`: the admission thresholds, at run time |
 //! | `GET /traces` | the kept access traces (run, image, workload, start, accesses, bytes) and the recorder's counters |
 //! | `GET /traces/export` | every kept trace as JSON Lines (`docs/traces.md`), streamed |
+//! | `GET /status` | one summary: version, uptime, lazy layers, cache, prefetcher, model, trace counters |
+//! | `POST /models/reload` | `{"dir":"/abs"}` or no body (`predictor.model_dir`): validates an LSTM model and serves it, no restart |
+//! | `GET /predictions/{snapshot}` | the models' current top predictions for a running container's snapshot |
 //!
 //! [`AdminClient`] is the client `augurctl` uses.
 //!
@@ -30,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{CacheStatus, Evicted};
 
 use crate::lazy::LazyLayers;
+use crate::prefetch::Prefetcher;
 use crate::trace::Recorder;
 pub use client::{AdminClient, ClientError};
 
@@ -40,6 +44,10 @@ pub struct AdminState {
     pub lazy: Option<Arc<LazyLayers>>,
     /// The access trace recorder, if traces are recorded.
     pub trace: Option<Arc<Recorder>>,
+    /// The prefetcher and its models, if prefetching runs.
+    pub prefetch: Option<Prefetcher>,
+    /// When the daemon started serving (for `uptime_s`).
+    pub started: std::time::Instant,
 }
 
 /// Why a request was refused. Each becomes a status code and `{"error": message}`.
@@ -106,6 +114,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/cache/thresholds", put(cache_thresholds))
         .route("/traces", get(traces::list))
         .route("/traces/export", get(traces::export))
+        .route("/status", get(models::status))
+        .route("/models/reload", post(models::reload))
+        .route("/predictions/{snapshot}", get(models::predictions))
         .fallback(|req: Request| async move {
             AdminError::NotFound(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -220,7 +231,10 @@ async fn cache_thresholds(
 }
 
 pub mod client;
+pub mod models;
 pub mod traces;
 
+#[cfg(test)]
+mod models_tests;
 #[cfg(test)]
 mod tests;

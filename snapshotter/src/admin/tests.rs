@@ -12,7 +12,7 @@ use crate::cache::{CacheSettings, Policy};
 use crate::lazy::LazyConfig;
 use crate::registry::RegistryConfig;
 
-fn lazy_in(dir: &std::path::Path) -> Arc<LazyLayers> {
+pub(super) fn lazy_in(dir: &std::path::Path) -> Arc<LazyLayers> {
     let cfg = LazyConfig {
         fuse_threads: 1,
         read_deadline: Duration::from_secs(1),
@@ -37,7 +37,17 @@ fn lazy_in(dir: &std::path::Path) -> Arc<LazyLayers> {
     Arc::new(LazyLayers::new(dir, cfg, tokio::runtime::Handle::current()).unwrap())
 }
 
-async fn call(
+/// Nothing enabled; tests override the parts they need.
+pub(super) fn state() -> AdminState {
+    AdminState {
+        lazy: None,
+        trace: None,
+        prefetch: None,
+        started: std::time::Instant::now(),
+    }
+}
+
+pub(super) async fn call(
     app: &Router,
     method: Method,
     path: &str,
@@ -64,6 +74,7 @@ async fn health_answers_without_lazy_pulling() {
     let app = router(AdminState {
         lazy: None,
         trace: None,
+        ..state()
     });
     let (code, body) = call(&app, Method::GET, "/health", None).await;
     assert_eq!(code, StatusCode::OK);
@@ -83,6 +94,7 @@ async fn cache_status_evict_and_thresholds() {
     let app = router(AdminState {
         lazy: Some(lazy_in(dir.path())),
         trace: None,
+        ..state()
     });
     let (code, body) = call(&app, Method::GET, "/cache/status", None).await;
     assert_eq!(code, StatusCode::OK);
@@ -116,6 +128,7 @@ async fn bad_input_gets_a_4xx_that_says_what_to_change() {
     let app = router(AdminState {
         lazy: Some(lazy_in(dir.path())),
         trace: None,
+        ..state()
     });
     let cases: [(Method, &str, Option<&str>, StatusCode, &str); 6] = [
         (
@@ -198,6 +211,7 @@ async fn traces_are_listed_and_exported_and_their_absence_is_explained() {
     let off = router(AdminState {
         lazy: None,
         trace: None,
+        ..state()
     });
     let (code, body) = call(&off, Method::GET, "/traces", None).await;
     assert_eq!(code, StatusCode::CONFLICT);
@@ -211,6 +225,7 @@ async fn traces_are_listed_and_exported_and_their_absence_is_explained() {
     let app = router(AdminState {
         lazy: None,
         trace: Some(Arc::clone(&recorder)),
+        ..state()
     });
     let (code, body) = call(&app, Method::GET, "/traces/export", None).await;
     assert_eq!(code, StatusCode::NOT_FOUND);

@@ -340,6 +340,17 @@ impl LayerIndex {
     pub fn path_of(&self, id: NodeId) -> PathBuf {
         path_in(&self.nodes, id)
     }
+
+    /// The file holding chunk `chunk` (an index in [`LayerIndex::chunks`]); a scan of the
+    /// nodes, for the admin API's occasional look-ups.
+    pub fn file_of_chunk(&self, chunk: u32) -> Option<NodeId> {
+        self.nodes
+            .iter()
+            .position(
+                |n| matches!(&n.kind, NodeKind::File { chunks, .. } if chunks.contains(&chunk)),
+            )
+            .and_then(|i| NodeId::try_from(i).ok())
+    }
 }
 
 /// The path of `id` in `nodes`, whose parents have smaller ids than their children.

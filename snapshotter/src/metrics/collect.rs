@@ -137,8 +137,31 @@ pub struct PrefetchCollector(pub crate::prefetch::Prefetcher);
 
 impl Collector for PrefetchCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        encode_prefetch(&self.0.stats(), &mut Emit::new(encoder))
+        let mut out = Emit::new(encoder);
+        encode_prefetch(&self.0.stats(), &mut out)?;
+        encode_model(self.0.model().as_ref(), &mut out)
     }
+}
+
+/// `augur_predictor_model_info`: 1 with the served LSTM model's label and version (absent
+/// without an LSTM), so a reload shows on dashboards.
+pub fn encode_model(
+    model: Option<&augur_predictor::lstm::ModelInfo>,
+    out: &mut Emit<'_>,
+) -> std::fmt::Result {
+    let series: Vec<(crate::metrics::Labels<'_>, u64)> = model
+        .map(|m| {
+            vec![(
+                vec![("label", m.label.as_str()), ("created", m.created.as_str())],
+                1,
+            )]
+        })
+        .unwrap_or_default();
+    out.gauge(
+        "augur_predictor_model_info",
+        "Always 1; the LSTM model served, in the label and created (its version) labels; absent without an LSTM",
+        &series,
+    )
 }
 
 /// The prefetch families from one snapshot of the prefetcher's counters.

@@ -7,7 +7,7 @@ use std::time::Duration;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 
-use super::collect::{encode_cache, encode_layers, encode_prefetch};
+use super::collect::{encode_cache, encode_layers, encode_model, encode_prefetch};
 use super::hot::{HOT, ReadSource};
 use super::{Emit, Metrics};
 use crate::cache::{CacheStatus, Tier, TierStatus};
@@ -61,6 +61,12 @@ impl Collector for Fixed {
         };
         encode_layers(&totals, &mut out)?;
         encode_prefetch(&prefetch, &mut out)?;
+        let model = augur_predictor::lstm::ModelInfo {
+            label: "tools".into(),
+            created: "2027-01-01".into(),
+            ..Default::default()
+        };
+        encode_model(Some(&model), &mut out)?;
         encode_cache(&status, &mut out)
     }
 }
@@ -235,4 +241,13 @@ fn the_grafana_dashboard_names_only_rendered_families() {
             "no panel about {title}"
         );
     }
+}
+
+#[test]
+fn the_served_model_is_a_labelled_gauge() {
+    let text = rendered();
+    assert!(
+        text.contains("augur_predictor_model_info{label=\"tools\",created=\"2027-01-01\"} 1"),
+        "{text}"
+    );
 }

@@ -15,6 +15,7 @@
 //! | [`adapt`] | the signals the rule reads, measured once per interval |
 //! | [`ledger`] | issued, used and wasted chunks; `was_prefetched` for the trace recorder |
 //! | [`settings`] | the `[prefetch]` and `[predictor]` config tables |
+//! | [`reload`] | [`Prefetcher::reload_model`]: a new LSTM model validated and swapped in (or the LSTM added) while running |
 //!
 //! Where chunks are fetched from is [`crate::lazy::locator::ChunkLocator`] (kept by
 //! [`crate::lazy::LazyLayers`] in step with its mounts); how is
@@ -34,6 +35,7 @@ pub mod bucket;
 pub mod ledger;
 pub mod predict;
 pub mod queue;
+pub mod reload;
 pub mod scheduler;
 pub mod settings;
 pub mod threshold;
@@ -86,7 +88,7 @@ pub enum PrefetchError {
 }
 
 /// The prefetcher's counters and state at one moment.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PrefetchStats {
     /// Chunks prefetched.
     pub issued_chunks: u64,
@@ -139,7 +141,12 @@ struct Inner {
     events: SyncSender<Event>,
     events_sent: std::sync::atomic::AtomicU64,
     events_dropped: std::sync::atomic::AtomicU64,
-    lstm: bool,
+    /// The LSTM's engine once it is among the models.
+    lstm: Mutex<Option<Arc<augur_predictor::lstm::Engine>>>,
+    /// Where models come from (`model_dir`, the ONNX Runtime library).
+    predictor: PredictorSettings,
+    /// Held while a model reload runs.
+    reloading: Mutex<()>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -181,7 +188,7 @@ impl Prefetcher {
         parts: &Parts,
     ) -> Result<Prefetcher, PrefetchError> {
         let models = predict::load_models(predictor);
-        let lstm = models.lstm;
+        let lstm = models.lstm.clone();
         let shared = Arc::new(Shared::new(
             parts,
             settings.queue_max,
@@ -225,7 +232,9 @@ impl Prefetcher {
                 events: tx,
                 events_sent: Default::default(),
                 events_dropped: Default::default(),
-                lstm,
+                lstm: Mutex::new(lstm),
+                predictor: predictor.clone(),
+                reloading: Mutex::new(()),
                 threads: Mutex::new(threads),
             }),
         })
@@ -266,6 +275,7 @@ impl Prefetcher {
     pub fn run_finished(&self, run: RunId, trace: Option<&Arc<Trace>>) {
         self.cancel_run(run);
         self.inner.shared.ledger.run_ended(run);
+        self.inner.shared.forget_predictions(run);
         self.send(Event::Finished(run, trace.cloned()));
     }
 
@@ -325,7 +335,7 @@ impl Prefetcher {
                 .load(Ordering::Acquire)
                 .saturating_sub(c.events_handled.load(Ordering::Acquire)),
             threshold: s.threshold(),
-            lstm: self.inner.lstm,
+            lstm: self.lstm_engine().is_some(),
         }
     }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
-use augur_predictor::lstm::runtime;
+use augur_predictor::lstm::{Engine, runtime};
 use augur_predictor::{
     Access, Ensemble, EnsembleConfig, Lstm, LstmConfig, Markov, MarkovConfig, Predictor, Replay,
     ReplayConfig, RunContext, RunId, Trace,
@@ -45,6 +45,9 @@ pub enum Event {
     Access(RunId, Access),
     /// A run ended.
     Finished(RunId, Option<Arc<Trace>>),
+    /// The LSTM loaded after start (`POST /models/reload`): added as a member; the sender is
+    /// told once it is in.
+    AddLstm(Box<Lstm>, std::sync::mpsc::SyncSender<()>),
     /// Stop (save first).
     Stop,
 }
@@ -54,8 +57,8 @@ pub enum Event {
 pub struct Models {
     ensemble: Ensemble,
     state_file: PathBuf,
-    /// Whether the LSTM is among the members.
-    pub lstm: bool,
+    /// The LSTM's inference engine, if the LSTM is among the members (to reload its model).
+    pub lstm: Option<Arc<Engine>>,
 }
 
 /// Builds the ensemble (with the LSTM if it loads) and loads its saved state.
@@ -91,22 +94,44 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
             }
         }
     };
-    let has_lstm = lstm.is_some();
+    let engine = lstm.as_ref().map(|l| Arc::clone(l.engine()));
     if let Some(l) = lstm {
         members.push(Box::new(l));
     }
-    let names: Vec<String> = members.iter().map(|m| m.name().to_owned()).collect();
     let mut ensemble = Ensemble::new(members, EnsembleConfig::default());
-    let state_file = settings
-        .state_dir
-        .join(format!("{}.state.gz", names.join("+")));
+    let state_file = state_file(&ensemble, &settings.state_dir);
     load_state(&mut ensemble, &state_file);
-    tracing::info!(models = %names.join(", "), state = %state_file.display(), "predictor ready");
+    tracing::info!(
+        models = %ensemble.member_names().join(", "),
+        state = %state_file.display(),
+        "predictor ready"
+    );
     Models {
         ensemble,
         state_file,
-        lstm: has_lstm,
+        lstm: engine,
     }
+}
+
+/// `<state_dir>/<member>+<member>....state.gz`: state saved for one set of members.
+fn state_file(ensemble: &Ensemble, state_dir: &Path) -> PathBuf {
+    state_dir.join(format!("{}.state.gz", ensemble.member_names().join("+")))
+}
+
+/// Adds the LSTM loaded after start. What the other members learned so far is saved first
+/// (under the old set's file); from now on state goes to the new set's file.
+fn add_lstm(models: &mut Models, lstm: Box<Lstm>) {
+    save_state(models);
+    models.lstm = Some(Arc::clone(lstm.engine()));
+    models.ensemble.add_member(lstm);
+    if let Some(dir) = models.state_file.parent() {
+        models.state_file = state_file(&models.ensemble, dir);
+    }
+    tracing::info!(
+        models = %models.ensemble.member_names().join(", "),
+        state = %models.state_file.display(),
+        "the LSTM joined the running predictor"
+    );
 }
 
 fn load_state(ensemble: &mut Ensemble, path: &Path) {
@@ -144,7 +169,7 @@ pub fn run(mut models: Models, rx: &Receiver<Event>, shared: &Shared, mut adapte
             .min(SAVE_EVERY.saturating_sub(saved.elapsed()));
         let mut dirty = BTreeSet::new();
         let (stop, handled) = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(ev) => handle_batch(&mut models.ensemble, ev, rx, &mut dirty),
+            Ok(ev) => handle_batch(&mut models, ev, rx, &mut dirty),
             Err(RecvTimeoutError::Timeout) => (false, 0),
             Err(RecvTimeoutError::Disconnected) => (true, 0),
         };
@@ -172,7 +197,7 @@ pub fn run(mut models: Models, rx: &Receiver<Event>, shared: &Shared, mut adapte
 /// Handles `first` and whatever else is waiting, for at most [`BATCH`]; returns whether to
 /// stop, and how many events were handled.
 fn handle_batch(
-    model: &mut Ensemble,
+    models: &mut Models,
     first: Event,
     rx: &Receiver<Event>,
     dirty: &mut BTreeSet<RunId>,
@@ -183,14 +208,18 @@ fn handle_batch(
     while let Some(ev) = next.take() {
         handled += 1;
         match ev {
-            Event::Started(run, ctx) => model.start_run(run, &ctx),
+            Event::Started(run, ctx) => models.ensemble.start_run(run, &ctx),
             Event::Access(run, a) => {
-                model.observe(run, &a);
+                models.ensemble.observe(run, &a);
                 dirty.insert(run);
             }
             Event::Finished(run, trace) => {
                 dirty.remove(&run);
-                model.finish_run(run, trace.as_deref());
+                models.ensemble.finish_run(run, trace.as_deref());
+            }
+            Event::AddLstm(lstm, ack) => {
+                add_lstm(models, lstm);
+                let _ = ack.send(());
             }
             Event::Stop => return (true, handled),
         }
@@ -205,8 +234,9 @@ fn handle_batch(
 fn predict(model: &mut Ensemble, run: RunId, shared: &Shared) {
     let threshold = shared.threshold();
     let now = Instant::now();
-    let entries: Vec<Entry> = model
-        .predict(run, PREDICT_MAX)
+    let predictions = model.predict(run, PREDICT_MAX);
+    shared.note_predictions(run, &predictions);
+    let entries: Vec<Entry> = predictions
         .into_iter()
         .filter(|p| p.probability >= threshold && !shared.cached(&p.chunk))
         .map(|p| Entry {

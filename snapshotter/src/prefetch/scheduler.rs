@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
-use augur_predictor::{ChunkId, RunId};
+use augur_predictor::{ChunkId, Prediction, RunId};
 
 use crate::cache::{ChunkCache, ChunkKey};
 use crate::lazy::activity::Activity;
@@ -67,6 +67,9 @@ pub struct Shared {
     threshold: AtomicU32,
     /// Runs cancelled lately (a worker may hold one of their entries while it waits).
     cancelled: Mutex<VecDeque<RunId>>,
+    /// Each live run's latest predictions (all asked for, before the threshold), for
+    /// `GET /predictions/{snapshot}`.
+    predictions: Mutex<HashMap<RunId, Vec<Prediction>>>,
 }
 
 fn bump(c: &AtomicU64) {
@@ -94,7 +97,23 @@ impl Shared {
             counters: Counters::default(),
             threshold: AtomicU32::new(threshold.to_bits()),
             cancelled: Mutex::new(VecDeque::new()),
+            predictions: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Keeps `run`'s latest predictions (the predictor thread, after each batch).
+    pub(crate) fn note_predictions(&self, run: RunId, predictions: &[Prediction]) {
+        lock(&self.predictions).insert(run, predictions.to_vec());
+    }
+
+    /// `run`'s latest predictions, best first (`None`: none made for it yet).
+    pub(crate) fn predictions(&self, run: RunId) -> Option<Vec<Prediction>> {
+        lock(&self.predictions).get(&run).cloned()
+    }
+
+    /// Forgets `run`'s predictions (it ended).
+    pub(crate) fn forget_predictions(&self, run: RunId) {
+        lock(&self.predictions).remove(&run);
     }
 
     /// The current prefetch threshold.
@@ -279,4 +298,10 @@ fn fetch(shared: &Shared, entry: &Entry) {
             tracing::debug!(layer = data.source_name(), error = %e, "prefetch failed");
         }
     }
+}
+
+/// Locks `m`, taking over the data of a thread that panicked holding it (the maps it guards
+/// stay consistent at every await-free step).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

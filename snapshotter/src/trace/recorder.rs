@@ -64,6 +64,7 @@ enum Msg {
     Observer(Arc<dyn AccessObserver>),
     Prefetched(Arc<dyn PrefetchedChunks>),
     Sync(SyncSender<()>),
+    RunOf(String, SyncSender<Option<RunId>>),
     Stop,
 }
 
@@ -241,6 +242,17 @@ impl Recorder {
         let _ = rx.recv();
     }
 
+    /// The id of the active run of snapshot `key` (blocking: a round trip to the thread,
+    /// after everything sent before).
+    pub fn run_of(&self, key: &str) -> Option<RunId> {
+        if !self.lock_runs().contains(key) {
+            return None;
+        }
+        let (tx, rx) = sync_channel(1);
+        self.send(Msg::RunOf(key.to_owned(), tx));
+        rx.recv().ok().flatten()
+    }
+
     /// The counters.
     pub fn stats(&self) -> RecorderStats {
         let c = &self.counters;
@@ -317,6 +329,9 @@ impl Worker {
                 }
                 Msg::Observer(o) => self.observers.push(o),
                 Msg::Prefetched(p) => self.prefetched = Some(p),
+                Msg::RunOf(key, answer) => {
+                    let _ = answer.send(self.runs.get_mut(&key).map(|r| r.id));
+                }
                 Msg::Sync(done) => {
                     let _ = done.send(());
                 }

@@ -5,6 +5,7 @@
 
 mod cache;
 mod convert;
+mod models;
 mod predictor;
 mod predictor_eval;
 mod rpull;
@@ -39,6 +40,12 @@ enum Command {
     Predictor(predictor::Command),
     /// List and export the access traces the daemon kept (through its admin socket).
     Trace(trace::Args),
+    /// The daemon's summary: lazy layers, cache, prefetcher, model, traces.
+    Status(models::StatusArgs),
+    /// What the models expect a running container to read next.
+    Predict(models::PredictArgs),
+    /// Manage the daemon's LSTM model.
+    Model(models::ModelArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +97,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .context("the evaluation panicked")?
                 .map(|()| ExitCode::SUCCESS),
             Command::Trace(args) => trace::run(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Status(args) => models::status(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Predict(args) => models::predict(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Model(args) => models::model(args).await.map(|()| ExitCode::SUCCESS),
         }
     })
 }

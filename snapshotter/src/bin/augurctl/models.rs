@@ -1,0 +1,172 @@
+//! `augurctl status`, `augurctl predict SNAPSHOT` and `augurctl model reload`: the daemon's
+//! summary, a running container's predictions, and a new LSTM model swapped in, through the
+//! admin API (`GET /status`, `GET /predictions/{snapshot}`, `POST /models/reload`).
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use augur_snapshotter::admin::AdminClient;
+use augur_snapshotter::admin::models::{Model, Predictions, Status};
+
+use crate::cache::DEFAULT_ADMIN_SOCKET;
+
+/// Where the daemon is and how to print.
+#[derive(Debug, clap::Args)]
+pub struct Common {
+    /// The daemon's admin socket (its `admin.address`).
+    #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    admin_socket: PathBuf,
+    /// Print the daemon's JSON answer instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+/// `augurctl status`.
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+/// `augurctl predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    common: Common,
+    /// The snapshot key of a running container (`ctr snapshots ls`).
+    snapshot: String,
+}
+
+/// `augurctl model ...`.
+#[derive(Debug, clap::Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: ModelCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum ModelCommand {
+    /// Validate an LSTM model directory and serve it without restarting the daemon (the
+    /// current model stays if the new one fails a check).
+    Reload {
+        /// The model directory (absolute); default the daemon's `predictor.model_dir`.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// `augurctl status`.
+pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
+    let s: Status = AdminClient::new(&args.common.admin_socket)
+        .get("/status")
+        .await?;
+    if args.common.json {
+        return print_json(&s);
+    }
+    println!("augur-snapshotter {}, up {}s", s.version, s.uptime_s);
+    match s.lazy_layers {
+        Some(n) => println!("lazy layers:  {n} mounted"),
+        None => println!("lazy layers:  off"),
+    }
+    if let Some(c) = &s.cache {
+        for t in &c.tiers {
+            println!(
+                "cache {:<5}  {} / {} MiB, {} chunks, {} hits",
+                serde_json::to_value(t.tier)?.as_str().unwrap_or("?"),
+                t.used_bytes >> 20,
+                t.budget_bytes >> 20,
+                t.chunks,
+                t.hits
+            );
+        }
+    }
+    match &s.prefetch {
+        Some(p) => println!(
+            "prefetch:     threshold {:.2}, {} issued, {} used, {} wasted, {} queued",
+            p.threshold, p.issued_chunks, p.used_chunks, p.wasted_chunks, p.queue_len
+        ),
+        None => println!("prefetch:     off"),
+    }
+    match &s.model {
+        Some(m) => println!(
+            "model:        {} ({}), {}",
+            m.label,
+            m.created,
+            m.dir.display()
+        ),
+        None => println!("model:        none (replay + markov only)"),
+    }
+    if let Some(t) = &s.traces {
+        println!(
+            "traces:       {} written, {} write errors, {} events dropped",
+            t.traces_written, t.write_errors, t.dropped_events
+        );
+    }
+    Ok(())
+}
+
+/// `augurctl predict SNAPSHOT`.
+pub async fn predict(args: PredictArgs) -> anyhow::Result<()> {
+    let path = format!("/predictions/{}", args.snapshot);
+    anyhow::ensure!(
+        !args.snapshot.contains(['/', '?', '#']) && !args.snapshot.is_empty(),
+        "snapshot key {:?}: give a key as `ctr snapshots ls` prints it",
+        args.snapshot
+    );
+    let p: Predictions = AdminClient::new(&args.common.admin_socket)
+        .get(&path)
+        .await?;
+    if args.common.json {
+        return print_json(&p);
+    }
+    println!(
+        "{} predictions for {} (prefetch threshold {:.2})",
+        p.predictions.len(),
+        p.snapshot,
+        p.threshold
+    );
+    for c in &p.predictions {
+        println!(
+            "{:>5.2}  in {:>6} ms  {}  {}  {}",
+            c.probability,
+            c.expected_in_ms,
+            if c.cached { "cached" } else { "      " },
+            &c.chunk[..c.chunk.len().min(19)],
+            c.path.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+/// `augurctl model reload`.
+pub async fn model(args: ModelArgs) -> anyhow::Result<()> {
+    let ModelCommand::Reload { dir } = args.command;
+    let dir = dir
+        .map(|d| std::path::absolute(&d).with_context(|| format!("--dir {}", d.display())))
+        .transpose()?;
+    let body = match dir {
+        Some(d) => serde_json::json!({ "dir": d }),
+        None => serde_json::json!({}),
+    };
+    let m: Model = AdminClient::new(&args.common.admin_socket)
+        .post("/models/reload", &body)
+        .await?;
+    if args.common.json {
+        return print_json(&m);
+    }
+    println!(
+        "serving {} ({}), {} tokens, from {}",
+        m.label,
+        m.created,
+        m.vocab,
+        m.dir.display()
+    );
+    Ok(())
+}
