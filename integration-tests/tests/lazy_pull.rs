@@ -7,21 +7,10 @@
 
 use augur_integration_tests::lazy::{LazyBed, content_digests, layer_digests, push_estargz};
 
-/// The shared bed, with `rpull` through `ctr-remote`.
-struct Bed(LazyBed);
-
-impl std::ops::Deref for Bed {
-    type Target = LazyBed;
-    fn deref(&self) -> &LazyBed {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Bed {
-    fn deref_mut(&mut self) -> &mut LazyBed {
-        &mut self.0
-    }
-}
+augur_integration_tests::lazy_bed_newtype!(
+    /// The shared bed, with `rpull` through `ctr-remote`.
+    Bed
+);
 
 impl Bed {
     fn start(name: &str) -> Bed {
