@@ -13,15 +13,15 @@ use hyper_util::rt::TokioIo;
 pub enum ClientError {
     /// Nothing answers on the socket.
     #[error(
-        "cannot connect to the admin socket {}: {source} (is augur-snapshotter running? is \
+        "cannot connect to the admin socket {}: {reason} (is augur-snapshotter running? is \
          admin.address set differently in its config? the socket is root-only)",
         path.display()
     )]
     Connect {
         /// The socket.
         path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+        /// The OS error (in the message, not a `source`: printed once, before the hints).
+        reason: std::io::Error,
     },
     /// The HTTP exchange failed.
     #[error("admin API request failed: {0}")]
@@ -141,9 +141,9 @@ impl AdminClient {
     > {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .map_err(|source| ClientError::Connect {
+            .map_err(|reason| ClientError::Connect {
                 path: self.socket.clone(),
-                source,
+                reason,
             })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
