@@ -13,8 +13,6 @@ use augur_predictor::{LstmConfig, Trace};
 
 /// The label `record-traces.sh` (or a user) puts on a run's snapshot to name its arguments.
 const ARGS_LABEL: &str = "containerd.io/snapshot/augur.args";
-/// Where ONNX Runtime's library is looked for when `--onnxruntime-library` is not given.
-const DEFAULT_ORT: &str = "/usr/local/lib/augur/libonnxruntime.so.1.31.1";
 
 /// How test runs are held out.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -155,9 +153,9 @@ fn lstm_factory(
     dir: &std::path::Path,
     lib: Option<&std::path::Path>,
 ) -> anyhow::Result<LstmFactory> {
-    let lib = lib.map(PathBuf::from).unwrap_or_else(|| {
-        std::env::var_os("AUGUR_ORT_LIB").map_or_else(|| PathBuf::from(DEFAULT_ORT), PathBuf::from)
-    });
+    let lib = lib
+        .map(PathBuf::from)
+        .unwrap_or_else(augur_predictor::lstm::runtime::library_from_env);
     let model = LoadedModel::load(dir, &lib).with_context(|| {
         format!(
             "load the LSTM from {} with {}",
