@@ -1,30 +1,15 @@
 //! `augurctl cache status|evict|thresholds`: the chunk cache, through the daemon's admin API.
 
-use std::path::PathBuf;
-
-use augur_snapshotter::admin::AdminClient;
 use augur_snapshotter::admin::Thresholds;
+
+use crate::admin_args::AdminArgs;
 use augur_snapshotter::cache::{CacheStatus, Evicted};
-
-/// The daemon's admin socket when `admin.address` is not set.
-pub(crate) const DEFAULT_ADMIN_SOCKET: &str = "/run/augur/admin.sock";
-
-/// Arguments shared by the cache subcommands.
-#[derive(Debug, clap::Args)]
-pub struct Common {
-    /// The daemon's admin socket (its `admin.address`).
-    #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
-    admin_socket: PathBuf,
-    /// Print the daemon's JSON answer instead of a table.
-    #[arg(long, global = true)]
-    json: bool,
-}
 
 /// `augurctl cache ...`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    common: Common,
+    common: AdminArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,7 +37,7 @@ enum Command {
 
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = AdminClient::new(&args.common.admin_socket);
+    let client = args.common.client();
     let json = args.common.json;
     match args.command {
         Command::Status => {

@@ -3,6 +3,7 @@
 //! subcommand lives in its own file; `augurctl image <subcommand>` groups those that work on
 //! images.
 
+mod admin_args;
 mod cache;
 mod convert;
 mod models;

@@ -5,34 +5,22 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use augur_snapshotter::admin::AdminClient;
 use augur_snapshotter::admin::models::{Model, Predictions, Status};
 
-use crate::cache::DEFAULT_ADMIN_SOCKET;
-
-/// Where the daemon is and how to print.
-#[derive(Debug, clap::Args)]
-pub struct Common {
-    /// The daemon's admin socket (its `admin.address`).
-    #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
-    admin_socket: PathBuf,
-    /// Print the daemon's JSON answer instead of text.
-    #[arg(long, global = true)]
-    json: bool,
-}
+use crate::admin_args::AdminArgs;
 
 /// `augurctl status`.
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    common: Common,
+    common: AdminArgs,
 }
 
 /// `augurctl predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
     #[command(flatten)]
-    common: Common,
+    common: AdminArgs,
     /// The snapshot key of a running container (`ctr snapshots ls`).
     snapshot: String,
 }
@@ -41,7 +29,7 @@ pub struct PredictArgs {
 #[derive(Debug, clap::Args)]
 pub struct ModelArgs {
     #[command(flatten)]
-    common: Common,
+    common: AdminArgs,
     #[command(subcommand)]
     command: ModelCommand,
 }
@@ -64,9 +52,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// `augurctl status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let s: Status = AdminClient::new(&args.common.admin_socket)
-        .get("/status")
-        .await?;
+    let s: Status = args.common.client().get("/status").await?;
     if args.common.json {
         return print_json(&s);
     }
@@ -120,9 +106,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<()> {
         "snapshot key {:?}: give a key as `ctr snapshots ls` prints it",
         args.snapshot
     );
-    let p: Predictions = AdminClient::new(&args.common.admin_socket)
-        .get(&path)
-        .await?;
+    let p: Predictions = args.common.client().get(&path).await?;
     if args.common.json {
         return print_json(&p);
     }
@@ -155,9 +139,7 @@ pub async fn model(args: ModelArgs) -> anyhow::Result<()> {
         Some(d) => serde_json::json!({ "dir": d }),
         None => serde_json::json!({}),
     };
-    let m: Model = AdminClient::new(&args.common.admin_socket)
-        .post("/models/reload", &body)
-        .await?;
+    let m: Model = args.common.client().post("/models/reload", &body).await?;
     if args.common.json {
         return print_json(&m);
     }

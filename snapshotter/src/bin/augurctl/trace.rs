@@ -7,18 +7,14 @@ use anyhow::Context;
 use augur_snapshotter::admin::AdminClient;
 use augur_snapshotter::admin::traces::TraceList;
 
-use crate::cache::{DEFAULT_ADMIN_SOCKET, human};
+use crate::admin_args::AdminArgs;
+use crate::cache::human;
 
 /// `augurctl trace ...`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The daemon's admin socket (its `admin.address`).
-    #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
-    admin_socket: PathBuf,
-    /// Machine-readable output: the daemon's JSON for `list`, a JSON summary on stderr for
-    /// `export`.
-    #[arg(long, global = true)]
-    json: bool,
+    #[command(flatten)]
+    common: AdminArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -37,17 +33,17 @@ enum Command {
 
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = AdminClient::new(&args.admin_socket);
+    let client = args.common.client();
     match args.command {
         Command::List => {
             let list: TraceList = client.get("/traces").await?;
-            if args.json {
+            if args.common.json {
                 println!("{}", serde_json::to_string_pretty(&list)?);
             } else {
                 print!("{}", render_list(&list));
             }
         }
-        Command::Export { out } => export(&client, out, args.json).await?,
+        Command::Export { out } => export(&client, out, args.common.json).await?,
     }
     Ok(())
 }
