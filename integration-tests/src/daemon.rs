@@ -140,6 +140,12 @@ impl Daemon {
         &self.socket
     }
 
+    /// The admin API's socket: `admin.sock` beside the gRPC socket, the daemon's default
+    /// (`augurctl --admin-socket`).
+    pub fn admin_socket(&self) -> PathBuf {
+        self.socket.with_file_name("admin.sock")
+    }
+
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root

@@ -153,6 +153,26 @@ pub fn poll(timeout: Duration, mut ready: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Drops the kernel's page cache (root), so that every read of a lazily mounted file reaches
+/// FUSE again, and every read of a local file its disk.
+pub fn drop_page_cache() -> std::io::Result<()> {
+    nix::unistd::sync();
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+}
+
+/// How many access traces the daemon behind `admin_socket` keeps (`augurctl trace list
+/// --json`); 0 when it cannot tell.
+pub fn traces_kept(admin_socket: &Path) -> usize {
+    Command::new(augurctl_bin())
+        .args(["trace", "list", "--json", "--admin-socket"])
+        .arg(admin_socket)
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
+        .and_then(|v| v["traces"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
 /// A free TCP port on 127.0.0.1 (bound then released).
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");

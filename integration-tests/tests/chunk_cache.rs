@@ -43,7 +43,7 @@ fn augurctl(bed: &LazyBed, args: &[&str], json: bool) -> std::process::Output {
 }
 
 fn admin_socket(bed: &LazyBed) -> std::path::PathBuf {
-    bed.daemon.socket().with_file_name("admin.sock")
+    bed.daemon.admin_socket()
 }
 
 /// (compressed bytes fetched, range requests) of `digest`'s layer, from its saved counters.

@@ -6,7 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use augur_integration_tests::lazy::{LazyBed, push_estargz};
-use augur_integration_tests::{augurctl_bin, poll};
+use augur_integration_tests::{augurctl_bin, drop_page_cache, poll};
 use serde_json::Value;
 
 /// `augurctl <args> --admin-socket <bed's> [--json]`, which must succeed; its stdout.
@@ -14,7 +14,7 @@ fn augurctl(bed: &LazyBed, args: &[&str]) -> String {
     let out = Command::new(augurctl_bin())
         .args(args)
         .arg("--admin-socket")
-        .arg(bed.daemon.socket().with_file_name("admin.sock"))
+        .arg(bed.daemon.admin_socket())
         .output()
         .expect("run augurctl");
     assert!(
@@ -26,10 +26,7 @@ fn augurctl(bed: &LazyBed, args: &[&str]) -> String {
 }
 
 fn traces_kept(bed: &LazyBed) -> usize {
-    serde_json::from_str::<Value>(&augurctl(bed, &["trace", "list", "--json"]))
-        .ok()
-        .and_then(|v| v["traces"].as_array().map(Vec::len))
-        .unwrap_or(0)
+    augur_integration_tests::traces_kept(&bed.daemon.admin_socket())
 }
 
 /// Sources of the accesses of each run in a JSON Lines export, in order: (misses, hits,
@@ -55,11 +52,6 @@ fn sources_per_run(jsonl: &str) -> Vec<(usize, usize, usize)> {
     runs
 }
 
-fn drop_page_cache() {
-    nix::unistd::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop the page cache");
-}
-
 #[test]
 fn a_second_run_on_a_cold_cache_reads_prefetched_chunks() {
     // No background fetch: every chunk the second run finds cached was prefetched for it.
@@ -75,7 +67,7 @@ fn a_second_run_on_a_cold_cache_reads_prefetched_chunks() {
 
     // A cold start again: no chunk in the cache, no page in the kernel's cache.
     augurctl(&bed, &["cache", "evict", "--all"]);
-    drop_page_cache();
+    drop_page_cache().expect("drop the page cache");
     assert_eq!(bed.run("ns", &image, "second", &cmd).trim(), "ok");
     assert!(
         poll(Duration::from_secs(60), || traces_kept(&bed) == 2),

@@ -283,9 +283,7 @@ fn lazy_mount(
 }
 
 fn drop_page_cache() -> Result<()> {
-    // SAFETY-free: sync(2) has no failure mode worth handling here.
-    nix::unistd::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").context("drop the page cache (needs root)")
+    augur_integration_tests::drop_page_cache().context("drop the page cache (needs root)")
 }
 
 fn measure(t: &mut Target, size: u64, round: u64) -> Result<()> {

@@ -22,7 +22,9 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use augur_integration_tests::{Containerd, Daemon, Registry, TestDir, augurctl_bin, run_ok};
+use augur_integration_tests::{
+    Containerd, Daemon, Registry, TestDir, augurctl_bin, drop_page_cache, run_ok, traces_kept,
+};
 use serde::Deserialize;
 
 const NS: &str = "record";
@@ -129,7 +131,7 @@ fn record(file: &WorkloadFile, out: &Path) -> Result<()> {
 
     // containerd removes a finished container's snapshot in its garbage collection, a moment
     // after `ctr run --rm` returns; the run's trace is written then.
-    let admin = daemon.socket().with_file_name("admin.sock");
+    let admin = daemon.admin_socket();
     let kept = || traces_kept(&admin);
     if !augur_integration_tests::poll(std::time::Duration::from_secs(120), || kept() >= total) {
         bail!("only {} of {total} runs left a trace", kept());
@@ -150,21 +152,9 @@ fn record(file: &WorkloadFile, out: &Path) -> Result<()> {
     Ok(())
 }
 
-/// How many traces the daemon keeps (`augurctl trace list --json`).
-fn traces_kept(admin: &Path) -> usize {
-    let out = Command::new(augurctl_bin())
-        .args(["trace", "list", "--json", "--admin-socket"])
-        .arg(admin)
-        .output();
-    out.ok()
-        .and_then(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).ok())
-        .and_then(|v| v["traces"].as_array().map(Vec::len))
-        .unwrap_or(0)
-}
-
 /// Runs one workload in a fresh container on a cold page cache; returns its wall time.
 fn run_workload(containerd: &Containerd, image: &str, w: &Workload, n: usize) -> Result<f64> {
-    drop_page_cache()?;
+    drop_page_cache().context("drop the page cache")?;
     let id = format!("rec-{n}");
     let label = format!("{ARGS_LABEL}={}/{}", w.group, w.name);
     let mut args = vec![
@@ -192,11 +182,6 @@ fn run_workload(containerd: &Containerd, image: &str, w: &Workload, n: usize) ->
         );
     }
     Ok(start.elapsed().as_secs_f64())
-}
-
-fn drop_page_cache() -> Result<()> {
-    nix::unistd::sync();
-    std::fs::write("/proc/sys/vm/drop_caches", "3").context("drop the page cache")
 }
 
 fn say(msg: &str) {
