@@ -46,6 +46,7 @@ pub mod eval;
 pub mod lstm;
 pub mod markov;
 pub mod model;
+pub mod policy;
 pub mod replay;
 pub mod stacking;
 pub mod synth;

@@ -92,14 +92,30 @@ pub struct Program {
     pub prefix: Vec<ChunkRecord>,
     /// Chunks read after the prefix, one list per argument.
     pub branches: Vec<Vec<ChunkRecord>>,
+    /// The layers: the prefix's (shared with the programs made by [`Program::sharing_prefix`]),
+    /// then the branches' (this image's own).
+    pub layers: [String; 2],
 }
 
-fn chunks(namespace: &str, file: &str, count: usize, rng: &mut Rng) -> Vec<ChunkRecord> {
+/// A layer digest named after `name` (deterministic, like [`chunk_id`]).
+pub fn layer_digest(name: &str) -> String {
+    let id = chunk_id(name, u64::MAX);
+    let hex: String = id.0.iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+fn chunks(
+    namespace: &str,
+    file: &str,
+    layer: u32,
+    count: usize,
+    rng: &mut Rng,
+) -> Vec<ChunkRecord> {
     const SIZES: [u32; 4] = [16 << 10, 64 << 10, 64 << 10, 256 << 10];
     (0..count)
         .map(|i| ChunkRecord {
             digest: chunk_id(namespace, i as u64),
-            layer: 0,
+            layer,
             size: SIZES[rng.below(SIZES.len())],
             file: format!("{file}/{:03}", i / 4),
             file_offset: (i % 4) as u64 * (256 << 10),
@@ -112,17 +128,37 @@ impl Program {
     /// `branches` (its length in chunks).
     pub fn new(image: &str, prefix: usize, branches: &[usize], seed: u64) -> Self {
         let mut rng = Rng::new(seed);
-        let prefix = chunks(&format!("{image}/prefix"), "usr/lib/base", prefix, &mut rng);
-        Self::with_prefix(image, prefix, branches, &mut rng)
+        let prefix = chunks(
+            &format!("{image}/prefix"),
+            "usr/lib/base",
+            0,
+            prefix,
+            &mut rng,
+        );
+        let base = layer_digest(&format!("{image}/prefix"));
+        Self::with_prefix(image, prefix, base, branches, &mut rng)
     }
 
     /// A program in another image that starts like `base` (same chunks: a shared base layer or
     /// the same interpreter) and then has branches of its own.
     pub fn sharing_prefix(image: &str, base: &Program, branches: &[usize], seed: u64) -> Self {
-        Self::with_prefix(image, base.prefix.clone(), branches, &mut Rng::new(seed))
+        let layer = base.layers[0].clone();
+        Self::with_prefix(
+            image,
+            base.prefix.clone(),
+            layer,
+            branches,
+            &mut Rng::new(seed),
+        )
     }
 
-    fn with_prefix(image: &str, prefix: Vec<ChunkRecord>, lens: &[usize], rng: &mut Rng) -> Self {
+    fn with_prefix(
+        image: &str,
+        prefix: Vec<ChunkRecord>,
+        base_layer: String,
+        lens: &[usize],
+        rng: &mut Rng,
+    ) -> Self {
         let branches = lens
             .iter()
             .enumerate()
@@ -130,6 +166,7 @@ impl Program {
                 chunks(
                     &format!("{image}/branch{b}"),
                     &format!("app/arg{b}"),
+                    1,
                     len,
                     rng,
                 )
@@ -139,6 +176,7 @@ impl Program {
             image: image.to_owned(),
             prefix,
             branches,
+            layers: [base_layer, layer_digest(&format!("{image}/app"))],
         }
     }
 
@@ -175,7 +213,7 @@ impl Program {
         let header = RunHeader {
             image: self.image.clone(),
             workload: WorkloadKey::new(&self.image, None, &first).signature,
-            layers: vec![format!("sha256:{}", "ab".repeat(32))],
+            layers: self.layers.to_vec(),
             started_unix_ms: 1_764_000_000_000 + seed % 1_000_000,
             labels: BTreeMap::from([("arg".to_owned(), arg_label(segments))]),
         };

@@ -9,6 +9,9 @@
 //!   by expected time of need and fetched one at a time over a link with a latency and a
 //!   bandwidth ([`NetworkProfile`]); demand misses go first. A first access to a chunk is a
 //!   timely prefetch hit, a late prefetch (issued but not there yet), or a miss.
+//! - **Fetchable chunks** ([`Catalogue`]): a prediction is prefetched only if the chunk is in
+//!   one of the test run's layers (as the loaded traces place chunks in layers), as the
+//!   daemon can only fetch chunks of the layers mounted for the container.
 //! - **Baselines**: `none` (no prefetch) and `oracle` (knows the test run; fetches every chunk
 //!   it will read in order of need, over the same link).
 //! - **Categories**: each test run is reported under whether the training set had its image
@@ -24,12 +27,12 @@ pub mod report;
 pub mod sim;
 pub mod split;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::Serialize;
 
-use crate::chunk::FastMap;
+use crate::chunk::{ChunkId, FastMap};
 use crate::ensemble::{Ensemble, EnsembleConfig};
 use crate::error::Error;
 use crate::markov::{Markov, MarkovConfig};
@@ -272,25 +275,27 @@ pub fn sweep_traces(
 
     let mut ordered: Vec<&Trace> = train.iter().collect();
     ordered.sort_by_key(|t| t.header.started_unix_ms);
-    let sizes = chunk_sizes(train.iter().chain(test));
+    let catalogue = Catalogue::new(train.iter().chain(test));
     let categories: Vec<Category> = test.iter().map(|t| Category::of(t, train)).collect();
     let at = |threshold: f32| EvalOptions { threshold, ..*opts };
 
     // rows[threshold] = (model, one tally per test run)
     let mut rows: Vec<Vec<(String, Vec<Tally>)>> = vec![Vec::new(); thresholds.len()];
     for (i, &t) in thresholds.iter().enumerate() {
-        let none = baseline(test, &at(t), &sizes, |_| Box::new(NoPrefetch));
+        let none = baseline(test, &at(t), &catalogue, |_| Box::new(NoPrefetch));
         rows[i].push(("none".into(), none));
     }
     for factory in learners {
         let state = train_state(factory, &ordered)?;
         for (i, &t) in thresholds.iter().enumerate() {
-            let tallies = evaluate(factory, &state, test, &at(t), &sizes)?;
+            let tallies = evaluate(factory, &state, test, &at(t), &catalogue)?;
             rows[i].push((factory.name().to_owned(), tallies));
         }
     }
     for (i, &t) in thresholds.iter().enumerate() {
-        let oracle = baseline(test, &at(t), &sizes, |trace| Box::new(Oracle::new(trace)));
+        let oracle = baseline(test, &at(t), &catalogue, |trace| {
+            Box::new(Oracle::new(trace))
+        });
         rows[i].push(("oracle".into(), oracle));
     }
     Ok(thresholds
@@ -300,11 +305,39 @@ pub fn sweep_traces(
         .collect())
 }
 
-fn chunk_sizes<'a>(traces: impl Iterator<Item = &'a Trace>) -> FastMap<crate::ChunkId, u32> {
-    traces
-        .flat_map(|t| t.chunks.iter())
-        .map(|c| (c.digest, c.size))
-        .collect()
+/// Where chunks live: per layer digest, the chunks any loaded trace read from it, with sizes.
+#[derive(Debug, Default)]
+pub struct Catalogue {
+    layers: BTreeMap<String, FastMap<ChunkId, u32>>,
+}
+
+impl Catalogue {
+    /// The catalogue of every chunk the traces read.
+    pub fn new<'a>(traces: impl Iterator<Item = &'a Trace>) -> Self {
+        let mut layers: BTreeMap<String, FastMap<ChunkId, u32>> = BTreeMap::new();
+        for t in traces {
+            for c in &t.chunks {
+                if let Some(layer) = t.header.layers.get(c.layer as usize) {
+                    layers
+                        .entry(layer.clone())
+                        .or_default()
+                        .insert(c.digest, c.size);
+                }
+            }
+        }
+        Catalogue { layers }
+    }
+
+    /// The chunks (with sizes) a run of `trace`'s image could fetch: those of its layers.
+    pub fn fetchable(&self, trace: &Trace) -> FastMap<ChunkId, u32> {
+        let mut out = FastMap::default();
+        for layer in &trace.header.layers {
+            if let Some(chunks) = self.layers.get(layer) {
+                out.extend(chunks.iter().map(|(c, s)| (*c, *s)));
+            }
+        }
+        out
+    }
 }
 
 /// Trains a fresh model on `train`, oldest first, and returns its saved state.
@@ -320,14 +353,14 @@ fn evaluate(
     state: &[u8],
     test: &[Trace],
     opts: &EvalOptions,
-    sizes: &FastMap<crate::ChunkId, u32>,
+    catalogue: &Catalogue,
 ) -> Result<Vec<Tally>, Error> {
     test.iter()
         .map(|trace| {
             let mut fresh = factory.build()?;
             fresh.load_state(state)?;
             let max = opts.max_predictions;
-            Ok(sim::simulate(fresh.as_mut(), trace, opts, sizes, max))
+            Ok(sim::simulate(fresh.as_mut(), trace, opts, catalogue, max))
         })
         .collect()
 }
@@ -335,11 +368,11 @@ fn evaluate(
 fn baseline(
     test: &[Trace],
     opts: &EvalOptions,
-    sizes: &FastMap<crate::ChunkId, u32>,
+    catalogue: &Catalogue,
     make: impl Fn(&Trace) -> Box<dyn Predictor>,
 ) -> Vec<Tally> {
     test.iter()
-        .map(|trace| sim::simulate(make(trace).as_mut(), trace, opts, sizes, usize::MAX))
+        .map(|trace| sim::simulate(make(trace).as_mut(), trace, opts, catalogue, usize::MAX))
         .collect()
 }
 

@@ -1,11 +1,17 @@
 //! One test run replayed against one model in simulated time.
 //!
 //! The model is asked for predictions at the start and after every first access to a chunk;
-//! predictions at or above the threshold that are neither read nor already queued join the
+//! predictions the threshold admits ([`crate::policy`]: at or above it, and big chunks held to
+//! a bound on expected wasted bytes) that are neither read nor already queued join the
 //! prefetch queue, ordered by deadline (now + expected time of need). The link takes the head
 //! of the queue whenever it is free; a transfer starts one latency after the request and lasts
 //! size / bandwidth; transfers do not overlap. A demand fetch (a miss, or a queued chunk the run
 //! reads before its turn) goes before the queue but waits for the transfer in progress.
+//!
+//! Only chunks the run could fetch are prefetched: those of its own layers, as far as any
+//! loaded trace (training or test) places them. The daemon's prefetcher locates a predicted
+//! chunk in the layers mounted for the container and drops what it cannot find, so a model
+//! that predicts another image's chunks wastes nothing there, and does not here either.
 //!
 //! The gaps between the trace's accesses are taken as the workload's own pace, and a read that
 //! waits (a miss, a late prefetch) delays every later read by as long: the program cannot run
@@ -15,15 +21,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::EvalOptions;
 use super::metrics::Tally;
+use super::{Catalogue, EvalOptions};
 use crate::chunk::{ChunkId, FastMap, FastSet};
 use crate::error::Error;
 use crate::model::{Access, Prediction, Predictor, RunContext, RunId};
+use crate::policy::worth_prefetching;
 use crate::trace::{AccessSource, Trace};
 
-/// Size assumed for a predicted chunk no loaded trace describes.
-const UNKNOWN_CHUNK_SIZE: u32 = 64 << 10;
 const RUN: RunId = RunId(1);
 
 #[derive(Debug, Clone, Copy)]
@@ -137,7 +142,7 @@ pub fn simulate(
     model: &mut dyn Predictor,
     trace: &Trace,
     opts: &EvalOptions,
-    sizes: &FastMap<ChunkId, u32>,
+    catalogue: &Catalogue,
     max: usize,
 ) -> Tally {
     let mut tally = Tally {
@@ -146,16 +151,19 @@ pub fn simulate(
     };
     let mut link = Link::new(opts);
     let mut seen = FastSet::default();
-    let size_of = |c: &ChunkId| sizes.get(c).copied().unwrap_or(UNKNOWN_CHUNK_SIZE);
+    let fetchable = catalogue.fetchable(trace);
     model.start_run(RUN, &RunContext::from_header(&trace.header));
     let issue = |link: &mut Link, seen: &FastSet<ChunkId>, preds: Vec<Prediction>, now: u64| {
         for p in preds {
-            if p.probability >= opts.threshold
+            let Some(&size) = fetchable.get(&p.chunk) else {
+                continue;
+            };
+            if worth_prefetching(p.probability, u64::from(size), opts.threshold)
                 && !seen.contains(&p.chunk)
                 && !link.fetches.contains_key(&p.chunk)
             {
                 let deadline = now.saturating_add(p.expected_in.as_micros() as u64);
-                link.enqueue(p.chunk, size_of(&p.chunk), p.probability, now, deadline);
+                link.enqueue(p.chunk, size, p.probability, now, deadline);
             }
         }
     };
