@@ -120,6 +120,9 @@ pub struct PrefetchStats {
     pub refused: u64,
     /// Entries whose chunk no mounted layer holds.
     pub unlocated: u64,
+    /// Entries declined once their chunk's size was known: too big for their probability
+    /// (expected wasted bytes above the bound of `augur_predictor::policy`).
+    pub declined: u64,
     /// Prefetches that failed.
     pub fetch_errors: u64,
     /// Fetches in flight now, and the most at once.
@@ -325,6 +328,7 @@ impl Prefetcher {
             dropped: get(&c.dropped),
             refused: get(&c.refused),
             unlocated: get(&c.unlocated),
+            declined: get(&c.declined),
             fetch_errors: get(&c.fetch_errors),
             in_flight: c.in_flight.load(Ordering::Relaxed),
             max_in_flight: c.max_in_flight.load(Ordering::Relaxed),

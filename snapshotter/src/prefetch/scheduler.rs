@@ -4,7 +4,8 @@
 //! A worker (`augur-prefetch-N`, a fixed pool) repeats: wait while any demand fetch is in
 //! flight (demand first, always); take the first entry of the queue (only while no demand
 //! fetch is in flight, so waiting work stays where `cancel_run` finds it); find a mounted layer
-//! holding the chunk; take the member's compressed size from the bandwidth bucket (waiting if
+//! holding the chunk; decline it if the chunk is too big for its probability
+//! (`augur_predictor::policy`: the threshold bounds expected wasted bytes); take the member's compressed size from the bandwidth bucket (waiting if
 //! it is empty); wait for demand again; skip it if its run was cancelled meanwhile; fetch the member through the layer's single-flight path
 //! (a reader wanting it joins the fetch); record the chunk in the ledger. A worker holds no
 //! lock while it fetches or waits. Each worker fetches one member at a time, so the workers'
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use std::collections::{HashMap, VecDeque};
 
+use augur_predictor::policy::worth_prefetching;
 use augur_predictor::{ChunkId, Prediction, RunId};
 
 use crate::cache::{ChunkCache, ChunkKey};
@@ -44,6 +46,7 @@ pub struct Counters {
     pub(crate) dropped: AtomicU64,
     pub(crate) refused: AtomicU64,
     pub(crate) unlocated: AtomicU64,
+    pub(crate) declined: AtomicU64,
     pub(crate) fetch_errors: AtomicU64,
     pub(crate) fetched_bytes: AtomicU64,
     /// Nanoseconds workers spent fetching (their busy share, when bandwidth is unbounded).
@@ -264,6 +267,10 @@ fn fetch(shared: &Shared, entry: &Entry) {
         return;
     };
     let chunk = data.index().chunks()[ci as usize];
+    if !worth_prefetching(entry.probability, chunk.size, shared.threshold()) {
+        bump(&shared.counters.declined);
+        return;
+    }
     let member = data.index().members()[chunk.member as usize];
     if !shared.take_bandwidth(member.len()) || !shared.wait_for_demand() {
         return;
