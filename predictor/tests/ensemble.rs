@@ -7,6 +7,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
+use augur_predictor::ensemble::novelty::Novelty;
 use augur_predictor::eval::metrics::expected_calibration_error;
 use augur_predictor::synth::{Program, Rng, RunStyle, chunk_id};
 use augur_predictor::{
@@ -162,7 +163,9 @@ fn the_ensemble_output_is_calibrated_where_its_members_are_not() {
         rate(0.0, 0.2)
     );
     // The member's own map learned that it is overconfident.
-    let learned = ensemble.member_calibration("overconfident", 0.9).unwrap();
+    let learned = ensemble
+        .member_calibration("overconfident", Novelty::New, 0.9)
+        .unwrap();
     assert!(learned < 0.85, "{learned}");
 }
 
@@ -196,8 +199,10 @@ fn replay_and_markov_together_know_the_prefix_and_the_branch() {
     let ours = probability_of(&inside, prog.branches[1][6].digest);
     let other = probability_of(&inside, prog.branches[0][6].digest);
     // Markov knows the run took branch 1; replay still gives each branch half the past runs.
+    // (Eight training runs, calibrated per novelty class: the seven runs of a known workload
+    // teach the class this run is in.)
     assert!(
-        ours > 0.7 && ours > other + 0.15,
+        ours > 0.6 && ours > other + 0.1,
         "branch taken {ours}, other {other}"
     );
 }

@@ -10,6 +10,9 @@
 //! 3. The combined score goes through the ensemble's own calibrator, so what it answers is
 //!    calibrated whatever the combination did.
 //!
+//! Calibration is kept per novelty class ([`novelty`]): a run of a workload seen before, a new
+//! one, or one whose key is not fixed yet; the same score means less in a run nobody has seen.
+//!
 //! Calibration learns online, per forecast: every prediction a member (or the ensemble) makes
 //! for a run is pending, in the bin of its score, until the run reads the chunk (a hit for each
 //! bin it was forecast in) or ends (a miss for each). A chunk counts once per bin and run
@@ -20,6 +23,7 @@
 //! calibrate too, and always out of sample: a member learns a run only after it was predicted.
 //! Per-run memory is bounded by `max_pending` chunks per member.
 
+pub mod novelty;
 mod state;
 
 use std::collections::BTreeMap;
@@ -33,6 +37,7 @@ use crate::model::{Access, LEARN_RUN, Prediction, Predictor, RunContext, RunId, 
 use crate::replay::{Replay, ReplayConfig};
 use crate::stacking::{Stacker, Vote};
 use crate::trace::Trace;
+use novelty::{Calibrators, KnownKeys, Novelty, RunNovelty};
 
 /// How the ensemble asks its members and learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,19 +77,29 @@ pub enum Combine {
 #[derive(Debug)]
 struct Member {
     model: Box<dyn Predictor>,
-    calibrator: Calibrator,
+    calibrators: Calibrators,
 }
 
-/// The bins a chunk was forecast in during a run.
+/// The bins a chunk was forecast in during a run, each with its run's novelty class then
+/// ([`Novelty::code`]).
 type Forecasts = Vec<u8>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct LiveRun {
     /// Per member: chunk → the bins it was forecast in.
     members: Vec<FastMap<ChunkId, Forecasts>>,
-    /// The ensemble's answers: chunk → (bin of the combined score, stacker features) per bin.
-    answers: FastMap<ChunkId, Vec<(u8, Vec<f32>)>>,
+    /// The ensemble's answers: chunk → one per code of the combined score.
+    answers: FastMap<ChunkId, Vec<Answer>>,
     seen: FastSet<ChunkId>,
+    novelty: RunNovelty,
+}
+
+/// One answer the ensemble gave for a chunk: the code of its combined score
+/// ([`Novelty::code`]) and the stacker's features.
+#[derive(Debug)]
+struct Answer {
+    code: u8,
+    features: Vec<f32>,
 }
 
 /// Models combined, with calibrated confidence.
@@ -93,7 +108,8 @@ pub struct Ensemble {
     config: EnsembleConfig,
     members: Vec<Member>,
     stacker: Stacker,
-    combined: Calibrator,
+    combined: Calibrators,
+    known: KnownKeys,
     runs: FastMap<RunId, LiveRun>,
 }
 
@@ -114,11 +130,12 @@ impl Ensemble {
                 .into_iter()
                 .map(|model| Member {
                     model,
-                    calibrator: Calibrator::default(),
+                    calibrators: Calibrators::default(),
                 })
                 .collect(),
             stacker,
-            combined: Calibrator::default(),
+            combined: Calibrators::default(),
+            known: KnownKeys::default(),
             runs: FastMap::default(),
         }
     }
@@ -141,7 +158,7 @@ impl Ensemble {
     pub fn add_member(&mut self, model: Box<dyn Predictor>) {
         self.members.push(Member {
             model,
-            calibrator: Calibrator::default(),
+            calibrators: Calibrators::default(),
         });
         for live in self.runs.values_mut() {
             live.members.push(FastMap::default());
@@ -157,10 +174,16 @@ impl Ensemble {
             .collect()
     }
 
-    /// The calibrated probability a member's raw score stands for (`None`: no such member).
-    pub fn member_calibration(&self, member: &str, score: f32) -> Option<f32> {
+    /// The calibrated probability a member's raw score stands for in runs of the given
+    /// novelty (`None`: no such member).
+    pub fn member_calibration(&self, member: &str, novelty: Novelty, score: f32) -> Option<f32> {
         let m = self.members.iter().find(|m| m.model.name() == member)?;
-        Some(m.calibrator.calibrate(score))
+        Some(m.calibrators[novelty as usize].calibrate(score))
+    }
+
+    /// The novelty class of a live run (`None`: not running).
+    pub fn novelty(&self, run: RunId) -> Option<Novelty> {
+        self.runs.get(&run).map(|live| live.novelty.class())
     }
 
     /// Asks every member, notes their forecasts, and merges them per chunk.
@@ -171,6 +194,7 @@ impl Ensemble {
         ask: usize,
     ) -> (BTreeMap<ChunkId, Merge>, Vec<bool>) {
         let count = self.members.len();
+        let class = live.novelty.class();
         let mut merged: BTreeMap<ChunkId, Merge> = BTreeMap::new();
         let mut active = vec![false; count];
         for (i, (member, pending)) in self
@@ -187,10 +211,10 @@ impl Ensemble {
                 note(
                     pending,
                     p.chunk,
-                    Calibrator::bin(p.probability) as u8,
+                    class.code(Calibrator::bin(p.probability)),
                     self.config.max_pending,
                 );
-                let q = member.calibrator.calibrate(p.probability);
+                let q = member.calibrators[class as usize].calibrate(p.probability);
                 let merge = merged.entry(p.chunk).or_insert_with(|| Merge {
                     votes: vec![None; count],
                     lead_us: 0.0,
@@ -218,9 +242,9 @@ impl Ensemble {
                 Some(c) => pending.remove(&c).unwrap_or_default(),
                 None => std::mem::take(pending).into_values().flatten().collect(),
             };
-            record_bins(&mut member.calibrator, &bins, hit);
+            record_codes(&mut member.calibrators, &bins, hit);
         }
-        let answers: Vec<(u8, Vec<f32>)> = match chunk {
+        let answers: Vec<Answer> = match chunk {
             Some(c) => live.answers.remove(&c).unwrap_or_default(),
             None => {
                 let mut all: Vec<_> = std::mem::take(&mut live.answers).into_iter().collect();
@@ -228,9 +252,11 @@ impl Ensemble {
                 all.into_iter().flat_map(|(_, a)| a).collect()
             }
         };
-        let bins: Vec<u8> = answers.iter().map(|(bin, _)| *bin).collect();
-        record_bins(&mut self.combined, &bins, hit);
-        answers.iter().for_each(|(_, x)| self.stacker.learn(x, hit));
+        let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
+        record_codes(&mut self.combined, &codes, hit);
+        answers
+            .iter()
+            .for_each(|a| self.stacker.learn(&a.features, hit));
     }
 }
 
@@ -244,13 +270,18 @@ fn note(pending: &mut FastMap<ChunkId, Forecasts>, chunk: ChunkId, bin: u8, cap:
     }
 }
 
-/// Adds outcomes to a calibrator, one bin at a time (its map is rebuilt once per bin).
-fn record_bins(calibrator: &mut Calibrator, bins: &[u8], hit: bool) {
-    let mut counts = [0u32; BINS];
-    bins.iter()
-        .for_each(|&b| counts[usize::from(b).min(BINS - 1)] += 1);
-    for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-        calibrator.record_many(bin, hit, f64::from(n));
+/// Adds outcomes to the calibrators of their classes, one bin at a time (a map is rebuilt
+/// once per bin).
+fn record_codes(calibrators: &mut Calibrators, codes: &[u8], hit: bool) {
+    let mut counts = [[0u32; BINS]; novelty::CLASSES];
+    codes.iter().for_each(|&code| {
+        let (class, bin) = Novelty::decode(code);
+        counts[class][bin] += 1;
+    });
+    for (calibrator, counts) in calibrators.iter_mut().zip(&counts) {
+        for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+            calibrator.record_many(bin, hit, f64::from(n));
+        }
     }
 }
 
@@ -262,7 +293,9 @@ impl Predictor for Ensemble {
     fn start_run(&mut self, run: RunId, ctx: &RunContext) {
         let live = LiveRun {
             members: vec![FastMap::default(); self.members.len()],
-            ..LiveRun::default()
+            answers: FastMap::default(),
+            seen: FastSet::default(),
+            novelty: RunNovelty::start(ctx, &self.known),
         };
         self.runs.insert(run, live);
         self.members
@@ -276,6 +309,7 @@ impl Predictor for Ensemble {
         };
         if live.seen.insert(access.chunk) {
             self.resolve(&mut live, Some(access.chunk), true);
+            live.novelty.observe(access.chunk, &self.known);
         }
         self.runs.insert(run, live);
         self.members
@@ -289,8 +323,9 @@ impl Predictor for Ensemble {
         };
         let ask = max.saturating_mul(self.config.fan_out).max(max);
         let (merged, active) = self.gather(run, &mut live, ask);
+        let class = live.novelty.class();
         let mut out = Vec::with_capacity(merged.len());
-        let mut why: FastMap<ChunkId, (u8, Vec<f32>)> = FastMap::default();
+        let mut why: FastMap<ChunkId, Answer> = FastMap::default();
         for (chunk, merge) in merged {
             let votes: Vec<Vote> = merge
                 .votes
@@ -310,14 +345,15 @@ impl Predictor for Ensemble {
             };
             out.push(Prediction {
                 chunk,
-                probability: self.combined.calibrate(score),
+                probability: self.combined[class as usize].calibrate(score),
                 expected_in: Duration::from_micros(lead_us as u64),
             });
-            why.insert(chunk, (Calibrator::bin(score) as u8, features));
+            let code = class.code(Calibrator::bin(score));
+            why.insert(chunk, Answer { code, features });
         }
         rank(&mut out, max);
         for p in &out {
-            let Some((bin, features)) = why.remove(&p.chunk) else {
+            let Some(answer) = why.remove(&p.chunk) else {
                 continue;
             };
             if live.answers.len() >= self.config.max_pending && !live.answers.contains_key(&p.chunk)
@@ -325,8 +361,8 @@ impl Predictor for Ensemble {
                 continue;
             }
             let answers = live.answers.entry(p.chunk).or_default();
-            if !answers.iter().any(|(b, _)| *b == bin) {
-                answers.push((bin, features));
+            if !answers.iter().any(|a| a.code == answer.code) {
+                answers.push(answer);
             }
         }
         self.runs.insert(run, live);
@@ -336,6 +372,8 @@ impl Predictor for Ensemble {
     fn finish_run(&mut self, run: RunId, trace: Option<&Trace>) {
         if let Some(mut live) = self.runs.remove(&run) {
             self.resolve(&mut live, None, false);
+            let (image, key) = live.novelty.key();
+            self.known.remember(image, key);
         }
         self.members
             .iter_mut()

@@ -1,27 +1,30 @@
-//! The ensemble's saved state: a length-prefixed JSON index (calibrators, member names and
-//! state sizes) followed by each member's own state bytes, which may be in any format.
+//! The ensemble's saved state: a length-prefixed JSON index (calibrators per novelty class,
+//! the known workload keys, member names and state sizes) followed by each member's own state
+//! bytes, which may be in any format. Version 2 added the novelty classes; a version-1 state
+//! is refused (the daemon then starts the models afresh and says so).
 
 use serde::{Deserialize, Serialize};
 
 use super::Ensemble;
-use crate::calibration::Calibrator;
+use super::novelty::{Calibrators, KnownKeys};
 use crate::error::Error;
 use crate::stacking::Stacker;
 
-const STATE_VERSION: u32 = 1;
+const STATE_VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Index {
     version: u32,
-    combined: Calibrator,
+    combined: Calibrators,
     stacker: Stacker,
+    known: KnownKeys,
     members: Vec<MemberIndex>,
 }
 
 #[derive(Serialize, Deserialize)]
 struct MemberIndex {
     name: String,
-    calibrator: Calibrator,
+    calibrators: Calibrators,
     state_len: usize,
 }
 
@@ -39,7 +42,7 @@ pub(super) fn save(ensemble: &Ensemble) -> Result<Vec<u8>, Error> {
         let state = m.model.save_state()?;
         members.push(MemberIndex {
             name: m.model.name().to_owned(),
-            calibrator: m.calibrator.clone(),
+            calibrators: m.calibrators.clone(),
             state_len: state.len(),
         });
         blobs.extend_from_slice(&state);
@@ -48,6 +51,7 @@ pub(super) fn save(ensemble: &Ensemble) -> Result<Vec<u8>, Error> {
         version: STATE_VERSION,
         combined: ensemble.combined.clone(),
         stacker: ensemble.stacker.clone(),
+        known: ensemble.known.clone(),
         members,
     };
     let json = serde_json::to_vec(&index).map_err(|e| fail(e.to_string()))?;
@@ -87,7 +91,7 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
             .get(at..end)
             .ok_or_else(|| fail("member state cut short"))?;
         at = end;
-        blobs.push((saved.name, saved.calibrator, blob));
+        blobs.push((saved.name, saved.calibrators, blob));
     }
     let mut staged = Vec::new();
     for (i, m) in ensemble.members.iter().enumerate() {
@@ -107,13 +111,14 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
         }
         previous.push((i, before));
     }
-    for (i, mut calibrator, _) in staged {
-        calibrator.refresh();
-        ensemble.members[i].calibrator = calibrator;
+    for (i, mut calibrators, _) in staged {
+        calibrators.iter_mut().for_each(|c| c.refresh());
+        ensemble.members[i].calibrators = calibrators;
     }
     let mut combined = index.combined;
-    combined.refresh();
+    combined.iter_mut().for_each(|c| c.refresh());
     ensemble.combined = combined;
+    ensemble.known = index.known;
     // A stacker saved for another set of members does not apply; it starts over.
     if index.stacker.fits(ensemble.members.len()) {
         ensemble.stacker = index.stacker;

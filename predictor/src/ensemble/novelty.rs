@@ -1,0 +1,208 @@
+//! Novelty: how well the ensemble's past covers a run, so that confidence is calibrated on runs
+//! like it.
+//!
+//! A member's score means different things in a run of a workload seen before and in one never
+//! seen: Markov's "0.65" after a shared library is right for the program that taught it and
+//! wrong for another program that loads the same library (held-out arguments, a new program in a
+//! known image). One calibrator per member cannot tell the two apart, so each member, and the
+//! combination, keeps one calibrator per [`Novelty`] class, and a forecast is scored and learned
+//! in the class its run was in when it was made:
+//!
+//! - [`Novelty::New`]: the image was never seen, or the run's workload key (its label, or its
+//!   first eight distinct chunks; [`crate::workload`]) is not among the keys of past runs;
+//! - [`Novelty::Known`]: a past run had this image and key;
+//! - [`Novelty::Pending`]: the image is known but the key is not fixed yet (a run's first reads).
+//!
+//! Training runs calibrate each class out of sample as they do now: the first run of each
+//! workload is learned as `New`, later ones as `Known`. Keys are remembered per image, at most
+//! [`MAX_KEYS`] (the oldest forgotten first), and saved with the ensemble's state.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::calibration::{BINS, Calibrator};
+use crate::chunk::ChunkId;
+use crate::model::RunContext;
+use crate::workload::SignatureBuilder;
+
+/// Workload keys remembered.
+pub const MAX_KEYS: usize = 4096;
+
+/// How well past runs cover a run (see the module map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Novelty {
+    /// The image is known; the run's key is not fixed yet.
+    Pending = 0,
+    /// A past run had this image and workload key.
+    Known = 1,
+    /// A new image, or a new workload of a known image.
+    New = 2,
+}
+
+/// The number of classes.
+pub(super) const CLASSES: usize = 3;
+
+impl Novelty {
+    /// A forecast's bin in this class, as one small code.
+    pub(super) fn code(self, bin: usize) -> u8 {
+        (self as usize * BINS + bin.min(BINS - 1)) as u8
+    }
+
+    /// The class and bin of a code made by [`Novelty::code`].
+    pub(super) fn decode(code: u8) -> (usize, usize) {
+        let code = usize::from(code);
+        ((code / BINS).min(CLASSES - 1), code % BINS)
+    }
+}
+
+/// One calibrator per class.
+pub(super) type Calibrators = [Calibrator; CLASSES];
+
+/// The workload keys of past runs, oldest first.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct KnownKeys {
+    keys: VecDeque<(String, String)>,
+}
+
+impl KnownKeys {
+    fn knows_image(&self, image: &str) -> bool {
+        self.keys.iter().any(|(i, _)| i == image)
+    }
+
+    fn knows(&self, image: &str, signature: &str) -> bool {
+        self.keys.iter().any(|(i, s)| i == image && s == signature)
+    }
+
+    /// Remembers a finished run's key (as the newest).
+    pub(super) fn remember(&mut self, image: &str, signature: String) {
+        self.keys.retain(|(i, s)| !(i == image && *s == signature));
+        self.keys.push_back((image.to_owned(), signature));
+        while self.keys.len() > MAX_KEYS {
+            self.keys.pop_front();
+        }
+    }
+
+    /// Keys held.
+    #[cfg(test)]
+    pub(super) fn len(&self) -> usize {
+        self.keys.len()
+    }
+}
+
+/// A live run's novelty as its first reads come in.
+#[derive(Debug, Clone)]
+pub(super) struct RunNovelty {
+    image: String,
+    builder: SignatureBuilder,
+    class: Novelty,
+}
+
+impl RunNovelty {
+    /// The class of a run starting with `ctx`, given the keys known now.
+    pub(super) fn start(ctx: &RunContext, known: &KnownKeys) -> Self {
+        let mut run = RunNovelty {
+            image: ctx.image.clone(),
+            builder: SignatureBuilder::new(ctx.label.as_deref()),
+            class: Novelty::New,
+        };
+        if known.knows_image(&ctx.image) {
+            run.class = Novelty::Pending;
+            run.settle(known);
+        }
+        run
+    }
+
+    /// Notes a chunk the run read for the first time.
+    pub(super) fn observe(&mut self, chunk: ChunkId, known: &KnownKeys) {
+        if self.class == Novelty::Pending {
+            self.builder.observe(chunk);
+            self.settle(known);
+        }
+    }
+
+    fn settle(&mut self, known: &KnownKeys) {
+        if self.builder.is_complete() {
+            let key = self.builder.signature();
+            self.class = if known.knows(&self.image, &key) {
+                Novelty::Known
+            } else {
+                Novelty::New
+            };
+        }
+    }
+
+    /// The run's class now.
+    pub(super) fn class(&self) -> Novelty {
+        self.class
+    }
+
+    /// The run's image and workload signature, to remember at its end.
+    pub(super) fn key(&self) -> (&str, String) {
+        (&self.image, self.builder.signature())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(image: &str, label: Option<&str>) -> RunContext {
+        RunContext {
+            image: image.into(),
+            label: label.map(str::to_owned),
+            ..RunContext::default()
+        }
+    }
+
+    #[test]
+    fn classes_follow_images_keys_and_first_reads() {
+        let mut known = KnownKeys::default();
+        assert_eq!(
+            RunNovelty::start(&ctx("a", None), &known).class(),
+            Novelty::New
+        );
+        known.remember("a", "label:etl".into());
+        assert_eq!(
+            RunNovelty::start(&ctx("a", Some("etl")), &known).class(),
+            Novelty::Known
+        );
+        assert_eq!(
+            RunNovelty::start(&ctx("a", Some("web")), &known).class(),
+            Novelty::New
+        );
+        assert_eq!(
+            RunNovelty::start(&ctx("b", Some("etl")), &known).class(),
+            Novelty::New
+        );
+        // Unlabelled: pending until eight distinct chunks fix the key.
+        let mut run = RunNovelty::start(&ctx("a", None), &known);
+        for n in 0..7u8 {
+            run.observe(ChunkId([n; 32]), &known);
+            assert_eq!(run.class(), Novelty::Pending);
+        }
+        run.observe(ChunkId([7; 32]), &known);
+        assert_eq!(run.class(), Novelty::New);
+        let (image, key) = run.key();
+        known.remember(image, key);
+        let mut again = RunNovelty::start(&ctx("a", None), &known);
+        (0..8u8).for_each(|n| again.observe(ChunkId([n; 32]), &known));
+        assert_eq!(again.class(), Novelty::Known);
+    }
+
+    #[test]
+    fn keys_are_bounded_oldest_first_and_codes_round_trip() {
+        let mut known = KnownKeys::default();
+        for n in 0..MAX_KEYS + 10 {
+            known.remember("img", format!("label:{n}"));
+        }
+        assert_eq!(known.len(), MAX_KEYS);
+        assert!(!known.knows("img", "label:0"));
+        assert!(known.knows("img", &format!("label:{}", MAX_KEYS + 9)));
+        for class in [Novelty::Pending, Novelty::Known, Novelty::New] {
+            for bin in [0, 7, BINS - 1] {
+                assert_eq!(Novelty::decode(class.code(bin)), (class as usize, bin));
+            }
+        }
+    }
+}
