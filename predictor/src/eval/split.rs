@@ -6,6 +6,10 @@
 //!   image, different arguments*. Keys often coincide for different arguments (a program
 //!   starts the same way whatever its arguments), so group by a label that names the arguments
 //!   when the traces have one;
+//! - [`by_arguments`]: argument sets labelled `<program>/<name>` held out within each program
+//!   of each image, so every tested program also ran in training with other arguments;
+//! - [`by_program`]: whole programs held out (their every argument set): *a program the image
+//!   holds but no training run started*;
 //! - [`by_image`]: whole images held out: *never seen in training*.
 
 use std::collections::BTreeMap;
@@ -107,6 +111,46 @@ pub fn by_group(
     seed: u64,
 ) -> Split {
     hold_out(traces, |t| t.header.image.clone(), group_of, fraction, seed)
+}
+
+/// The program part of an argument label `<program>/<name>` (`""` if it has no `/`).
+pub fn program_of(args: &str) -> &str {
+    args.split_once('/').map_or("", |(program, _)| program)
+}
+
+/// Holds out, within each program of each image, `fraction` of its argument sets (at least
+/// one if the program has two or more; a program with one set stays in training). `args_of`
+/// names a run's argument set as `<program>/<name>`; sets without a `/` form one program per
+/// image (then this is [`by_group`]).
+pub fn by_arguments(
+    traces: Vec<Trace>,
+    args_of: impl Fn(&Trace) -> String,
+    fraction: f32,
+    seed: u64,
+) -> Split {
+    hold_out(
+        traces,
+        |t| format!("{}\n{}", t.header.image, program_of(&args_of(t))),
+        &args_of,
+        fraction,
+        seed,
+    )
+}
+
+/// Holds out, per image, `fraction` of its programs (the `<program>` of `args_of`'s
+/// `<program>/<name>`), each with all its argument sets and runs.
+pub fn by_program(
+    traces: Vec<Trace>,
+    args_of: impl Fn(&Trace) -> String,
+    fraction: f32,
+    seed: u64,
+) -> Split {
+    by_group(
+        traces,
+        |t| program_of(&args_of(t)).to_owned(),
+        fraction,
+        seed,
+    )
 }
 
 /// [`by_group`] by workload key.

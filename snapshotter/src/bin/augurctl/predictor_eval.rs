@@ -17,9 +17,12 @@ const ARGS_LABEL: &str = "containerd.io/snapshot/augur.args";
 /// How test runs are held out.
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum SplitBy {
-    /// Whole argument sets per image (the `augur.args` label, else the workload key): the
-    /// same programs with arguments never seen in training.
+    /// Argument sets (the `augur.args` label `<program>/<name>`, else the workload key) held
+    /// out within each program: the same programs with arguments never seen in training.
     Args,
+    /// Whole programs (the `<program>` of `augur.args`) held out per image: programs of a
+    /// known image that no training run started.
+    Program,
     /// Whole images: never seen in training.
     Image,
     /// Single runs of workloads that also occur in training (the easy case).
@@ -84,7 +87,8 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         traces.len()
     );
     let split = match args.split {
-        SplitBy::Args => split::by_group(traces, args_of, args.holdout, args.seed),
+        SplitBy::Args => split::by_arguments(traces, args_of, args.holdout, args.seed),
+        SplitBy::Program => split::by_program(traces, args_of, args.holdout, args.seed),
         SplitBy::Image => split::by_image(traces, args.holdout, args.seed),
         SplitBy::Run => split::by_run(traces, args.holdout, args.seed),
     };
