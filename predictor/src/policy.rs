@@ -15,7 +15,8 @@ pub const WASTE_REFERENCE_BYTES: u32 = 1 << 20;
 /// Whether a chunk of `size` bytes predicted with `probability` is worth prefetching at
 /// `threshold`.
 pub fn worth_prefetching(probability: f32, size: u64, threshold: f32) -> bool {
-    if !(probability >= threshold) {
+    // NaN compares false, so an unknown probability is never worth a fetch.
+    if probability.is_nan() || probability < threshold {
         return false;
     }
     let allowed = f64::from(1.0 - threshold.clamp(0.0, 1.0)) * f64::from(WASTE_REFERENCE_BYTES);
