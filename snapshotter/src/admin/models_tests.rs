@@ -46,6 +46,7 @@ fn prefetcher(lazy: &LazyLayers, state_dir: &Path) -> Prefetcher {
     };
     let predictor = PredictorSettings {
         model_dir: None,
+        model_dir_is_default: false,
         onnxruntime: Some(ort_library()),
         state_dir: state_dir.to_path_buf(),
     };

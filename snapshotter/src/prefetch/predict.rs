@@ -3,8 +3,10 @@
 //! learned.
 //!
 //! - **Models**: an [`Ensemble`] of record-and-replay and the online Markov model, plus the
-//!   ONNX LSTM when `[predictor] model_dir` holds a valid model and ONNX Runtime loads. If not,
-//!   one warning says what is missing and that the daemon runs on the online models.
+//!   ONNX LSTM when `[predictor] model_dir` (default `<root>/models/current`) holds a valid
+//!   model and ONNX Runtime loads. If not, one line says what is missing and that the daemon
+//!   runs on the online models: a warning, or info when no model is installed at the default
+//!   place or `model_dir = ""` turned the LSTM off.
 //! - **Events** arrive over a bounded channel from [`super::Prefetcher`]'s methods (which only
 //!   send). After a batch of accesses (at most [`BATCH`] long), each run that read something
 //!   new is asked for its next [`PREDICT_MAX`] chunks; those at or above the threshold that
@@ -67,33 +69,7 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
         Box::new(Replay::new(ReplayConfig::default())),
         Box::new(Markov::new(MarkovConfig::default())),
     ];
-    let lstm = match &settings.model_dir {
-        None => {
-            tracing::warn!(
-                "no LSTM: predictor.model_dir is not set; the daemon runs on the online models \
-                 (replay, markov)"
-            );
-            None
-        }
-        Some(dir) => {
-            let library = settings
-                .onnxruntime
-                .clone()
-                .unwrap_or_else(runtime::library_from_env);
-            match Lstm::load(dir, &library, LstmConfig::default()) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!(
-                        model_dir = %dir.display(),
-                        library = %library.display(),
-                        error = %e,
-                        "no LSTM: the daemon runs on the online models (replay, markov)"
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let lstm = load_lstm(settings);
     let engine = lstm.as_ref().map(|l| Arc::clone(l.engine()));
     if let Some(l) = lstm {
         members.push(Box::new(l));
@@ -110,6 +86,52 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
         ensemble,
         state_file,
         lstm: engine,
+    }
+}
+
+/// The LSTM, if a model is configured (or installed at the default place) and loads; why not is
+/// said once: a warning, except for a node with no model installed at the default place (an
+/// info line, the state of every fresh install).
+fn load_lstm(settings: &PredictorSettings) -> Option<Lstm> {
+    let Some(dir) = &settings.model_dir else {
+        tracing::info!(
+            "no LSTM: predictor.model_dir is \"\"; the daemon runs on the online models \
+             (replay, markov)"
+        );
+        return None;
+    };
+    if settings.model_dir_is_default && std::fs::symlink_metadata(dir).is_err() {
+        tracing::info!(
+            model_dir = %dir.display(),
+            "no LSTM model installed (onnx-models/install.sh installs the shipped one); the \
+             daemon runs on the online models (replay, markov)"
+        );
+        return None;
+    }
+    let library = settings
+        .onnxruntime
+        .clone()
+        .unwrap_or_else(runtime::library_from_env);
+    match Lstm::load(dir, &library, LstmConfig::default()) {
+        Ok(l) => {
+            let info = l.engine().model();
+            tracing::info!(
+                dir = %info.dir.display(),
+                version = %info.version(),
+                label = %info.label,
+                "LSTM model loaded"
+            );
+            Some(l)
+        }
+        Err(e) => {
+            tracing::warn!(
+                model_dir = %dir.display(),
+                library = %library.display(),
+                error = %e,
+                "no LSTM: the daemon runs on the online models (replay, markov)"
+            );
+            None
+        }
     }
 }
 

@@ -143,6 +143,7 @@ impl Bed {
         let state_dir = tempfile::tempdir().unwrap();
         let predictor = PredictorSettings {
             model_dir: None,
+            model_dir_is_default: false,
             onnxruntime: None,
             state_dir: state_dir.path().to_path_buf(),
         };
@@ -360,6 +361,7 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
     std::fs::write(&saved, b"not gzip").unwrap();
     let predictor = PredictorSettings {
         model_dir: None,
+        model_dir_is_default: false,
         onnxruntime: None,
         state_dir: bed.state_dir.path().to_path_buf(),
     };
@@ -388,6 +390,7 @@ fn predictor_with(model_dir: std::path::PathBuf, state: &std::path::Path) -> Pre
     );
     PredictorSettings {
         model_dir: Some(model_dir),
+        model_dir_is_default: false,
         onnxruntime: Some(library),
         state_dir: state.to_path_buf(),
     }
