@@ -56,6 +56,7 @@ pub use settings::{PredictorSettings, PrefetchSettings};
 use crate::cache::ChunkCache;
 use crate::lazy::activity::Activity;
 use crate::lazy::locator::ChunkLocator;
+use crate::metrics::inference::InferenceLatency;
 use predict::Event;
 use scheduler::Shared;
 
@@ -147,6 +148,8 @@ struct Inner {
     predictor: PredictorSettings,
     /// Held while a model reload runs.
     reloading: Mutex<()>,
+    /// The LSTM's step latency per model version (its engine reports each step here).
+    inference: Arc<InferenceLatency>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -189,6 +192,10 @@ impl Prefetcher {
     ) -> Result<Prefetcher, PrefetchError> {
         let models = predict::load_models(predictor);
         let lstm = models.lstm.clone();
+        let inference = Arc::new(InferenceLatency::default());
+        if let Some(engine) = &lstm {
+            engine.set_step_observer(inference.observer());
+        }
         let shared = Arc::new(Shared::new(
             parts,
             settings.queue_max,
@@ -235,6 +242,7 @@ impl Prefetcher {
                 lstm: Mutex::new(lstm),
                 predictor: predictor.clone(),
                 reloading: Mutex::new(()),
+                inference,
                 threads: Mutex::new(threads),
             }),
         })
@@ -289,6 +297,11 @@ impl Prefetcher {
     /// Whether `chunk` was brought into the cache by a prefetch (for a run still going).
     pub fn was_prefetched(&self, chunk: &ChunkId) -> bool {
         self.inner.shared.ledger.was_prefetched(chunk)
+    }
+
+    /// The LSTM's step latency per model version (empty before its first step).
+    pub fn inference_latency(&self) -> Vec<(String, crate::metrics::HistogramSnapshot)> {
+        self.inner.inference.snapshot()
     }
 
     /// The current threshold.

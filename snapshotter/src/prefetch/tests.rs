@@ -410,3 +410,40 @@ fn the_lstm_joins_when_its_model_loads_and_is_left_out_when_it_does_not() {
         "a missing model directory leaves the online models only"
     );
 }
+
+#[test]
+fn every_lstm_step_is_measured_under_its_model_version() {
+    use augur_predictor::{Lstm, LstmConfig, Predictor};
+    let state = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../onnx-models/tools-v1");
+    let models = crate::prefetch::predict::load_models(&predictor_with(shipped, state.path()));
+    let engine = models.lstm.expect("tools-v1 and the runtime load");
+    let latency = Arc::new(crate::metrics::inference::InferenceLatency::default());
+    engine.set_step_observer(latency.observer());
+    // A run of an image the model was trained on: predicted from its start token alone.
+    let image = engine.model().images.first().cloned().unwrap_or_default();
+    let config = LstmConfig {
+        timeout: Duration::from_secs(30),
+        ..LstmConfig::default()
+    };
+    let mut lstm = Lstm::new(Arc::clone(&engine), config);
+    lstm.start_run(
+        RunId(1),
+        &RunContext {
+            image,
+            label: None,
+            layers: Vec::new(),
+        },
+    );
+    assert!(
+        !lstm.predict(RunId(1), 8).is_empty(),
+        "tools-v1 predicts a run's start"
+    );
+    let series = latency.snapshot();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(series[0].0, "tools-v1");
+    assert!(
+        series[0].1.count >= 1 && series[0].1.sum > 0.0,
+        "{series:?}"
+    );
+}
