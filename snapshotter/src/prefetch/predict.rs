@@ -30,6 +30,7 @@ use crate::prefetch::PredictorSettings;
 use crate::prefetch::adapt::Adapter;
 use crate::prefetch::queue::Entry;
 use crate::prefetch::scheduler::Shared;
+use crate::prefetch::warmed::WARM_MODEL_RUN;
 
 /// Predictions asked for per run and batch.
 pub const PREDICT_MAX: usize = 64;
@@ -50,6 +51,8 @@ pub enum Event {
     /// The LSTM loaded after start (`POST /models/reload`): added as a member; the sender is
     /// told once it is in.
     AddLstm(Box<Lstm>, std::sync::mpsc::SyncSender<()>),
+    /// An image was warmed ahead of its pull: queue its likely chunks as background work.
+    Warm(Box<super::warmed::WarmUp>),
     /// Stop (save first).
     Stop,
 }
@@ -191,7 +194,7 @@ pub fn run(mut models: Models, rx: &Receiver<Event>, shared: &Shared, mut adapte
             .min(SAVE_EVERY.saturating_sub(saved.elapsed()));
         let mut dirty = BTreeSet::new();
         let (stop, handled) = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(ev) => handle_batch(&mut models, ev, rx, &mut dirty),
+            Ok(ev) => handle_batch(&mut models, ev, rx, shared, &mut dirty),
             Err(RecvTimeoutError::Timeout) => (false, 0),
             Err(RecvTimeoutError::Disconnected) => (true, 0),
         };
@@ -222,6 +225,7 @@ fn handle_batch(
     models: &mut Models,
     first: Event,
     rx: &Receiver<Event>,
+    shared: &Shared,
     dirty: &mut BTreeSet<RunId>,
 ) -> (bool, u64) {
     let began = Instant::now();
@@ -243,6 +247,7 @@ fn handle_batch(
                 add_lstm(models, lstm);
                 let _ = ack.send(());
             }
+            Event::Warm(warm) => queue_warm(&mut models.ensemble, &warm, shared),
             Event::Stop => return (true, handled),
         }
         if began.elapsed() < BATCH {
@@ -266,8 +271,52 @@ fn predict(model: &mut Ensemble, run: RunId, shared: &Shared) {
             chunk: p.chunk,
             probability: p.probability,
             due: now + p.expected_in,
+            background: false,
         })
         .collect();
+    if !entries.is_empty() {
+        shared.enqueue(entries);
+    }
+}
+
+/// Queues the chunks a run of a warmed image is likely to read first, as background entries:
+/// the models' predictions for a run of the image that has read nothing yet, each chunk's
+/// probability times the pull's, at or above the threshold, not cached, in the image's layers.
+fn queue_warm(model: &mut Ensemble, warm: &super::warmed::WarmUp, shared: &Shared) {
+    let (run, evicted) = shared.warm.insert(warm);
+    if let Some(old) = evicted {
+        shared.cancel_run(old);
+        shared.ledger.run_ended(old);
+    }
+    let ctx = RunContext {
+        image: warm.image.clone(),
+        label: None,
+        layers: warm.layers.iter().map(|(d, _)| d.clone()).collect(),
+    };
+    model.start_run(WARM_MODEL_RUN, &ctx);
+    let predictions = model.predict(WARM_MODEL_RUN, PREDICT_MAX);
+    let (threshold, now) = (shared.threshold(), Instant::now());
+    let entries: Vec<Entry> = predictions
+        .into_iter()
+        .map(|p| (p.probability * warm.probability, p))
+        .filter(|(probability, p)| {
+            *probability >= threshold
+                && !shared.cached(&p.chunk)
+                && shared.warm.holds(run, &p.chunk)
+        })
+        .map(|(probability, p)| Entry {
+            run,
+            chunk: p.chunk,
+            probability,
+            due: now + warm.expected_in + p.expected_in,
+            background: true,
+        })
+        .collect();
+    tracing::debug!(
+        image = %warm.image,
+        chunks = entries.len(),
+        "queued the likely chunks of a warmed image"
+    );
     if !entries.is_empty() {
         shared.enqueue(entries);
     }

@@ -118,6 +118,7 @@ struct Bed {
     cache: Arc<ChunkCache>,
     activity: Arc<Activity>,
     mounted: Mounted,
+    locator: Arc<ChunkLocator>,
     prefetcher: Prefetcher,
     state_dir: tempfile::TempDir,
 }
@@ -150,7 +151,7 @@ impl Bed {
         let parts = Parts {
             cache: Arc::clone(&cache),
             activity: Arc::clone(&activity),
-            locator,
+            locator: Arc::clone(&locator),
         };
         let prefetcher = Prefetcher::start(&settings(), &predictor, &parts).unwrap();
         Bed {
@@ -160,6 +161,7 @@ impl Bed {
             cache,
             activity,
             mounted,
+            locator,
             prefetcher,
             state_dir,
         }
@@ -446,4 +448,62 @@ fn every_lstm_step_is_measured_under_its_model_version() {
         series[0].1.count >= 1 && series[0].1.sum > 0.0,
         "{series:?}"
     );
+}
+
+#[test]
+fn a_warmed_images_likely_chunks_are_prefetched_behind_demand_into_their_tier() {
+    use crate::prefetch::warmed::{WARM_KEPT, WarmUp};
+    let bed = Bed::new();
+    bed.teach();
+    // The image is warmed, not pulled: no mount's locator knows its layer.
+    bed.locator.remove(DIGEST);
+    let warm = || WarmUp {
+        image: context().image,
+        probability: 1.0,
+        expected_in: Duration::from_secs(60),
+        layers: vec![(DIGEST.to_owned(), Arc::clone(&bed.mounted.data))],
+    };
+    let requests = bed.source.requests.load(Ordering::SeqCst);
+    let demand = bed.activity.fetching();
+    bed.prefetcher.warm_image(warm());
+    bed.wait_until("the warmed image's chunks to be queued", |s| {
+        s.events_pending == 0 && s.queue_len > 0
+    });
+    {
+        let q = bed.prefetcher.inner.shared.queue.lock().unwrap();
+        assert!(q.len() >= 4, "the taught run's first chunks: {}", q.len());
+    }
+    // Demand first: nothing is fetched while a read waits (not a timing assertion: never).
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(bed.source.requests.load(Ordering::SeqCst), requests);
+    drop(demand);
+    bed.wait_until("the warmed chunks to be prefetched", |s| {
+        s.issued_chunks > 0 && settled(s)
+    });
+    let s = bed.stats();
+    assert_eq!(s.unlocated, 0, "found through the warmed layers: {s:?}");
+    let issued = bed.prefetcher.issued();
+    assert!(issued.len() >= 4, "{issued:?}");
+    for (chunk, i) in &issued {
+        assert!(bed.records.iter().any(|r| r.digest == *chunk));
+        assert_eq!(
+            bed.cache.tier_of(&ChunkKey(chunk.0)),
+            Some(earned(i.probability)),
+            "chunk predicted at {}",
+            i.probability
+        );
+    }
+    // Newer warm-ups evict the oldest: its unread chunks count as wasted.
+    bed.cache.evict_all();
+    bed.prefetcher.warm_image(warm());
+    for _ in 0..WARM_KEPT {
+        bed.prefetcher.warm_image(WarmUp {
+            probability: 0.0,
+            ..warm()
+        });
+    }
+    bed.wait_until("the warm-ups to be handled", settled);
+    let s = bed.stats();
+    assert_eq!(bed.prefetcher.inner.shared.warm.len(), WARM_KEPT);
+    assert!(s.wasted_chunks >= issued.len() as u64, "{s:?}");
 }
