@@ -14,8 +14,8 @@
 #   --augurctl BIN   the augurctl that validates it (default: beside this script's
 #                    target/debug, else `augurctl` on PATH)
 #   --ort-lib FILE   the ONNX Runtime library to install (default: the one onnx-models/setup.sh
-#                    extracted into ${AUGUR_CACHE:-/var/cache/augur-tests}/ort/; setup.sh is run
-#                    if it is missing)
+#                    extracted into ${AUGUR_CACHE:-/var/cache/augur-tests}/ort/, else the one
+#                    installed already; setup.sh is run if there is neither)
 #   --activate       point `current` at this model even if `current` already points elsewhere
 #                    (by default an existing `current`, e.g. a model retrained on the node, stays)
 #
@@ -62,12 +62,14 @@ fi
 NAME=$(basename "$SRC")
 
 # --- ONNX Runtime
+ORT_LIB=$LIB_DIR/libonnxruntime.so.$ORT_VERSION
 if [ -z "$ORT_SRC" ]; then
   ORT_SRC=${AUGUR_CACHE:-/var/cache/augur-tests}/ort/libonnxruntime.so.$ORT_VERSION
-  [ -f "$ORT_SRC" ] || bash "$HERE/setup.sh"
+  if [ ! -f "$ORT_SRC" ] && [ -f "$ORT_LIB" ]; then ORT_SRC=$ORT_LIB   # installed already
+  elif [ ! -f "$ORT_SRC" ]; then bash "$HERE/setup.sh"
+  fi
 fi
 [ -f "$ORT_SRC" ] || die "ONNX Runtime library $ORT_SRC not found"
-ORT_LIB=$LIB_DIR/libonnxruntime.so.$ORT_VERSION
 mkdir -p "$LIB_DIR"
 if cmp -s "$ORT_SRC" "$ORT_LIB"; then
   log "ONNX Runtime: $ORT_LIB (up to date)"
