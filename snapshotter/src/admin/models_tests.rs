@@ -136,6 +136,7 @@ async fn a_model_is_loaded_while_running_and_a_damaged_one_is_refused() {
     assert_eq!(body["model"]["dir"], serde_json::json!(synthetic));
     assert_eq!(body["lazy_layers"], 0);
     assert!(body["prefetch"]["lstm"].as_bool().unwrap());
+    assert_eq!(body["inference"]["steps"], 0, "no prediction yet: {body}");
     assert_eq!(
         body["cache"]["tiers"].as_array().unwrap().len(),
         3,
@@ -159,7 +160,7 @@ async fn predictions_name_an_active_run_and_refuse_others() {
     let (code, body) = call(&off, Method::GET, "/status", None).await;
     assert_eq!(code, StatusCode::OK);
     assert!(
-        body["prefetch"].is_null() && body["cache"].is_null(),
+        body["prefetch"].is_null() && body["cache"].is_null() && body["inference"].is_null(),
         "{body}"
     );
 

@@ -102,6 +102,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         ),
         None => println!("model:        none (replay + markov only)"),
     }
+    if let Some(i) = s.inference.filter(|i| i.steps > 0) {
+        println!(
+            "inference:    {} LSTM steps, p50 {} µs, p99 {} µs",
+            i.steps, i.p50_us, i.p99_us
+        );
+    }
     if let Some(t) = &s.traces {
         println!(
             "traces:       {} written, {} write errors, {} events dropped",
