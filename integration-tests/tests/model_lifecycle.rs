@@ -243,6 +243,22 @@ fn retrain_serves_a_validated_model_without_a_restart_and_keeps_the_old_one_on_f
 }
 
 #[test]
+fn a_node_without_a_model_says_so_in_one_info_line() {
+    let node = Node::new("model-none");
+    let mut daemon = start_daemon(&node);
+    daemon.stop();
+    let log = daemon.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("LSTM")).collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(" INFO ") && l.contains("no LSTM model installed")),
+        "{log}"
+    );
+    assert!(!lines.iter().any(|l| l.contains(" WARN ")), "{lines:#?}");
+}
+
+#[test]
 fn the_systemd_units_verify() {
     let Ok(out) = Command::new("systemd-analyze").arg("--version").output() else {
         eprintln!("systemd-analyze not installed: skipped");
