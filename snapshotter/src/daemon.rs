@@ -10,7 +10,8 @@
 //!
 //! With lazy pulling and `[prefetch] enabled`, the prefetcher starts once the layers are
 //! mounted again and stops (its threads joined, its models' state saved) before they are
-//! unmounted.
+//! unmounted. With `[warm] enabled` too, the warmer hands each warmed image to the prefetcher
+//! (`prefetch::warmed::hook`), which queues its likely chunks behind running containers'.
 
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -133,6 +134,10 @@ pub async fn run(
         // refuses to start without one).
         recorder.add_observer(Arc::new(p.clone()));
         recorder.set_prefetched(Arc::new(p.clone()));
+    }
+    if let (Some(w), Some(p), Some(lazy)) = (&warm, &prefetcher, sn.lazy()) {
+        // A warmed image's likely chunks are prefetched too, after every running container's.
+        w.set_chunk_hook(crate::prefetch::warmed::hook(Arc::clone(lazy), p.clone()));
     }
     let cold_starts = sn.recorder().map(|recorder| {
         let table = crate::metrics::coldstart::ColdStarts::new();

@@ -2,7 +2,10 @@
 //! converted to eStargz with `augurctl image convert`, pulled *lazily* through Augur with
 //! `augurctl image rpull` and run; and a report of what was fetched and what was saved. Only
 //! Augur's own tools, containerd's `ctr` and the registry are used. Run it through `./demo.sh`,
-//! which installs the packages and builds the images it needs. Everything it starts, it stops.
+//! which installs the packages, builds the images it needs and installs the shipped LSTM model
+//! (`onnx-models/install.sh`); the daemon serves the model at `$AUGUR_DEMO_MODEL_DIR` (default
+//! the node's `/var/lib/augur/models/current`) with ONNX Runtime from `$AUGUR_ORT_LIB` (default
+//! `/usr/local/lib/augur/`). Everything it starts, it stops.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -18,6 +21,9 @@ const NS: &str = "demo";
 /// The demo measures what the container itself needs, so the background fetch (which would
 /// bring the rest of each layer a moment later) is off.
 const CONFIG: &str = "[remote]\nbackground_fetch = false\n";
+/// Where `onnx-models/install.sh` puts a node's model (the demo's root is a scratch directory,
+/// so its default `<root>/models/current` would be empty).
+const MODEL_DIR: &str = "/var/lib/augur/models/current";
 
 fn main() -> ExitCode {
     if !nix::unistd::Uid::effective().is_root() {
@@ -40,13 +46,16 @@ fn demo() {
     let registry = Registry::start(&dir.join("registry"));
     registry.push_test_images();
     say("starting augur-snapshotter (background fetch off, to show what the container reads)");
-    std::fs::write(dir.join("augur.toml"), CONFIG).expect("write demo config");
+    let model_dir = std::env::var("AUGUR_DEMO_MODEL_DIR").unwrap_or_else(|_| MODEL_DIR.into());
+    let config = format!("{CONFIG}\n[predictor]\nmodel_dir = {model_dir:?}\n");
+    std::fs::write(dir.join("augur.toml"), config).expect("write demo config");
     let mut daemon = Daemon::start_with_config(
         &dir.join("augur"),
         &dir.join("augur.sock"),
         &dir.join("augur.log"),
         &dir.join("augur.toml"),
     );
+    say(&model_line(&daemon));
     say("starting a private containerd with [proxy_plugins.augur]");
     let containerd = Containerd::start(&dir.join("containerd"), &[("augur", daemon.socket())]);
 
@@ -106,6 +115,23 @@ fn demo() {
     );
     println!("layer bytes in containerd's content store: {in_containerd}");
     say("stopping containerd, augur and the registry; removing the scratch directory");
+}
+
+/// What `augurctl status` says about the LSTM model the daemon serves.
+fn model_line(daemon: &Daemon) -> String {
+    let status = run_ok(
+        std::process::Command::new(augurctl_bin())
+            .arg("status")
+            .arg("--admin-socket")
+            .arg(daemon.admin_socket()),
+    );
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("model:"))
+        .map_or_else(
+            || "augurctl status shows no model line".to_owned(),
+            |m| format!("predictor model: {}", m.trim()),
+        )
 }
 
 /// Total compressed size of the image's layers (from its manifest).

@@ -2,7 +2,8 @@
 //! vocabulary) and answers prediction requests from a bounded queue, one at a time. Every
 //! [`super::Lstm`] sharing an [`Engine`] (one per node; the evaluator's many fresh copies)
 //! sends it requests; the daemon keeps an `Arc<Engine>` to swap in a new model
-//! ([`Engine::reload`]) and to read latencies ([`Engine::latency`]).
+//! ([`Engine::reload`]) and to read latencies ([`Engine::latency`], or each step as it is
+//! measured through a [`StepObserver`], which the daemon turns into a Prometheus histogram).
 //!
 //! A request carries a run's latest chunks; the thread turns them into tokens with the current
 //! vocabulary, so a model swapped in mid-run (another vocabulary, another window) simply
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::error::LstmError;
 use super::latency::{Histogram, Percentiles};
@@ -71,6 +72,21 @@ struct Shared {
     errors: AtomicU64,
     model: Mutex<ModelInfo>,
     latency: Mutex<(Histogram, Histogram)>,
+    observer: Observer,
+}
+
+/// Told, on the inference thread after each request, the served model's version
+/// ([`ModelInfo::version`]) and how long each of the request's model steps took. It must be
+/// quick (it runs between requests).
+pub type StepObserver = Arc<dyn Fn(&str, &[Duration]) + Send + Sync>;
+
+#[derive(Default)]
+struct Observer(Mutex<Option<StepObserver>>);
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Observer")
+    }
 }
 
 /// The model being served.
@@ -95,6 +111,14 @@ impl ModelInfo {
     /// predict is only about those).
     pub fn knows_image(&self, image: &str) -> bool {
         self.images.is_empty() || self.images.iter().any(|i| i == image)
+    }
+
+    /// The model's version: the name of its directory (links resolved), e.g. `tools-v1` or a
+    /// retrained `20270101T030000Z`.
+    pub fn version(&self) -> String {
+        self.dir
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
     }
 }
 
@@ -176,6 +200,11 @@ impl Engine {
         }
     }
 
+    /// Has `observer` told of every model step from now on (replacing any previous one).
+    pub fn set_step_observer(&self, observer: StepObserver) {
+        *lock(&self.shared.observer.0) = Some(observer);
+    }
+
     /// Counts model swaps: a cached answer from another generation is stale.
     pub fn generation(&self) -> u64 {
         self.shared.generation.load(AtomicOrdering::Acquire)
@@ -245,11 +274,13 @@ fn publish(shared: &Shared, model: &LoadedModel) {
 }
 
 fn serve(mut model: LoadedModel, queue: &Receiver<Job>, shared: &Shared) {
+    let mut version = lock(&shared.model).version();
     while let Ok(job) = queue.recv() {
         match job {
             Job::Swap(new, ack) => {
                 model = *new;
                 publish(shared, &model);
+                version = lock(&shared.model).version();
                 let _ = ack.send(());
             }
             Job::Predict(request) => {
@@ -262,6 +293,9 @@ fn serve(mut model: LoadedModel, queue: &Receiver<Job>, shared: &Shared) {
                     let (step, whole) = &mut *lock(&shared.latency);
                     steps.iter().for_each(|d| step.record(*d));
                     whole.record(request.queued.elapsed());
+                }
+                if let Some(observer) = lock(&shared.observer.0).clone() {
+                    observer(&version, &steps);
                 }
                 let generation = shared.generation.load(AtomicOrdering::Acquire);
                 // The caller may have given up waiting; its next request asks again.
@@ -278,7 +312,7 @@ fn serve(mut model: LoadedModel, queue: &Receiver<Job>, shared: &Shared) {
 fn rollout(
     model: &mut LoadedModel,
     request: &Request,
-    steps: &mut Vec<std::time::Duration>,
+    steps: &mut Vec<Duration>,
 ) -> Result<Vec<Candidate>, LstmError> {
     let window = model.files.meta.window;
     let mut tokens = model

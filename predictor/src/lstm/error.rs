@@ -8,7 +8,7 @@ use std::path::PathBuf;
 pub enum LstmError {
     /// The ONNX Runtime library is not where the configuration says.
     #[error(
-        "ONNX Runtime library {path} not found: install libonnxruntime.so.{version} from the onnxruntime=={version} PyPI wheel there (onnx-models/setup.sh does, into the test cache; on a node use /usr/local/lib/augur/)"
+        "ONNX Runtime library {path} not found: install libonnxruntime.so.{version} from the onnxruntime=={version} PyPI wheel there (on a node, onnx-models/install.sh puts it in /usr/local/lib/augur/; onnx-models/setup.sh extracts it into the test cache)"
     )]
     LibraryMissing {
         /// The configured path.

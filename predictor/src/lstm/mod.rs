@@ -58,7 +58,7 @@ use crate::model::{
     Access, Prediction, Predictor, RunContext, RunId, decode_state, encode_state, rank,
 };
 use crate::trace::Trace;
-pub use engine::{Candidate, Engine, Latency, ModelInfo};
+pub use engine::{Candidate, Engine, Latency, ModelInfo, StepObserver};
 pub use error::LstmError;
 pub use session::LoadedModel;
 

@@ -128,7 +128,7 @@ pub struct Golden {
 /// A model directory whose files are read and consistent; the graph is not yet run.
 #[derive(Debug, Clone)]
 pub struct ModelDir {
-    /// Where it was read from.
+    /// Where it was read from (symbolic links resolved).
     pub dir: PathBuf,
     /// Its `meta.json`.
     pub meta: Meta,
@@ -157,8 +157,14 @@ fn sha256(bytes: &[u8]) -> String {
 
 impl ModelDir {
     /// Reads `dir` and checks everything that needs no runtime; the error names the check.
+    ///
+    /// A symbolic link (a node's `models/current`) is resolved once, first: every file comes
+    /// from the same version even if the link is switched meanwhile, and [`ModelDir::dir`] is
+    /// the version's own directory (its name is the model's version in metrics).
     pub fn read(dir: &Path) -> Result<Self, LstmError> {
         let invalid = |check: &str, reason: String| LstmError::invalid(dir, check, reason);
+        let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
+        let dir = resolved.as_path();
         let meta: Meta = serde_json::from_slice(&read(dir, "meta.json")?)
             .map_err(|e| invalid("meta.json", e.to_string()))?;
         check_meta(&meta).map_err(|r| invalid("meta.json", r))?;

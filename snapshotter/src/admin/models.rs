@@ -174,6 +174,20 @@ pub struct Status {
     pub model: Option<Model>,
     /// The trace recorder's counters (`None`: traces are off).
     pub traces: Option<RecorderStats>,
+    /// The LSTM's model steps so far, all models (`None`: no LSTM).
+    #[serde(default)]
+    pub inference: Option<StepLatency>,
+}
+
+/// The LSTM's per-step latency since start (the engine's own histogram, within 19 %).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct StepLatency {
+    /// Steps run.
+    pub steps: u64,
+    /// Median, µs.
+    pub p50_us: u64,
+    /// 99th percentile, µs.
+    pub p99_us: u64,
 }
 
 /// `GET /status`.
@@ -192,6 +206,18 @@ pub async fn status(State(s): State<AdminState>) -> Result<Json<Status>, AdminEr
                 .and_then(Prefetcher::model)
                 .map(Model::from),
             traces: s.trace.as_ref().map(|t| t.stats()),
+            inference: s
+                .prefetch
+                .as_ref()
+                .and_then(Prefetcher::lstm_engine)
+                .map(|e| {
+                    let step = e.latency().step;
+                    StepLatency {
+                        steps: step.count,
+                        p50_us: step.p50_us,
+                        p99_us: step.p99_us,
+                    }
+                }),
         })
     })
     .await

@@ -46,6 +46,7 @@ fn prefetcher(lazy: &LazyLayers, state_dir: &Path) -> Prefetcher {
     };
     let predictor = PredictorSettings {
         model_dir: None,
+        model_dir_is_default: false,
         onnxruntime: Some(ort_library()),
         state_dir: state_dir.to_path_buf(),
     };
@@ -135,6 +136,7 @@ async fn a_model_is_loaded_while_running_and_a_damaged_one_is_refused() {
     assert_eq!(body["model"]["dir"], serde_json::json!(synthetic));
     assert_eq!(body["lazy_layers"], 0);
     assert!(body["prefetch"]["lstm"].as_bool().unwrap());
+    assert_eq!(body["inference"]["steps"], 0, "no prediction yet: {body}");
     assert_eq!(
         body["cache"]["tiers"].as_array().unwrap().len(),
         3,
@@ -158,7 +160,7 @@ async fn predictions_name_an_active_run_and_refuse_others() {
     let (code, body) = call(&off, Method::GET, "/status", None).await;
     assert_eq!(code, StatusCode::OK);
     assert!(
-        body["prefetch"].is_null() && body["cache"].is_null(),
+        body["prefetch"].is_null() && body["cache"].is_null() && body["inference"].is_null(),
         "{body}"
     );
 

@@ -478,6 +478,47 @@ impl LazyLayers {
             .any(|m| m.digest == digest)
     }
 
+    /// The data of a layer warmed ahead of its pull (its TOC fetched, not mounted), for the
+    /// prefetcher to fetch its likely chunks into the cache: the mounted layer's if it is open,
+    /// else a new one over the warmed TOC (blocking: builds the index). The new one is not
+    /// shared with a later mount, which builds its own index with the inherited directory
+    /// attributes; both read the same node-wide cache.
+    pub fn warm_layer_data(
+        &self,
+        image_ref: &str,
+        layer_digest: &str,
+        toc: &Toc,
+        toc_offset: u64,
+    ) -> Result<Arc<LayerData>, LazyError> {
+        let open = self
+            .shared
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(layer_digest)
+            .and_then(Weak::upgrade);
+        if let Some(data) = open {
+            return Ok(data);
+        }
+        let index = Arc::new(LayerIndex::from_toc(toc, toc_offset)?);
+        let source: Arc<dyn BlobSource> = Arc::new(RegistrySource::new(
+            self.registry.clone(),
+            self.handle.clone(),
+            image_ref,
+            layer_digest,
+        ));
+        let dir = self.layer_dir(layer_digest);
+        let data = LayerData::open(
+            &dir,
+            index,
+            source,
+            Arc::clone(&self.cache),
+            self.cfg.read_deadline,
+            Arc::clone(&self.activity),
+        )
+        .map_err(LazyError::io("open layer data in", &dir))?;
+        Ok(Arc::new(data))
+    }
+
     /// The shared data of a layer, opened if no mounted snapshot has it open.
     fn layer_data(
         &self,

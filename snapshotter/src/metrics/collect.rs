@@ -139,6 +139,7 @@ impl Collector for PrefetchCollector {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut out = Emit::new(encoder);
         encode_prefetch(&self.0.stats(), &mut out)?;
+        super::inference::encode(&self.0.inference_latency(), &mut out)?;
         encode_model(self.0.model().as_ref(), &mut out)
     }
 }

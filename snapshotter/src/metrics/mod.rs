@@ -9,6 +9,7 @@
 //! | [`histogram`] | a lock-free, `static`-friendly latency histogram |
 //! | [`hot`] | process-wide instruments of hot paths (snapshot ops, lazy reads, registry requests) |
 //! | [`collect`] | collectors that read a subsystem's own counters at scrape time (cache, lazy layers, build) |
+//! | [`inference`] | the LSTM's step latency per model version, fed by its inference thread |
 //! | [`coldstart`] | per-image cold-start times, a bounded table fed by the trace recorder |
 //! | [`dashboard`] | the live dashboard page and the JSON it polls, read from the same counters |
 //! | [`server`] | the HTTP endpoint (axum on a TCP listener) |
@@ -30,6 +31,7 @@ pub mod collect;
 pub mod dashboard;
 pub mod histogram;
 pub mod hot;
+pub mod inference;
 pub mod server;
 
 #[cfg(test)]

@@ -67,6 +67,12 @@ impl Collector for Fixed {
             ..Default::default()
         };
         encode_model(Some(&model), &mut out)?;
+        let latency = super::inference::InferenceLatency::default();
+        latency.observe(
+            "tools-v1",
+            &[Duration::from_micros(60), Duration::from_micros(80)],
+        );
+        super::inference::encode(&latency.snapshot(), &mut out)?;
         encode_cache(&status, &mut out)
     }
 }
@@ -250,4 +256,16 @@ fn the_served_model_is_a_labelled_gauge() {
         text.contains("augur_predictor_model_info{label=\"tools\",created=\"2027-01-01\"} 1"),
         "{text}"
     );
+}
+
+#[test]
+fn inference_latency_is_a_histogram_per_model_version() {
+    let text = rendered();
+    for line in [
+        "augur_predictor_inference_seconds_count{model=\"tools-v1\"} 2",
+        "augur_predictor_inference_seconds_bucket{model=\"tools-v1\",le=\"5e-05\"} 0",
+        "augur_predictor_inference_seconds_bucket{model=\"tools-v1\",le=\"0.0001\"} 2",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
 }

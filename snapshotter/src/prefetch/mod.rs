@@ -15,6 +15,7 @@
 //! | [`adapt`] | the signals the rule reads, measured once per interval |
 //! | [`ledger`] | issued, used and wasted chunks; `was_prefetched` for the trace recorder |
 //! | [`settings`] | the `[prefetch]` and `[predictor]` config tables |
+//! | [`warmed`] | images warmed ahead of their pull: their layers, and their likely chunks queued as background work |
 //! | [`reload`] | [`Prefetcher::reload_model`]: a new LSTM model validated and swapped in (or the LSTM added) while running |
 //!
 //! Where chunks are fetched from is [`crate::lazy::locator::ChunkLocator`] (kept by
@@ -39,6 +40,7 @@ pub mod reload;
 pub mod scheduler;
 pub mod settings;
 pub mod threshold;
+pub mod warmed;
 
 #[cfg(test)]
 mod tests;
@@ -56,6 +58,7 @@ pub use settings::{PredictorSettings, PrefetchSettings};
 use crate::cache::ChunkCache;
 use crate::lazy::activity::Activity;
 use crate::lazy::locator::ChunkLocator;
+use crate::metrics::inference::InferenceLatency;
 use predict::Event;
 use scheduler::Shared;
 
@@ -150,6 +153,8 @@ struct Inner {
     predictor: PredictorSettings,
     /// Held while a model reload runs.
     reloading: Mutex<()>,
+    /// The LSTM's step latency per model version (its engine reports each step here).
+    inference: Arc<InferenceLatency>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -192,6 +197,10 @@ impl Prefetcher {
     ) -> Result<Prefetcher, PrefetchError> {
         let models = predict::load_models(predictor);
         let lstm = models.lstm.clone();
+        let inference = Arc::new(InferenceLatency::default());
+        if let Some(engine) = &lstm {
+            engine.set_step_observer(inference.observer());
+        }
         let shared = Arc::new(Shared::new(
             parts,
             settings.queue_max,
@@ -238,6 +247,7 @@ impl Prefetcher {
                 lstm: Mutex::new(lstm),
                 predictor: predictor.clone(),
                 reloading: Mutex::new(()),
+                inference,
                 threads: Mutex::new(threads),
             }),
         })
@@ -292,6 +302,29 @@ impl Prefetcher {
     /// Whether `chunk` was brought into the cache by a prefetch (for a run still going).
     pub fn was_prefetched(&self, chunk: &ChunkId) -> bool {
         self.inner.shared.ledger.was_prefetched(chunk)
+    }
+
+    /// An image was warmed ahead of its pull: the models' likeliest chunks for a run of it are
+    /// queued after every running container's (see [`warmed`]). Never blocks: if the
+    /// predictor thread is behind, the warm-up is dropped (and counted with the accesses).
+    pub fn warm_image(&self, warm: warmed::WarmUp) {
+        if warm.layers.is_empty() {
+            return;
+        }
+        match self.inner.events.try_send(Event::Warm(Box::new(warm))) {
+            Ok(()) => {
+                self.inner.events_sent.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(TrySendError::Full(_)) => {
+                self.inner.events_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    /// The LSTM's step latency per model version (empty before its first step).
+    pub fn inference_latency(&self) -> Vec<(String, crate::metrics::HistogramSnapshot)> {
+        self.inner.inference.snapshot()
     }
 
     /// The current threshold.

@@ -3,8 +3,10 @@
 //! learned.
 //!
 //! - **Models**: an [`Ensemble`] of record-and-replay and the online Markov model, plus the
-//!   ONNX LSTM when `[predictor] model_dir` holds a valid model and ONNX Runtime loads. If not,
-//!   one warning says what is missing and that the daemon runs on the online models.
+//!   ONNX LSTM when `[predictor] model_dir` (default `<root>/models/current`) holds a valid
+//!   model and ONNX Runtime loads. If not, one line says what is missing and that the daemon
+//!   runs on the online models: a warning, or info when no model is installed at the default
+//!   place or `model_dir = ""` turned the LSTM off.
 //! - **Events** arrive over a bounded channel from [`super::Prefetcher`]'s methods (which only
 //!   send). After a batch of accesses (at most [`BATCH`] long), each run that read something
 //!   new is asked for its next [`PREDICT_MAX`] chunks; those at or above the threshold that
@@ -28,6 +30,7 @@ use crate::prefetch::PredictorSettings;
 use crate::prefetch::adapt::Adapter;
 use crate::prefetch::queue::Entry;
 use crate::prefetch::scheduler::Shared;
+use crate::prefetch::warmed::WARM_MODEL_RUN;
 
 /// Predictions asked for per run and batch.
 pub const PREDICT_MAX: usize = 64;
@@ -48,6 +51,8 @@ pub enum Event {
     /// The LSTM loaded after start (`POST /models/reload`): added as a member; the sender is
     /// told once it is in.
     AddLstm(Box<Lstm>, std::sync::mpsc::SyncSender<()>),
+    /// An image was warmed ahead of its pull: queue its likely chunks as background work.
+    Warm(Box<super::warmed::WarmUp>),
     /// Stop (save first).
     Stop,
 }
@@ -67,33 +72,7 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
         Box::new(Replay::new(ReplayConfig::default())),
         Box::new(Markov::new(MarkovConfig::default())),
     ];
-    let lstm = match &settings.model_dir {
-        None => {
-            tracing::warn!(
-                "no LSTM: predictor.model_dir is not set; the daemon runs on the online models \
-                 (replay, markov)"
-            );
-            None
-        }
-        Some(dir) => {
-            let library = settings
-                .onnxruntime
-                .clone()
-                .unwrap_or_else(runtime::library_from_env);
-            match Lstm::load(dir, &library, LstmConfig::default()) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::warn!(
-                        model_dir = %dir.display(),
-                        library = %library.display(),
-                        error = %e,
-                        "no LSTM: the daemon runs on the online models (replay, markov)"
-                    );
-                    None
-                }
-            }
-        }
-    };
+    let lstm = load_lstm(settings);
     let engine = lstm.as_ref().map(|l| Arc::clone(l.engine()));
     if let Some(l) = lstm {
         members.push(Box::new(l));
@@ -110,6 +89,52 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
         ensemble,
         state_file,
         lstm: engine,
+    }
+}
+
+/// The LSTM, if a model is configured (or installed at the default place) and loads; why not is
+/// said once: a warning, except for a node with no model installed at the default place (an
+/// info line, the state of every fresh install).
+fn load_lstm(settings: &PredictorSettings) -> Option<Lstm> {
+    let Some(dir) = &settings.model_dir else {
+        tracing::info!(
+            "no LSTM: predictor.model_dir is \"\"; the daemon runs on the online models \
+             (replay, markov)"
+        );
+        return None;
+    };
+    if settings.model_dir_is_default && std::fs::symlink_metadata(dir).is_err() {
+        tracing::info!(
+            model_dir = %dir.display(),
+            "no LSTM model installed (onnx-models/install.sh installs the shipped one); the \
+             daemon runs on the online models (replay, markov)"
+        );
+        return None;
+    }
+    let library = settings
+        .onnxruntime
+        .clone()
+        .unwrap_or_else(runtime::library_from_env);
+    match Lstm::load(dir, &library, LstmConfig::default()) {
+        Ok(l) => {
+            let info = l.engine().model();
+            tracing::info!(
+                dir = %info.dir.display(),
+                version = %info.version(),
+                label = %info.label,
+                "LSTM model loaded"
+            );
+            Some(l)
+        }
+        Err(e) => {
+            tracing::warn!(
+                model_dir = %dir.display(),
+                library = %library.display(),
+                error = %e,
+                "no LSTM: the daemon runs on the online models (replay, markov)"
+            );
+            None
+        }
     }
 }
 
@@ -169,7 +194,7 @@ pub fn run(mut models: Models, rx: &Receiver<Event>, shared: &Shared, mut adapte
             .min(SAVE_EVERY.saturating_sub(saved.elapsed()));
         let mut dirty = BTreeSet::new();
         let (stop, handled) = match rx.recv_timeout(wait.max(Duration::from_millis(1))) {
-            Ok(ev) => handle_batch(&mut models, ev, rx, &mut dirty),
+            Ok(ev) => handle_batch(&mut models, ev, rx, shared, &mut dirty),
             Err(RecvTimeoutError::Timeout) => (false, 0),
             Err(RecvTimeoutError::Disconnected) => (true, 0),
         };
@@ -200,6 +225,7 @@ fn handle_batch(
     models: &mut Models,
     first: Event,
     rx: &Receiver<Event>,
+    shared: &Shared,
     dirty: &mut BTreeSet<RunId>,
 ) -> (bool, u64) {
     let began = Instant::now();
@@ -221,6 +247,7 @@ fn handle_batch(
                 add_lstm(models, lstm);
                 let _ = ack.send(());
             }
+            Event::Warm(warm) => queue_warm(&mut models.ensemble, &warm, shared),
             Event::Stop => return (true, handled),
         }
         if began.elapsed() < BATCH {
@@ -244,8 +271,52 @@ fn predict(model: &mut Ensemble, run: RunId, shared: &Shared) {
             chunk: p.chunk,
             probability: p.probability,
             due: now + p.expected_in,
+            background: false,
         })
         .collect();
+    if !entries.is_empty() {
+        shared.enqueue(entries);
+    }
+}
+
+/// Queues the chunks a run of a warmed image is likely to read first, as background entries:
+/// the models' predictions for a run of the image that has read nothing yet, each chunk's
+/// probability times the pull's, at or above the threshold, not cached, in the image's layers.
+fn queue_warm(model: &mut Ensemble, warm: &super::warmed::WarmUp, shared: &Shared) {
+    let (run, evicted) = shared.warm.insert(warm);
+    if let Some(old) = evicted {
+        shared.cancel_run(old);
+        shared.ledger.run_ended(old);
+    }
+    let ctx = RunContext {
+        image: warm.image.clone(),
+        label: None,
+        layers: warm.layers.iter().map(|(d, _)| d.clone()).collect(),
+    };
+    model.start_run(WARM_MODEL_RUN, &ctx);
+    let predictions = model.predict(WARM_MODEL_RUN, PREDICT_MAX);
+    let (threshold, now) = (shared.threshold(), Instant::now());
+    let entries: Vec<Entry> = predictions
+        .into_iter()
+        .map(|p| (p.probability * warm.probability, p))
+        .filter(|(probability, p)| {
+            *probability >= threshold
+                && !shared.cached(&p.chunk)
+                && shared.warm.holds(run, &p.chunk)
+        })
+        .map(|(probability, p)| Entry {
+            run,
+            chunk: p.chunk,
+            probability,
+            due: now + warm.expected_in + p.expected_in,
+            background: true,
+        })
+        .collect();
+    tracing::debug!(
+        image = %warm.image,
+        chunks = entries.len(),
+        "queued the likely chunks of a warmed image"
+    );
     if !entries.is_empty() {
         shared.enqueue(entries);
     }

@@ -2,11 +2,13 @@
 //! probability. Pure (no clock, no cache): callers pass the time and a "cached already" test,
 //! so every rule here is unit-tested without threads.
 //!
-//! - **Order**: times of need are rounded to [`ORDER_QUANTUM`] slots; within a slot the likelier
-//!   chunk goes first (a model's times are estimates: 3 ms apart says nothing, 0.9 against 0.3
+//! - **Order**: running containers' entries first, then background ones (the likely chunks of
+//!   images warmed ahead of their pull); within each, times of need are rounded to
+//!   [`ORDER_QUANTUM`] slots; within a slot the likelier chunk goes first (a model's times are estimates: 3 ms apart says nothing, 0.9 against 0.3
 //!   does), then the chunk digest, so the order is deterministic.
 //! - **One entry per chunk**: a chunk predicted again (by the same run or another) keeps the
-//!   better entry: the higher probability, at equal probability the sooner.
+//!   better entry: a running container's over a background one, then the higher probability,
+//!   at equal probability the sooner.
 //! - **Bounded**: at `capacity`, a new entry displaces the last one in order if it orders
 //!   before it, and is refused otherwise.
 //! - **Dropped at pop**: entries whose chunk is cached already, and those more than
@@ -32,10 +34,13 @@ pub struct Entry {
     pub probability: f32,
     /// When the run is expected to read it.
     pub due: Instant,
+    /// Background work (a warmed image's chunk, for a run not started yet): queued after
+    /// every running container's entries.
+    pub background: bool,
 }
 
-/// Sort key: (slot of the time of need, probability descending, chunk).
-type Key = (u64, std::cmp::Reverse<u32>, ChunkId);
+/// Sort key: (background, slot of the time of need, probability descending, chunk).
+type Key = (bool, u64, std::cmp::Reverse<u32>, ChunkId);
 
 /// What [`Queue::push`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +91,7 @@ impl Queue {
             e.due.saturating_duration_since(self.epoch).as_nanos() / ORDER_QUANTUM.as_nanos();
         let p = e.probability.clamp(0.0, 1.0);
         (
+            e.background,
             u64::try_from(slot).unwrap_or(u64::MAX),
             std::cmp::Reverse(p.to_bits()),
             e.chunk,
@@ -96,8 +102,10 @@ impl Queue {
     pub fn push(&mut self, e: Entry) -> Pushed {
         let key = self.key(&e);
         if let Some((old_key, old)) = self.entries.get(&e.chunk).copied() {
-            let better = e.probability > old.probability
-                || (e.probability == old.probability && e.due < old.due);
+            let better = (old.background && !e.background)
+                || (old.background == e.background
+                    && (e.probability > old.probability
+                        || (e.probability == old.probability && e.due < old.due)));
             if better {
                 self.order.remove(&old_key);
                 self.order.insert(key);
@@ -114,7 +122,7 @@ impl Queue {
                 return Pushed::Refused;
             }
             self.order.remove(&last);
-            self.entries.remove(&last.2);
+            self.entries.remove(&last.3);
             outcome = Pushed::Displaced;
         }
         self.order.insert(key);
@@ -132,7 +140,7 @@ impl Queue {
     ) -> (Option<Entry>, usize) {
         let mut dropped = 0;
         while let Some(key) = self.order.pop_first() {
-            let Some((_, e)) = self.entries.remove(&key.2) else {
+            let Some((_, e)) = self.entries.remove(&key.3) else {
                 continue;
             };
             if cached(&e.chunk) || e.due + grace < now {
@@ -179,6 +187,7 @@ mod tests {
             chunk: chunk(c),
             probability: p,
             due: t0 + Duration::from_millis(ms),
+            background: false,
         }
     }
 
@@ -239,6 +248,24 @@ mod tests {
         assert_eq!(q.len(), 2);
         assert!(!q.contains(&chunk(2)));
         assert_eq!(drain(&mut q, t0), [4, 1]);
+    }
+
+    #[test]
+    fn background_entries_wait_for_every_running_containers_entry() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(16, t0);
+        let warm = |c, p, ms| Entry {
+            background: true,
+            ..entry(t0, 9, c, p, ms)
+        };
+        q.push(warm(1, 0.99, 0));
+        q.push(entry(t0, 1, 2, 0.1, 60_000));
+        q.push(warm(3, 0.5, 10));
+        // A running container's prediction of a warmed chunk takes its entry over...
+        assert_eq!(q.push(entry(t0, 1, 3, 0.2, 50_000)), Pushed::Merged);
+        // ...and a background one never displaces a running container's.
+        assert_eq!(q.push(warm(2, 0.99, 0)), Pushed::Merged);
+        assert_eq!(drain(&mut q, t0), [3, 2, 1]);
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Prefetcher {
             None => {
                 let lstm = Lstm::load(dir, &library, LstmConfig::default())?;
                 let engine = Arc::clone(lstm.engine());
+                engine.set_step_observer(self.inner.inference.observer());
                 let (ack, added) = std::sync::mpsc::sync_channel(1);
                 self.inner
                     .events

@@ -5,8 +5,10 @@
 //! flight (demand first, always); take the first entry of the queue (only while no demand
 //! fetch is in flight, so waiting work stays where `cancel_run` finds it); find a mounted layer
 //! holding the chunk; decline it if the chunk is too big for its probability
-//! (`augur_predictor::policy`: the threshold bounds expected wasted bytes); take the member's compressed size from the bandwidth bucket (waiting if
-//! it is empty); wait for demand again; skip it if its run was cancelled meanwhile; fetch the member through the layer's single-flight path
+//! (`augur_predictor::policy`: the threshold bounds expected wasted bytes); take the member's
+//! compressed size from the bandwidth bucket (waiting if it is empty); wait for demand again;
+//! skip it if its run was cancelled meanwhile; fetch the member through the layer's
+//! single-flight path
 //! (a reader wanting it joins the fetch); record the chunk in the ledger. A worker holds no
 //! lock while it fetches or waits. Each worker fetches one member at a time, so the workers'
 //! count bounds concurrency.
@@ -26,6 +28,7 @@ use crate::lazy::locator::ChunkLocator;
 use crate::prefetch::bucket::TokenBucket;
 use crate::prefetch::ledger::{Issued, Ledger};
 use crate::prefetch::queue::{Entry, Pushed, Queue};
+use crate::prefetch::warmed::WarmSets;
 
 /// How often a waiting worker looks at the demand side and the stop flag again.
 const POLL: Duration = Duration::from_millis(10);
@@ -73,6 +76,8 @@ pub struct Shared {
     /// Each live run's latest predictions (all asked for, before the threshold), for
     /// `GET /predictions/{snapshot}`.
     predictions: Mutex<HashMap<RunId, Vec<Prediction>>>,
+    /// Layers of images warmed ahead of their pull (in no mount's locator yet).
+    pub(crate) warm: WarmSets,
 }
 
 fn bump(c: &AtomicU64) {
@@ -101,6 +106,7 @@ impl Shared {
             threshold: AtomicU32::new(threshold.to_bits()),
             cancelled: Mutex::new(VecDeque::new()),
             predictions: Mutex::new(HashMap::new()),
+            warm: WarmSets::default(),
         }
     }
 
@@ -262,7 +268,11 @@ pub fn work(shared: &Shared) {
 }
 
 fn fetch(shared: &Shared, entry: &Entry) {
-    let Some((data, ci)) = shared.locator.locate(&entry.chunk) else {
+    let located = shared
+        .locator
+        .locate(&entry.chunk)
+        .or_else(|| shared.warm.locate(entry.run, &entry.chunk));
+    let Some((data, ci)) = located else {
         bump(&shared.counters.unlocated);
         return;
     };

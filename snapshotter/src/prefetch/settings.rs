@@ -35,7 +35,7 @@ pub struct RawPrefetch {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPredictor {
-    /// The LSTM's model directory (`""`: none).
+    /// The LSTM's model directory (`""`: none; unset: `<root>/models/current`).
     pub model_dir: Option<PathBuf>,
     /// ONNX Runtime's library (`""`: `$AUGUR_ORT_LIB`, else the default path).
     pub onnxruntime_library: Option<PathBuf>,
@@ -67,6 +67,10 @@ pub struct PrefetchSettings {
 pub struct PredictorSettings {
     /// The LSTM's model directory, if any.
     pub model_dir: Option<PathBuf>,
+    /// Whether `model_dir` is the default place (`<root>/models/current`, see
+    /// [`default_model_dir`]), unset or written out: a node without an installed model is
+    /// normal there, not worth a warning.
+    pub model_dir_is_default: bool,
     /// ONNX Runtime's library, if set (else `$AUGUR_ORT_LIB` or the default).
     pub onnxruntime: Option<PathBuf>,
     /// Where learned state is saved: `<root>/predictor`.
@@ -130,6 +134,12 @@ impl RawPrefetch {
     }
 }
 
+/// Where a node's model lives when `predictor.model_dir` is not set: the `current` link of
+/// `<root>/models/`, which `onnx-models/install.sh` and `retrain.sh` switch (decision 0020).
+pub fn default_model_dir(root: &Path) -> PathBuf {
+    root.join("models").join("current")
+}
+
 impl RawPredictor {
     /// Validates the table; state lives under `root`.
     pub fn validate(self, root: &Path) -> Result<PredictorSettings, ConfigError> {
@@ -143,10 +153,39 @@ impl RawPredictor {
             )),
             None => Ok(None),
         };
+        let model_dir = match self.model_dir {
+            None => Some(default_model_dir(root)),
+            set => path("predictor.model_dir", set)?,
+        };
+        let model_dir_is_default = model_dir.as_deref() == Some(&*default_model_dir(root));
         Ok(PredictorSettings {
-            model_dir: path("predictor.model_dir", self.model_dir)?,
+            model_dir,
+            model_dir_is_default,
             onnxruntime: path("predictor.onnxruntime_library", self.onnxruntime_library)?,
             state_dir: root.join("predictor"),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_dir_defaults_to_the_roots_current_link_and_empty_turns_it_off() {
+        let root = Path::new("/r");
+        let v = |dir: Option<&str>| {
+            let raw = RawPredictor {
+                model_dir: dir.map(PathBuf::from),
+                onnxruntime_library: None,
+            };
+            let s = raw.validate(root).unwrap();
+            (s.model_dir, s.model_dir_is_default)
+        };
+        let current = Some(PathBuf::from("/r/models/current"));
+        assert_eq!(v(None), (current.clone(), true));
+        assert_eq!(v(Some("/r/models/current")), (current, true));
+        assert_eq!(v(Some("")), (None, false));
+        assert_eq!(v(Some("/m")), (Some(PathBuf::from("/m")), false));
     }
 }

@@ -118,6 +118,7 @@ struct Bed {
     cache: Arc<ChunkCache>,
     activity: Arc<Activity>,
     mounted: Mounted,
+    locator: Arc<ChunkLocator>,
     prefetcher: Prefetcher,
     state_dir: tempfile::TempDir,
 }
@@ -143,13 +144,14 @@ impl Bed {
         let state_dir = tempfile::tempdir().unwrap();
         let predictor = PredictorSettings {
             model_dir: None,
+            model_dir_is_default: false,
             onnxruntime: None,
             state_dir: state_dir.path().to_path_buf(),
         };
         let parts = Parts {
             cache: Arc::clone(&cache),
             activity: Arc::clone(&activity),
-            locator,
+            locator: Arc::clone(&locator),
         };
         let prefetcher = Prefetcher::start(&settings(), &predictor, &parts).unwrap();
         Bed {
@@ -159,6 +161,7 @@ impl Bed {
             cache,
             activity,
             mounted,
+            locator,
             prefetcher,
             state_dir,
         }
@@ -360,6 +363,7 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
     std::fs::write(&saved, b"not gzip").unwrap();
     let predictor = PredictorSettings {
         model_dir: None,
+        model_dir_is_default: false,
         onnxruntime: None,
         state_dir: bed.state_dir.path().to_path_buf(),
     };
@@ -388,6 +392,7 @@ fn predictor_with(model_dir: std::path::PathBuf, state: &std::path::Path) -> Pre
     );
     PredictorSettings {
         model_dir: Some(model_dir),
+        model_dir_is_default: false,
         onnxruntime: Some(library),
         state_dir: state.to_path_buf(),
     }
@@ -406,4 +411,99 @@ fn the_lstm_joins_when_its_model_loads_and_is_left_out_when_it_does_not() {
         models.lstm.is_none(),
         "a missing model directory leaves the online models only"
     );
+}
+
+#[test]
+fn every_lstm_step_is_measured_under_its_model_version() {
+    use augur_predictor::{Lstm, LstmConfig, Predictor};
+    let state = tempfile::tempdir().unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../onnx-models/tools-v1");
+    let models = crate::prefetch::predict::load_models(&predictor_with(shipped, state.path()));
+    let engine = models.lstm.expect("tools-v1 and the runtime load");
+    let latency = Arc::new(crate::metrics::inference::InferenceLatency::default());
+    engine.set_step_observer(latency.observer());
+    // A run of an image the model was trained on: predicted from its start token alone.
+    let image = engine.model().images.first().cloned().unwrap_or_default();
+    let config = LstmConfig {
+        timeout: Duration::from_secs(30),
+        ..LstmConfig::default()
+    };
+    let mut lstm = Lstm::new(Arc::clone(&engine), config);
+    lstm.start_run(
+        RunId(1),
+        &RunContext {
+            image,
+            label: None,
+            layers: Vec::new(),
+        },
+    );
+    assert!(
+        !lstm.predict(RunId(1), 8).is_empty(),
+        "tools-v1 predicts a run's start"
+    );
+    let series = latency.snapshot();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert_eq!(series[0].0, "tools-v1");
+    assert!(
+        series[0].1.count >= 1 && series[0].1.sum > 0.0,
+        "{series:?}"
+    );
+}
+
+#[test]
+fn a_warmed_images_likely_chunks_are_prefetched_behind_demand_into_their_tier() {
+    use crate::prefetch::warmed::{WARM_KEPT, WarmUp};
+    let bed = Bed::new();
+    bed.teach();
+    // The image is warmed, not pulled: no mount's locator knows its layer.
+    bed.locator.remove(DIGEST);
+    let warm = || WarmUp {
+        image: context().image,
+        probability: 1.0,
+        expected_in: Duration::from_secs(60),
+        layers: vec![(DIGEST.to_owned(), Arc::clone(&bed.mounted.data))],
+    };
+    let requests = bed.source.requests.load(Ordering::SeqCst);
+    let demand = bed.activity.fetching();
+    bed.prefetcher.warm_image(warm());
+    bed.wait_until("the warmed image's chunks to be queued", |s| {
+        s.events_pending == 0 && s.queue_len > 0
+    });
+    {
+        let q = bed.prefetcher.inner.shared.queue.lock().unwrap();
+        assert!(q.len() >= 4, "the taught run's first chunks: {}", q.len());
+    }
+    // Demand first: nothing is fetched while a read waits (not a timing assertion: never).
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(bed.source.requests.load(Ordering::SeqCst), requests);
+    drop(demand);
+    bed.wait_until("the warmed chunks to be prefetched", |s| {
+        s.issued_chunks > 0 && settled(s)
+    });
+    let s = bed.stats();
+    assert_eq!(s.unlocated, 0, "found through the warmed layers: {s:?}");
+    let issued = bed.prefetcher.issued();
+    assert!(issued.len() >= 4, "{issued:?}");
+    for (chunk, i) in &issued {
+        assert!(bed.records.iter().any(|r| r.digest == *chunk));
+        assert_eq!(
+            bed.cache.tier_of(&ChunkKey(chunk.0)),
+            Some(earned(i.probability)),
+            "chunk predicted at {}",
+            i.probability
+        );
+    }
+    // Newer warm-ups evict the oldest: its unread chunks count as wasted.
+    bed.cache.evict_all();
+    bed.prefetcher.warm_image(warm());
+    for _ in 0..WARM_KEPT {
+        bed.prefetcher.warm_image(WarmUp {
+            probability: 0.0,
+            ..warm()
+        });
+    }
+    bed.wait_until("the warm-ups to be handled", settled);
+    let s = bed.stats();
+    assert_eq!(bed.prefetcher.inner.shared.warm.len(), WARM_KEPT);
+    assert!(s.wasted_chunks >= issued.len() as u64, "{s:?}");
 }

@@ -1,6 +1,8 @@
 //! `augurctl status`, `augurctl predict SNAPSHOT` and `augurctl model reload`: the daemon's
 //! summary, a running container's predictions, and a new LSTM model swapped in, through the
 //! admin API (`GET /status`, `GET /predictions/{snapshot}`, `POST /models/reload`).
+//! `augurctl model check DIR` runs the daemon's own validation here, without a daemon (what
+//! `onnx-models/install.sh` and `retrain.sh` run before they switch a node's model).
 
 use std::path::PathBuf;
 
@@ -42,6 +44,17 @@ enum ModelCommand {
         /// The model directory (absolute); default the daemon's `predictor.model_dir`.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+    /// Validate an LSTM model directory as the daemon does (files, hashes, ONNX Runtime
+    /// loading the graph, the golden outputs), without a daemon; exits 1 naming the failed
+    /// check.
+    Check {
+        /// The model directory.
+        dir: PathBuf,
+        /// ONNX Runtime's library; default `$AUGUR_ORT_LIB`, else
+        /// `/usr/local/lib/augur/libonnxruntime.so.1.31.1`.
+        #[arg(long, value_name = "FILE")]
+        onnxruntime_library: Option<PathBuf>,
     },
 }
 
@@ -89,6 +102,12 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         ),
         None => println!("model:        none (replay + markov only)"),
     }
+    if let Some(i) = s.inference.filter(|i| i.steps > 0) {
+        println!(
+            "inference:    {} LSTM steps, p50 {} µs, p99 {} µs",
+            i.steps, i.p50_us, i.p99_us
+        );
+    }
     if let Some(t) = &s.traces {
         println!(
             "traces:       {} written, {} write errors, {} events dropped",
@@ -129,9 +148,42 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `augurctl model reload`.
+/// `augurctl model reload|check`.
 pub async fn model(args: ModelArgs) -> anyhow::Result<()> {
-    let ModelCommand::Reload { dir } = args.command;
+    match args.command {
+        ModelCommand::Reload { dir } => reload(&args.common, dir).await,
+        ModelCommand::Check {
+            dir,
+            onnxruntime_library,
+        } => check(&args.common, dir, onnxruntime_library).await,
+    }
+}
+
+/// `augurctl model check`: `LoadedModel::load`, the daemon's validation, on the blocking pool.
+async fn check(common: &AdminArgs, dir: PathBuf, library: Option<PathBuf>) -> anyhow::Result<()> {
+    use augur_predictor::lstm::{Engine, LoadedModel, runtime};
+    let library = library.unwrap_or_else(runtime::library_from_env);
+    let shown = dir.display().to_string();
+    let info = tokio::task::spawn_blocking(move || {
+        let model = LoadedModel::load(&dir, &library)?;
+        Ok::<_, augur_predictor::lstm::LstmError>(Engine::start(model)?.model())
+    })
+    .await?
+    .with_context(|| format!("model {shown} failed validation"))?;
+    let version = info.version();
+    let m = Model::from(info);
+    if common.json {
+        return print_json(&m);
+    }
+    println!(
+        "model {shown}: valid (version {version}, {}, created {}, {} tokens, window {})",
+        m.label, m.created, m.vocab, m.window
+    );
+    Ok(())
+}
+
+/// `augurctl model reload`.
+async fn reload(common: &AdminArgs, dir: Option<PathBuf>) -> anyhow::Result<()> {
     let dir = dir
         .map(|d| std::path::absolute(&d).with_context(|| format!("--dir {}", d.display())))
         .transpose()?;
@@ -139,8 +191,8 @@ pub async fn model(args: ModelArgs) -> anyhow::Result<()> {
         Some(d) => serde_json::json!({ "dir": d }),
         None => serde_json::json!({}),
     };
-    let m: Model = args.common.client().post("/models/reload", &body).await?;
-    if args.common.json {
+    let m: Model = common.client().post("/models/reload", &body).await?;
+    if common.json {
         return print_json(&m);
     }
     println!(
