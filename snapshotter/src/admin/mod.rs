@@ -13,6 +13,8 @@
 //! | `GET /status` | one summary: version, uptime, lazy layers, cache, prefetcher, model, trace counters |
 //! | `POST /models/reload` | `{"dir":"/abs"}` or no body (`predictor.model_dir`): validates an LSTM model and serves it, no restart |
 //! | `GET /predictions/{snapshot}` | the models' current top predictions for a running container's snapshot |
+//! | `POST /prefetch/layer/{digest}` | fetch a mounted lazy layer whole now, in the background: 202 queued, 200 complete |
+//! | `GET /layers/{digest}` | a mounted lazy layer's whole-fetch progress (bytes present of its size) |
 //!
 //! [`AdminClient`] is the client `augurctl` uses.
 //!
@@ -65,6 +67,9 @@ pub enum AdminError {
     /// Nothing to answer with yet (404).
     #[error("{0}")]
     Empty(String),
+    /// The request conflicts with the daemon's state or settings (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The path exists, not with this method (405).
     #[error("method not allowed: {0} (see the table in docs/operations.md)")]
     MethodNotAllowed(String),
@@ -77,7 +82,7 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let code = match self {
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::Disabled(_) => StatusCode::CONFLICT,
+            AdminError::Disabled(_) | AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::NotFound(_) | AdminError::Empty(_) => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -117,6 +122,8 @@ pub fn router(state: AdminState) -> Router {
         .route("/status", get(models::status))
         .route("/models/reload", post(models::reload))
         .route("/predictions/{snapshot}", get(models::predictions))
+        .route("/prefetch/layer/{digest}", post(layers::prefetch))
+        .route("/layers/{digest}", get(layers::progress))
         .fallback(|req: Request| async move {
             AdminError::NotFound(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -231,6 +238,7 @@ async fn cache_thresholds(
 }
 
 pub mod client;
+pub mod layers;
 pub mod models;
 pub mod traces;
 

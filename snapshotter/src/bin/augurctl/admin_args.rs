@@ -1,5 +1,5 @@
 //! The arguments of every subcommand that talks to the daemon's admin API (`cache`, `trace`,
-//! `status`, `predict`, `model`): where the socket is, and whether to print JSON.
+//! `status`, `predict`, `model`, `prefetch`): where the socket is, and whether to print JSON.
 
 use std::path::PathBuf;
 
@@ -18,6 +18,9 @@ pub struct AdminArgs {
     /// stderr).
     #[arg(long, global = true)]
     pub json: bool,
+    /// Draw no progress bars (they are drawn only when stderr is a terminal anyway).
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
 }
 
 impl AdminArgs {

@@ -9,6 +9,8 @@ mod convert;
 mod models;
 mod predictor;
 mod predictor_eval;
+mod prefetch;
+mod progress;
 mod rpull;
 mod trace;
 
@@ -47,6 +49,8 @@ enum Command {
     Predict(models::PredictArgs),
     /// Manage the daemon's LSTM model.
     Model(models::ModelArgs),
+    /// Fetch a mounted lazy layer whole now (through the admin socket).
+    Prefetch(prefetch::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +105,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status(args) => models::status(args).await.map(|()| ExitCode::SUCCESS),
             Command::Predict(args) => models::predict(args).await.map(|()| ExitCode::SUCCESS),
             Command::Model(args) => models::model(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Prefetch(args) => prefetch::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     })
 }
