@@ -48,6 +48,9 @@ pub enum Event {
     /// The LSTM loaded after start (`POST /models/reload`): added as a member; the sender is
     /// told once it is in.
     AddLstm(Box<Lstm>, std::sync::mpsc::SyncSender<()>),
+    /// What a run of an image would be predicted first (`POST /manifest/parse`), answered
+    /// without teaching the models ([`super::plan`]).
+    Plan(Box<super::plan::PlanRequest>),
     /// Stop (save first).
     Stop,
 }
@@ -220,6 +223,11 @@ fn handle_batch(
             Event::AddLstm(lstm, ack) => {
                 add_lstm(models, lstm);
                 let _ = ack.send(());
+            }
+            Event::Plan(req) => {
+                let _ = req
+                    .reply
+                    .send(super::plan::dry_run(&mut models.ensemble, &req));
             }
             Event::Stop => return (true, handled),
         }
