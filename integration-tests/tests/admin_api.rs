@@ -5,11 +5,17 @@
 //!   `remote.background_fetch = false`, so nothing else would) and returns once every chunk is
 //!   cached; asked again, the daemon answers that it is complete; an unmounted digest is refused
 //!   with a message.
+//! - `augurctl image plan REF` (`POST /manifest/parse`) against the real registry: an eStargz
+//!   image's layers are lazy with their TOC digests, a plain image's are not and come last; the
+//!   models have no plan before a container of the image ran and name its files after; a bad
+//!   reference or platform is a 400, an unknown tag a 404, an unreachable registry a 502.
 
 use std::process::{Command, Output};
 
-use augur_integration_tests::augurctl_bin;
+use std::time::Duration;
+
 use augur_integration_tests::lazy::{LazyBed, layer_digests, push_estargz};
+use augur_integration_tests::{augurctl_bin, poll, traces_kept};
 use augur_snapshotter::admin::AdminClient;
 use augur_snapshotter::lazy::progress::LayerProgress;
 
@@ -86,4 +92,105 @@ fn prefetch_layer_fetches_a_mounted_layer_whole_and_waits_for_it() {
         err.contains("404") && err.contains("no mounted lazy layer has digest"),
         "{err}"
     );
+}
+
+/// `augurctl image plan REF --json`, parsed.
+fn plan(bed: &LazyBed, image: &str) -> serde_json::Value {
+    json_of(
+        &augurctl(bed, &["image", "plan", image, "--json"]),
+        "augurctl image plan",
+    )
+}
+
+/// `augurctl image plan <args>`, which must fail; its stderr.
+fn plan_error(bed: &LazyBed, args: &[&str]) -> String {
+    let out = augurctl(bed, &[&["image", "plan"], args].concat());
+    assert!(
+        !out.status.success(),
+        "augurctl image plan {args:?} succeeded"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn image_plan_orders_layers_and_names_what_a_run_read() {
+    let bed = LazyBed::start("admin-plan");
+    let image = push_estargz(&bed.containerd, &bed.registry, "python:latest");
+    let before = plan(&bed, &image);
+    let layers = before["layers"].as_array().unwrap();
+    assert!(!layers.is_empty());
+    for l in layers {
+        assert_eq!(l["lazy"], true, "{l}");
+        assert!(
+            l["toc_digest"].as_str().unwrap().starts_with("sha256:"),
+            "{l}"
+        );
+    }
+    assert!(before["plan"]["chunks"].as_array().unwrap().is_empty());
+    assert!(
+        before["plan"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("know no run of this image"),
+        "{before}"
+    );
+
+    // A plain image: no TOC digests, so no layer is lazy.
+    let plain = plan(&bed, &bed.registry.image("busybox:latest"));
+    let plain_layers = plain["layers"].as_array().unwrap();
+    assert!(
+        plain_layers
+            .iter()
+            .all(|l| l["lazy"] == false && l["estargz"] == false),
+        "{plain}"
+    );
+
+    // A container of the image runs; once its trace is kept, the models plan its files.
+    bed.ctr_remote_rpull("p", &image);
+    let out = bed.run(
+        "p",
+        &image,
+        "plan-run",
+        &["python3", "-c", "import json; print(1)"],
+    );
+    assert_eq!(out.trim(), "1");
+    assert!(
+        poll(Duration::from_secs(60), || traces_kept(
+            &bed.daemon.admin_socket()
+        ) == 1),
+        "the run left a trace"
+    );
+    let mut after = serde_json::Value::Null;
+    assert!(
+        poll(Duration::from_secs(60), || {
+            after = plan(&bed, &image);
+            !after["plan"]["chunks"].as_array().unwrap().is_empty()
+        }),
+        "the models plan the image once a run of it was learned: {after}"
+    );
+    let chunks = after["plan"]["chunks"].as_array().unwrap();
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c["path"].as_str().is_some_and(|p| p.contains("python3"))),
+        "the plan names the interpreter's files: {after}"
+    );
+    // The layers holding planned chunks come first.
+    let first = &after["layers"][0];
+    assert!(first["planned_chunks"].as_u64().unwrap() > 0, "{after}");
+
+    let err = plan_error(&bed, &[&bed.registry.image("python:no-such-tag")]);
+    assert!(err.contains("404") && err.contains("not found"), "{err}");
+    let err = plan_error(&bed, &["Not A Reference"]);
+    assert!(
+        err.contains("400") && err.contains("invalid image reference"),
+        "{err}"
+    );
+    let err = plan_error(&bed, &["--platform", "linux", &image]);
+    assert!(
+        err.contains("400") && err.contains("os/architecture"),
+        "{err}"
+    );
+    let err = plan_error(&bed, &["127.0.0.1:1/nothing/here:1"]);
+    assert!(err.contains("502") && err.contains("unreachable"), "{err}");
 }

@@ -14,6 +14,7 @@
 //! | `POST /models/reload` | `{"dir":"/abs"}` or no body (`predictor.model_dir`): validates an LSTM model and serves it, no restart |
 //! | `GET /predictions/{snapshot}` | the models' current top predictions for a running container's snapshot |
 //! | `POST /prefetch/layer/{digest}` | fetch a mounted lazy layer whole now, in the background: 202 queued, 200 complete |
+//! | `POST /manifest/parse` | `{"image":"ref","platform":"os/arch"}`: the layers in Augur's preferred fetch order, and the models' prefetch plan |
 //! | `GET /layers/{digest}` | a mounted lazy layer's whole-fetch progress (bytes present of its size) |
 //!
 //! [`AdminClient`] is the client `augurctl` uses.
@@ -73,6 +74,9 @@ pub enum AdminError {
     /// The path exists, not with this method (405).
     #[error("method not allowed: {0} (see the table in docs/operations.md)")]
     MethodNotAllowed(String),
+    /// The registry refused or failed (502), with its error.
+    #[error("{0}")]
+    BadGateway(String),
     /// A bug or a panic in a handler (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -85,6 +89,7 @@ impl IntoResponse for AdminError {
             AdminError::Disabled(_) | AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::NotFound(_) | AdminError::Empty(_) => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = Json(serde_json::json!({ "error": self.to_string() }));
@@ -124,6 +129,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/predictions/{snapshot}", get(models::predictions))
         .route("/prefetch/layer/{digest}", post(layers::prefetch))
         .route("/layers/{digest}", get(layers::progress))
+        .route("/manifest/parse", post(manifest::parse))
         .fallback(|req: Request| async move {
             AdminError::NotFound(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -239,6 +245,7 @@ async fn cache_thresholds(
 
 pub mod client;
 pub mod layers;
+pub mod manifest;
 pub mod models;
 pub mod traces;
 

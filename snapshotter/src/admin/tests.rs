@@ -333,3 +333,30 @@ async fn prefetch_layer_refuses_bad_digests_and_layers_not_mounted() {
     .await;
     assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
 }
+
+#[tokio::test]
+async fn manifest_parse_refuses_bad_bodies_before_asking_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = Some(r#"{"image":"registry.example/app:1"}"#);
+    let (code, _) = call(&router(state()), Method::POST, "/manifest/parse", body).await;
+    assert_eq!(
+        code,
+        StatusCode::CONFLICT,
+        "no lazy pulling, no registry client"
+    );
+    let app = router(AdminState {
+        lazy: Some(lazy_in(dir.path())),
+        ..state()
+    });
+    for (body, says) in [
+        (r#"{"image":" "}"#, "image is empty"),
+        (r#"{"image":"a/b:1","platform":"linux"}"#, "os/architecture"),
+        (r#"{"image":"a/b:1","tag":"x"}"#, "unknown field `tag`"),
+        (r#"{}"#, "missing field `image`"),
+    ] {
+        let (code, answer) = call(&app, Method::POST, "/manifest/parse", Some(body)).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(says), "{body}: {error}");
+    }
+}

@@ -7,6 +7,7 @@ mod admin_args;
 mod cache;
 mod convert;
 mod models;
+mod plan;
 mod predictor;
 mod predictor_eval;
 mod prefetch;
@@ -60,6 +61,9 @@ enum ImageCommand {
     Rpull(rpull::Args),
     // The help text is `convert::Args`'s doc comment.
     Convert(convert::Args),
+    /// The image's layers in the order Augur prefers to fetch them, and the models' prefetch
+    /// plan for it (through the admin socket).
+    Plan(plan::Args),
 }
 
 /// Exit status for a run stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT).
@@ -96,6 +100,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rpull::run(args).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Image(ImageCommand::Convert(args)) => convert::run(args).await,
+            Command::Image(ImageCommand::Plan(args)) => {
+                plan::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Cache(args) => cache::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Predictor(c) => tokio::task::spawn_blocking(move || predictor::run(c))
                 .await
