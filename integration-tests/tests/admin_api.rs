@@ -9,13 +9,20 @@
 //!   image's layers are lazy with their TOC digests, a plain image's are not and come last; the
 //!   models have no plan before a container of the image ran and name its files after; a bad
 //!   reference or platform is a 400, an unknown tag a 404, an unreachable registry a 502.
+//! - with `admin.tcp_address` on 127.0.0.1, `augurctl --address --token-file` works; a request
+//!   without the token or with a wrong one gets a 401; a token file others can read, or none,
+//!   stops the daemon at start with an error naming the key.
 
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::{Command, Output};
-
 use std::time::Duration;
 
 use augur_integration_tests::lazy::{LazyBed, layer_digests, push_estargz};
-use augur_integration_tests::{augurctl_bin, poll, traces_kept};
+use augur_integration_tests::{
+    Daemon, TestDir, augurctl_bin, free_port, poll, snapshotter_bin, traces_kept, with_test_cache,
+};
 use augur_snapshotter::admin::AdminClient;
 use augur_snapshotter::lazy::progress::LayerProgress;
 
@@ -193,4 +200,123 @@ fn image_plan_orders_layers_and_names_what_a_run_read() {
     );
     let err = plan_error(&bed, &["127.0.0.1:1/nothing/here:1"]);
     assert!(err.contains("502") && err.contains("unreachable"), "{err}");
+}
+
+/// The status line of `GET /health` sent by hand to `port`, with `auth` as the Authorization
+/// header if given.
+fn raw_health(port: u16, auth: Option<&str>) -> String {
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let auth = auth.map_or(String::new(), |a| format!("Authorization: {a}\r\n"));
+    write!(
+        conn,
+        "GET /health HTTP/1.1\r\nHost: augur\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+fn write_token(path: &Path, token: &str, mode: u32) {
+    std::fs::write(path, token).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_tcp_listener_wants_the_token_and_a_private_token_file() {
+    let dir = TestDir::new("admin-tcp");
+    let token = dir.join("admin.token");
+    write_token(&token, "0123456789abcdef\n", 0o600);
+    let port = free_port();
+    let config = dir.join("augur.toml");
+    let toml = format!(
+        "[admin]\ntcp_address = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"\n",
+        token.display()
+    );
+    std::fs::write(&config, with_test_cache(&toml)).unwrap();
+    let mut daemon = Daemon::start_with_config(
+        &dir.join("root"),
+        &dir.join("augur.sock"),
+        &dir.join("augur.log"),
+        &config,
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    assert!(
+        poll(Duration::from_secs(20), || std::net::TcpStream::connect((
+            "127.0.0.1",
+            port
+        ))
+        .is_ok()),
+        "the TCP listener is up: {}",
+        daemon.log()
+    );
+    let out = Command::new(augurctl_bin())
+        .args(["status", "--json", "--address", &url, "--token-file"])
+        .arg(&token)
+        .output()
+        .unwrap();
+    let status = json_of(&out, "augurctl status over TCP");
+    assert_eq!(status["version"], env!("CARGO_PKG_VERSION"), "{status}");
+    // The same through the environment variable.
+    let out = Command::new(augurctl_bin())
+        .args(["cache", "status", "--address", &url])
+        .env("AUGUR_TOKEN_FILE", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    assert!(raw_health(port, Some("Bearer 0123456789abcdef")).contains(" 200 "));
+    assert!(raw_health(port, None).contains(" 401 "));
+    assert!(raw_health(port, Some("Bearer 0123456789abcdeX")).contains(" 401 "));
+    let wrong = dir.join("wrong.token");
+    write_token(&wrong, "not-the-token", 0o600);
+    let out = Command::new(augurctl_bin())
+        .args(["status", "--address", &url, "--token-file"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("401") && err.contains("wrong bearer token"),
+        "{err}"
+    );
+    daemon.stop();
+
+    // A token file others can read: the daemon does not start, and says which key.
+    write_token(&token, "0123456789abcdef", 0o644);
+    let err = start_error(&dir, &config);
+    assert!(
+        err.contains("admin.token_file") && err.contains("chmod 0600"),
+        "{err}"
+    );
+    // No token file at all.
+    std::fs::write(
+        &config,
+        with_test_cache(&format!("[admin]\ntcp_address = \"127.0.0.1:{port}\"\n")),
+    )
+    .unwrap();
+    let err = start_error(&dir, &config);
+    assert!(
+        err.contains("admin.token_file") && err.contains("required"),
+        "{err}"
+    );
+}
+
+/// Runs the daemon with `config`, which must make it exit with an error; its stderr.
+fn start_error(dir: &TestDir, config: &Path) -> String {
+    let out = Command::new(snapshotter_bin())
+        .arg("--root")
+        .arg(dir.join("root"))
+        .arg("--address")
+        .arg(dir.join("augur.sock"))
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the daemon started");
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }

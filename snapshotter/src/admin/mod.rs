@@ -17,6 +17,9 @@
 //! | `POST /manifest/parse` | `{"image":"ref","platform":"os/arch"}`: the layers in Augur's preferred fetch order, and the models' prefetch plan |
 //! | `GET /layers/{digest}` | a mounted lazy layer's whole-fetch progress (bytes present of its size) |
 //!
+//! The same routes can also be served over TCP ([`tcp`], `admin.tcp_address`, off by default),
+//! where every request must carry the bearer token of `admin.token_file` ([`settings`]).
+//!
 //! [`AdminClient`] is the client `augurctl` uses.
 //!
 //! Bad input gets a 4xx answer whose body is `{"error": "..."}` saying what to change. Handlers
@@ -247,6 +250,8 @@ pub mod client;
 pub mod layers;
 pub mod manifest;
 pub mod models;
+pub mod settings;
+pub mod tcp;
 pub mod traces;
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(p) = &args.platform {
         body["platform"] = p.clone().into();
     }
-    let plan: ImagePlan = args.common.client().post("/manifest/parse", &body).await?;
+    let plan: ImagePlan = args.common.client()?.post("/manifest/parse", &body).await?;
     if args.common.json {
         println!("{}", serde_json::to_string_pretty(&plan)?);
     } else {

@@ -39,7 +39,7 @@ enum Command {
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let Command::Layer { digest, wait } = args.command;
-    let client = args.common.client();
+    let client = args.common.client()?;
     let asked: PrefetchLayer = client
         .post(&format!("/prefetch/layer/{digest}"), &serde_json::json!({}))
         .await?;

@@ -33,7 +33,7 @@ enum Command {
 
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = args.common.client();
+    let client = args.common.client()?;
     match args.command {
         Command::List => {
             let list: TraceList = client.get("/traces").await?;
