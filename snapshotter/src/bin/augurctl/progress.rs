@@ -20,6 +20,11 @@ pub fn bytes(len: u64, what: &str, quiet: bool) -> ProgressBar {
     )
 }
 
+/// A bar of `len` items (layers, runs) labelled `what`; hidden unless [`wanted`].
+pub fn items(len: u64, what: &str, quiet: bool) -> ProgressBar {
+    bar(len, what, quiet, "{msg} [{bar:30}] {pos}/{len}")
+}
+
 fn bar(len: u64, what: &str, quiet: bool, template: &str) -> ProgressBar {
     let target = if wanted(quiet) {
         ProgressDrawTarget::stderr()
