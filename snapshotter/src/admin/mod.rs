@@ -19,6 +19,7 @@
 //!
 //! The same routes can also be served over TCP ([`tcp`], `admin.tcp_address`, off by default),
 //! where every request must carry the bearer token of `admin.token_file` ([`settings`]).
+//! Design of the plan, the layer order and the TCP listener: decision 0021.
 //!
 //! [`AdminClient`] is the client `augurctl` uses.
 //!
