@@ -42,8 +42,8 @@ fn render(p: &ImagePlan) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{} ({}), manifest {}\nlayers, preferred first ({}):",
-        p.image, p.platform, p.manifest_digest, p.rule
+        "{} ({}), manifest {}\nlayers, preferred first:",
+        p.image, p.platform, p.manifest_digest
     );
     let _ = writeln!(
         out,
@@ -63,6 +63,7 @@ fn render(p: &ImagePlan) -> String {
             l.note.as_deref().unwrap_or(""),
         );
     }
+    let _ = writeln!(out, "order: {}", p.rule);
     match &p.plan.note {
         Some(note) => {
             let _ = writeln!(out, "prefetch plan: none ({note})");
