@@ -242,7 +242,7 @@ fn plan(
     };
     let Some(predictions) = p.plan(ctx, PLAN_MAX) else {
         return note(
-            "the predictor thread did not answer (stopping, or busy saving state); ask again",
+            "the models did not answer (stopping, busy, or their state did not save: see the daemon's log); ask again",
         );
     };
     if predictions.is_empty() {

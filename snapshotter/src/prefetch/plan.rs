@@ -29,27 +29,29 @@ pub struct PlanRequest {
     /// Predictions wanted at most.
     pub max: usize,
     /// Where the thread sends them.
-    pub reply: SyncSender<Vec<Prediction>>,
+    pub reply: SyncSender<Option<Vec<Prediction>>>,
 }
 
 impl Prefetcher {
     /// The first `max` chunks the models expect a run of `ctx`'s image to read, best first,
     /// without teaching the models anything (blocking: waits for the predictor thread). `None`
-    /// if the thread is stopped or did not answer within 30 s.
+    /// if the thread is stopped, did not answer within 30 s, or could not save the models'
+    /// state (logged).
     pub fn plan(&self, ctx: RunContext, max: usize) -> Option<Vec<Prediction>> {
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         self.send(Event::Plan(Box::new(PlanRequest { ctx, max, reply })));
-        answer.recv_timeout(PLAN_WAIT).ok()
+        answer.recv_timeout(PLAN_WAIT).ok().flatten()
     }
 }
 
-/// On the predictor thread: the dry run (see the module docs).
-pub(super) fn dry_run(ensemble: &mut Ensemble, req: &PlanRequest) -> Vec<Prediction> {
+/// On the predictor thread: the dry run (see the module docs); `None` if the state cannot be
+/// saved (then nothing is asked, so nothing needs restoring).
+pub(super) fn dry_run(ensemble: &mut Ensemble, req: &PlanRequest) -> Option<Vec<Prediction>> {
     let saved = match ensemble.save_state() {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot plan: the models' state does not save");
-            return Vec::new();
+            return None;
         }
     };
     ensemble.start_run(PLAN_RUN, &req.ctx);
@@ -58,5 +60,5 @@ pub(super) fn dry_run(ensemble: &mut Ensemble, req: &PlanRequest) -> Vec<Predict
     if let Err(e) = ensemble.load_state(&saved) {
         tracing::error!(error = %e, "the models' state did not load back after a plan");
     }
-    planned
+    Some(planned)
 }
