@@ -250,6 +250,30 @@ fn plain_layers_are_fetched_unpacked_and_run() {
     // Pulling again finds everything there.
     let again = rpull_ok(&bed, "plain", &plain);
     assert!(again.contains("already present"), "{again}");
+    // --json: the result on stdout, each layer's digest and outcome, bottom first.
+    let out = augurctl(&bed, "plain", &["--json", "--quiet"], &plain);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "--quiet: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(result["name"], plain.as_str());
+    let digests: Vec<&str> = result["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            assert_eq!(l["outcome"], "present", "{l}");
+            l["digest"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(digests, layers);
 }
 
 /// Two namespaces share the lazy layer; a GC after removing the image from one keeps the other

@@ -518,6 +518,19 @@ fn multi_platform_indexes_convert_one_platform_or_all() {
         "temporary files left: {:?}",
         entries(&tmp)
     );
+    // --json: the summary as JSON, one entry per platform image; DST had every layer already.
+    let out = convert::run(&src, &all, &tmp, &["--all-platforms", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    assert_eq!(summary["reference"], all.as_str(), "{summary}");
+    assert_eq!(summary["media_type"], index["mediaType"], "{summary}");
+    let images = summary["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "{summary}");
+    assert!(images.iter().all(|i| i["converted"].as_u64().unwrap() > 0 && i["bytes_after"].as_u64().unwrap() > 0), "{summary}");
     // containerd picks this host's image from the new index and runs it lazily.
     assert_eq!(
         bed.rpull_and_run("multi", &all, &["echo", "from an index"]),

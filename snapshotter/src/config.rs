@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::admin::settings::{AdminTcp, RawAdmin};
 pub use crate::cache::{CacheSettings, Policy};
 pub use crate::prefetch::settings::{
     PredictorSettings, PrefetchSettings, RawPredictor, RawPrefetch,
@@ -92,14 +93,6 @@ pub struct RawMetrics {
 /// Default metrics endpoint: loopback, port 9464 (the OpenTelemetry Prometheus exporter's
 /// customary port, free of the common exporters').
 pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9464";
-
-/// The `[admin]` table as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawAdmin {
-    /// The admin API's unix socket (`""` = `admin.sock` beside `grpc.address`).
-    pub address: Option<PathBuf>,
-}
 
 /// The `[cache]` table (the tiered chunk cache of lazy layers) as written.
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +234,8 @@ pub struct Config {
     pub cache: CacheSettings,
     /// The admin API's unix socket (absolute; mode 0600).
     pub admin_address: PathBuf,
+    /// The admin API's TCP listener with a bearer token (`None`: off, the default).
+    pub admin_tcp: Option<AdminTcp>,
     /// The Prometheus endpoint's address (`None`: off).
     pub metrics_address: Option<SocketAddr>,
     /// Whether `metrics.address` names an address other than the default: then a port that
@@ -371,6 +366,7 @@ impl RawConfig {
             remote: self.remote.validate()?,
             registry: self.registry.validate()?,
             cache: self.cache.validate(&root)?,
+            admin_tcp: self.admin.validate_tcp()?,
             admin_address: admin_address(self.admin.address, &address)?,
             metrics_address_explicit: self
                 .metrics

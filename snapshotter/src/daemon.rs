@@ -64,6 +64,18 @@ pub enum DaemonError {
     /// The gRPC server failed.
     #[error("gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
+    /// A config value is unusable at start (e.g. `admin.token_file`).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The admin API's TCP listener could not bind.
+    #[error("config key `admin.tcp_address` = \"{address}\": cannot listen there")]
+    AdminTcp {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The metrics endpoint could not listen.
     #[error(transparent)]
     Metrics(#[from] crate::metrics::MetricsError),
@@ -115,6 +127,17 @@ pub async fn run(
             }
         },
     };
+    let admin_tcp = match &config.admin_tcp {
+        None => None,
+        Some(tcp) => match crate::admin::tcp::bind(tcp).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                let _ = std::fs::remove_file(&config.address);
+                let _ = std::fs::remove_file(&config.admin_address);
+                return Err(e);
+            }
+        },
+    };
     tracing::info!(
         address = %config.address.display(),
         admin = %config.admin_address.display(),
@@ -145,16 +168,20 @@ pub async fn run(
         table
     });
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let admin = tokio::spawn(serve_admin(
-        admin_listener,
-        AdminState {
-            lazy: sn.lazy().cloned(),
-            trace: sn.recorder().cloned(),
-            prefetch: prefetcher.clone(),
-            started: std::time::Instant::now(),
-        },
-        stop_rx.clone(),
-    ));
+    let admin_state = AdminState {
+        lazy: sn.lazy().cloned(),
+        trace: sn.recorder().cloned(),
+        prefetch: prefetcher.clone(),
+        started: std::time::Instant::now(),
+    };
+    let admin_tcp = admin_tcp.map(|b| {
+        tokio::spawn(crate::admin::tcp::serve(
+            b,
+            admin_state.clone(),
+            stop_rx.clone(),
+        ))
+    });
+    let admin = tokio::spawn(serve_admin(admin_listener, admin_state, stop_rx.clone()));
     let metrics = metrics_listener.map(|l| {
         tokio::spawn(crate::metrics::serve(
             l,
@@ -177,6 +204,9 @@ pub async fn run(
         .await;
     let _ = stop_tx.send(true);
     let _ = admin.await;
+    if let Some(t) = admin_tcp {
+        let _ = t.await;
+    }
     if let Some(m) = metrics {
         let _ = m.await;
     }

@@ -9,7 +9,7 @@
 //! | module | role |
 //! |---|---|
 //! | [`daemon`] | start-up, socket binding, systemd notification, graceful shutdown |
-//! | [`admin`] | the admin API (JSON over a root-only unix socket) that `augurctl` uses |
+//! | [`admin`] | the admin API (JSON over a root-only unix socket, optionally TCP with a bearer token) that `augurctl` uses |
 //! | [`metrics`] | Prometheus metrics on `GET /metrics` (loopback TCP): hot-path instruments and scrape-time collectors |
 //! | [`grpc`] | protobuf ⇄ domain types; runs every disk-touching operation on the blocking pool |
 //! | [`snapshotter`] | containerd's snapshot semantics over the store and the directories |

@@ -1,5 +1,6 @@
 //! The admin API's client, for `augurctl`: one HTTP/1.1 request per connection over the unix
-//! socket, JSON in and out, and a server's `{"error": ...}` turned into an error that says it.
+//! socket (or over TCP with a bearer token, `admin.tcp_address`), JSON in and out, and a server's
+//! `{"error": ...}` turned into an error that says it.
 
 use std::path::{Path, PathBuf};
 
@@ -23,6 +24,17 @@ pub enum ClientError {
         /// The OS error (in the message, not a `source`: printed once, before the hints).
         reason: std::io::Error,
     },
+    /// Nothing answers at the TCP address.
+    #[error(
+        "cannot connect to the admin API at {address}: {reason} (is admin.tcp_address set to it \
+         in the daemon's config?)"
+    )]
+    ConnectTcp {
+        /// `host:port`.
+        address: String,
+        /// The OS error.
+        reason: std::io::Error,
+    },
     /// The HTTP exchange failed.
     #[error("admin API request failed: {0}")]
     Http(String),
@@ -39,17 +51,54 @@ pub enum ClientError {
     Decode(String),
 }
 
-/// A client of one daemon's admin socket.
-#[derive(Debug, Clone)]
+/// A connection's request sender, and the task driving it (aborted when the answer is read).
+type Connection = (
+    hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    tokio::task::JoinHandle<()>,
+);
+
+/// Where the daemon's admin API is.
+#[derive(Clone)]
+enum Endpoint {
+    /// Its unix socket.
+    Unix(PathBuf),
+    /// Its TCP listener (`host:port`) and the bearer token it wants.
+    Tcp { authority: String, token: String },
+}
+
+/// A client of one daemon's admin API.
+#[derive(Clone)]
 pub struct AdminClient {
-    socket: PathBuf,
+    endpoint: Endpoint,
+}
+
+impl std::fmt::Debug for AdminClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.endpoint {
+            Endpoint::Unix(p) => f.debug_tuple("AdminClient").field(p).finish(),
+            // Never the token.
+            Endpoint::Tcp { authority, .. } => {
+                f.debug_tuple("AdminClient").field(authority).finish()
+            }
+        }
+    }
 }
 
 impl AdminClient {
     /// A client for the socket at `socket` (nothing is connected yet).
     pub fn new(socket: &Path) -> AdminClient {
         AdminClient {
-            socket: socket.to_path_buf(),
+            endpoint: Endpoint::Unix(socket.to_path_buf()),
+        }
+    }
+
+    /// A client for the TCP listener at `authority` (`host:port`), sending `token` as bearer.
+    pub fn tcp(authority: &str, token: &str) -> AdminClient {
+        AdminClient {
+            endpoint: Endpoint::Tcp {
+                authority: authority.to_owned(),
+                token: token.to_owned(),
+            },
         }
     }
 
@@ -139,22 +188,14 @@ impl AdminClient {
         ),
         ClientError,
     > {
-        let stream = tokio::net::UnixStream::connect(&self.socket)
-            .await
-            .map_err(|reason| ClientError::Connect {
-                path: self.socket.clone(),
-                reason,
-            })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(http)?;
-        let driver = tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "augur");
+        let (mut sender, driver) = self.connect().await?;
+        let mut req = Request::builder().method(method).uri(path);
+        req = match &self.endpoint {
+            Endpoint::Unix(_) => req.header("host", "augur"),
+            Endpoint::Tcp { authority, token } => req
+                .header("host", authority.as_str())
+                .header("authorization", format!("Bearer {token}")),
+        };
         let bytes = match body {
             Some(b) => {
                 req = req.header("content-type", "application/json");
@@ -168,6 +209,44 @@ impl AdminClient {
         let resp = sender.send_request(req).await.map_err(http)?;
         Ok((resp, driver))
     }
+}
+
+impl AdminClient {
+    /// One HTTP/1.1 connection to the endpoint, and the task driving it.
+    async fn connect(&self) -> Result<Connection, ClientError> {
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|reason| ClientError::Connect {
+                        path: path.clone(),
+                        reason,
+                    })?;
+                handshake(stream).await
+            }
+            Endpoint::Tcp { authority, .. } => {
+                let stream = tokio::net::TcpStream::connect(authority.as_str())
+                    .await
+                    .map_err(|reason| ClientError::ConnectTcp {
+                        address: authority.clone(),
+                        reason,
+                    })?;
+                handshake(stream).await
+            }
+        }
+    }
+}
+
+async fn handshake(
+    stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+) -> Result<Connection, ClientError> {
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(http)?;
+    let driver = tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok((sender, driver))
 }
 
 fn http(e: hyper::Error) -> ClientError {

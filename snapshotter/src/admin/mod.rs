@@ -13,6 +13,13 @@
 //! | `GET /status` | one summary: version, uptime, lazy layers, cache, prefetcher, model, trace counters |
 //! | `POST /models/reload` | `{"dir":"/abs"}` or no body (`predictor.model_dir`): validates an LSTM model and serves it, no restart |
 //! | `GET /predictions/{snapshot}` | the models' current top predictions for a running container's snapshot |
+//! | `POST /prefetch/layer/{digest}` | fetch a mounted lazy layer whole now, in the background: 202 queued, 200 complete |
+//! | `POST /manifest/parse` | `{"image":"ref","platform":"os/arch"}`: the layers in Augur's preferred fetch order, and the models' prefetch plan |
+//! | `GET /layers/{digest}` | a mounted lazy layer's whole-fetch progress (bytes present of its size) |
+//!
+//! The same routes can also be served over TCP ([`tcp`], `admin.tcp_address`, off by default),
+//! where every request must carry the bearer token of `admin.token_file` ([`settings`]).
+//! Design of the plan, the layer order and the TCP listener: decision 0022.
 //!
 //! [`AdminClient`] is the client `augurctl` uses.
 //!
@@ -65,9 +72,15 @@ pub enum AdminError {
     /// Nothing to answer with yet (404).
     #[error("{0}")]
     Empty(String),
+    /// The request conflicts with the daemon's state or settings (409).
+    #[error("{0}")]
+    Conflict(String),
     /// The path exists, not with this method (405).
     #[error("method not allowed: {0} (see the table in docs/operations.md)")]
     MethodNotAllowed(String),
+    /// The registry refused or failed (502), with its error.
+    #[error("{0}")]
+    BadGateway(String),
     /// A bug or a panic in a handler (500).
     #[error("internal error: {0}")]
     Internal(String),
@@ -77,9 +90,10 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let code = match self {
             AdminError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            AdminError::Disabled(_) => StatusCode::CONFLICT,
+            AdminError::Disabled(_) | AdminError::Conflict(_) => StatusCode::CONFLICT,
             AdminError::NotFound(_) | AdminError::Empty(_) => StatusCode::NOT_FOUND,
             AdminError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            AdminError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             AdminError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let body = Json(serde_json::json!({ "error": self.to_string() }));
@@ -117,6 +131,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/status", get(models::status))
         .route("/models/reload", post(models::reload))
         .route("/predictions/{snapshot}", get(models::predictions))
+        .route("/prefetch/layer/{digest}", post(layers::prefetch))
+        .route("/layers/{digest}", get(layers::progress))
+        .route("/manifest/parse", post(manifest::parse))
         .fallback(|req: Request| async move {
             AdminError::NotFound(format!("{} {}", req.method(), req.uri().path()))
         })
@@ -231,7 +248,11 @@ async fn cache_thresholds(
 }
 
 pub mod client;
+pub mod layers;
+pub mod manifest;
 pub mod models;
+pub mod settings;
+pub mod tcp;
 pub mod traces;
 
 #[cfg(test)]

@@ -275,3 +275,88 @@ async fn traces_are_listed_and_exported_and_their_absence_is_explained() {
     assert!(lines[0].contains(r#""type":"run""#) && lines[1].contains("usr/bin/app"));
     recorder.shutdown();
 }
+
+#[tokio::test]
+async fn prefetch_layer_refuses_bad_digests_and_layers_not_mounted() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = router(state());
+    let digest = format!("sha256:{}", "ab".repeat(32));
+    let (code, body) = call(
+        &off,
+        Method::POST,
+        &format!("/prefetch/layer/{digest}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::CONFLICT, "{body}");
+
+    let app = router(AdminState {
+        lazy: Some(lazy_in(dir.path())),
+        ..state()
+    });
+    for bad in ["sha256:abc", "md5:00", "SHA256:ABAB"] {
+        for (method, path) in [
+            (Method::POST, format!("/prefetch/layer/{bad}")),
+            (Method::GET, format!("/layers/{bad}")),
+        ] {
+            let (code, body) = call(&app, method, &path, None).await;
+            assert_eq!(code, StatusCode::BAD_REQUEST, "{path}: {body}");
+            assert!(
+                body["error"].as_str().unwrap().contains("sha256:<64"),
+                "{body}"
+            );
+        }
+    }
+    let (code, body) = call(
+        &app,
+        Method::POST,
+        &format!("/prefetch/layer/{digest}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no mounted lazy layer has digest {digest}")),
+        "{body}"
+    );
+    let (code, _) = call(&app, Method::GET, &format!("/layers/{digest}"), None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND);
+    let (code, _) = call(
+        &app,
+        Method::GET,
+        &format!("/prefetch/layer/{digest}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
+async fn manifest_parse_refuses_bad_bodies_before_asking_a_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = Some(r#"{"image":"registry.example/app:1"}"#);
+    let (code, _) = call(&router(state()), Method::POST, "/manifest/parse", body).await;
+    assert_eq!(
+        code,
+        StatusCode::CONFLICT,
+        "no lazy pulling, no registry client"
+    );
+    let app = router(AdminState {
+        lazy: Some(lazy_in(dir.path())),
+        ..state()
+    });
+    for (body, says) in [
+        (r#"{"image":" "}"#, "image is empty"),
+        (r#"{"image":"a/b:1","platform":"linux"}"#, "os/architecture"),
+        (r#"{"image":"a/b:1","tag":"x"}"#, "unknown field `tag`"),
+        (r#"{}"#, "missing field `image`"),
+    ] {
+        let (code, answer) = call(&app, Method::POST, "/manifest/parse", Some(body)).await;
+        assert_eq!(code, StatusCode::BAD_REQUEST, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(error.contains(says), "{body}: {error}");
+    }
+}

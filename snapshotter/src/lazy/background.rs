@@ -18,6 +18,10 @@
 //! the container's first 2 MB read took 4.3 s instead of ~0.8 s, and 30 MiB of the python image
 //! had been fetched before `import json` printed, against 6.4 MiB needed.
 //!
+//! An operator can hurry a fetch (`POST /prefetch/layer/{digest}` on the admin API,
+//! [`BackgroundFetch::hurry`]): it then starts spans without waiting for quiet, but still never
+//! while a demand fetch is in flight.
+//!
 //! One thread per layer (`augur-bgfetch`), stopped when the layer is unmounted.
 
 use std::sync::Arc;
@@ -55,6 +59,7 @@ pub struct BackgroundPolicy {
 #[derive(Debug)]
 pub struct BackgroundFetch {
     stop: Arc<AtomicBool>,
+    hurried: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -66,14 +71,29 @@ impl BackgroundFetch {
         policy: BackgroundPolicy,
     ) -> std::io::Result<BackgroundFetch> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
+        let hurried = Arc::new(AtomicBool::new(false));
+        let flags = Flags {
+            stop: Arc::clone(&stop),
+            hurried: Arc::clone(&hurried),
+        };
         let thread = std::thread::Builder::new()
             .name("augur-bgfetch".into())
-            .spawn(move || run(&data, &activity, &flag, policy))?;
+            .spawn(move || run(&data, &activity, &flags, policy))?;
         Ok(BackgroundFetch {
             stop,
+            hurried,
             thread: Some(thread),
         })
+    }
+
+    /// From now on, spans start as soon as no demand fetch is in flight (no quiet time).
+    pub fn hurry(&self) {
+        self.hurried.store(true, Ordering::Release);
+    }
+
+    /// Whether [`BackgroundFetch::hurry`] was called.
+    pub fn is_hurried(&self) -> bool {
+        self.hurried.load(Ordering::Acquire)
     }
 
     /// Whether the fetch thread has finished (the layer is complete or it gave up).
@@ -124,14 +144,32 @@ impl SpanSizer {
     }
 }
 
-fn run(data: &LayerData, activity: &Activity, stop: &AtomicBool, policy: BackgroundPolicy) {
+/// What the fetch thread watches: stop, and hurry.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    hurried: Arc<AtomicBool>,
+}
+
+impl Flags {
+    /// The quiet time to wait for before a span: none once hurried.
+    fn idle(&self, policy: BackgroundPolicy) -> Duration {
+        if self.hurried.load(Ordering::Acquire) {
+            Duration::ZERO
+        } else {
+            policy.idle
+        }
+    }
+}
+
+fn run(data: &LayerData, activity: &Activity, flags: &Flags, policy: BackgroundPolicy) {
+    let stop = &*flags.stop;
     let started = Instant::now();
     let mut sizer = SpanSizer::new(policy.max_span);
     for _ in 0..MAX_PASSES {
         if stop.load(Ordering::Acquire) || data.is_complete() {
             break;
         }
-        fetch_pass(data, activity, stop, policy.idle, &mut sizer);
+        fetch_pass(data, activity, flags, policy, &mut sizer);
         match data.mark_progress() {
             Ok(true) => {
                 tracing::info!(
@@ -159,15 +197,16 @@ fn run(data: &LayerData, activity: &Activity, stop: &AtomicBool, policy: Backgro
 fn fetch_pass(
     data: &LayerData,
     activity: &Activity,
-    stop: &AtomicBool,
-    idle: Duration,
+    flags: &Flags,
+    policy: BackgroundPolicy,
     sizer: &mut SpanSizer,
 ) {
+    let stop = &*flags.stop;
     let members = data.index().members();
     let mut backoff = Duration::from_millis(500);
     let mut m = 0;
     while m < members.len() {
-        if !wait_for_quiet(activity, stop, idle) {
+        if !wait_for_quiet(activity, flags, policy) {
             return;
         }
         if data.member_present(m as u32) || data.member_in_flight(m as u32) {
@@ -224,12 +263,15 @@ fn fetch_pass(
     }
 }
 
-/// Waits until the demand side has been quiet for `idle`; false if stopped meanwhile.
-fn wait_for_quiet(activity: &Activity, stop: &AtomicBool, idle: Duration) -> bool {
+/// Waits until the demand side has been quiet for the policy's idle time (none once hurried);
+/// false if stopped meanwhile.
+fn wait_for_quiet(activity: &Activity, flags: &Flags, policy: BackgroundPolicy) -> bool {
+    let stop = &*flags.stop;
     loop {
         if stop.load(Ordering::Acquire) {
             return false;
         }
+        let idle = flags.idle(policy);
         let wait = match activity.quiet_for() {
             Some(quiet) if quiet >= idle => return true,
             Some(quiet) => (idle - quiet).min(QUIET_POLL),

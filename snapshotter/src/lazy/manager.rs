@@ -27,6 +27,7 @@ use crate::lazy::background::{BackgroundFetch, BackgroundPolicy};
 use crate::lazy::data::LayerData;
 use crate::lazy::labels::RemoteSpec;
 use crate::lazy::locator::ChunkLocator;
+use crate::lazy::progress::{FetchNow, LayerProgress, progress_of};
 use crate::lazy::source::{BlobSource, RegistrySource};
 use crate::lazy::warmed::{WarmedToc, WarmedTocs};
 use crate::lazy::{LazyError, mount};
@@ -390,10 +391,7 @@ impl LazyLayers {
         // A container usually starts right after its layers are mounted.
         self.activity.touch();
         let fetch = if self.cfg.background_fetch && fits && !data.is_complete() && !fetching {
-            let policy = BackgroundPolicy {
-                max_span: self.cfg.fetch_span,
-                idle: self.cfg.background_idle,
-            };
+            let policy = self.background_policy();
             match BackgroundFetch::start(Arc::clone(&data), Arc::clone(&self.activity), policy) {
                 Ok(f) => Some(f),
                 Err(e) => {
@@ -467,6 +465,84 @@ impl LazyLayers {
         for id in ids {
             self.unmount(id);
         }
+    }
+
+    /// The whole-fetch progress of mounted layer `digest` (blocking: cache lookups).
+    pub fn layer_progress(&self, digest: &str) -> Option<LayerProgress> {
+        let (data, image_ref) = self.mounted_data(digest)?;
+        let mut p = progress_of(&data, digest, &image_ref);
+        let all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = all
+            .values()
+            .filter(|m| m.digest == digest)
+            .find_map(|m| m.fetch.as_ref().filter(|f| !f.is_finished()))
+        {
+            p.fetching = true;
+            p.hurried = f.is_hurried();
+        }
+        Some(p)
+    }
+
+    /// Fetches mounted layer `digest` whole now, in the background: its running background
+    /// fetch stops waiting for quiet, or one is started (also with `remote.background_fetch`
+    /// off). Demand reads still go first. Blocking (cache lookups).
+    pub fn fetch_now(&self, digest: &str) -> Result<FetchNow, LazyError> {
+        let (data, image_ref) = self
+            .mounted_data(digest)
+            .ok_or_else(|| LazyError::NotMounted(digest.to_owned()))?;
+        let mut p = progress_of(&data, digest, &image_ref);
+        if p.complete {
+            return Ok(FetchNow::Complete(p));
+        }
+        let budget = self.cache.admission_budget(Admission::Background);
+        if data.index().data_size() > budget {
+            return Err(LazyError::TooLarge {
+                digest: digest.to_owned(),
+                size: data.index().data_size(),
+                budget,
+            });
+        }
+        let mut all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = all.values_mut().filter(|m| m.digest == digest);
+        let first = entries
+            .next()
+            .ok_or_else(|| LazyError::NotMounted(digest.to_owned()))?;
+        if let Some(f) = std::iter::once(&*first)
+            .chain(entries.map(|m| &*m))
+            .find_map(|m| m.fetch.as_ref().filter(|f| !f.is_finished()))
+        {
+            f.hurry();
+        } else {
+            let policy = self.background_policy();
+            let fetch =
+                BackgroundFetch::start(Arc::clone(&data), Arc::clone(&self.activity), policy)
+                    .map_err(LazyError::io(
+                        "start the background fetch of",
+                        &self.layer_dir(digest),
+                    ))?;
+            fetch.hurry();
+            first.fetch = Some(fetch);
+        }
+        tracing::info!(layer = %digest, "whole-layer fetch asked for over the admin API");
+        (p.fetching, p.hurried) = (true, true);
+        Ok(FetchNow::Queued(p))
+    }
+
+    fn background_policy(&self) -> BackgroundPolicy {
+        BackgroundPolicy {
+            max_span: self.cfg.fetch_span,
+            idle: self.cfg.background_idle,
+        }
+    }
+
+    /// The data of mounted layer `digest`, and the image of its first mount.
+    fn mounted_data(&self, digest: &str) -> Option<(Arc<LayerData>, String)> {
+        self.mounted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .find(|m| m.digest == digest)
+            .map(|m| (Arc::clone(&m.data), m.image_ref.clone()))
     }
 
     /// Whether any mounted snapshot uses layer `digest`.

@@ -9,6 +9,7 @@
 //! | [`data`] | a layer's chunks in the node's [`crate::cache`], single-flight member fetches, digest checks |
 //! | [`background`] | the low-priority whole-layer fetch, in spans sized to the link |
 //! | [`activity`] | demand fetches (and prefetches) in flight across all layers: when the background and the prefetcher may run |
+//! | [`progress`] | a mounted layer's whole-fetch progress, and fetching one now (admin API) |
 //! | [`locator`] | chunk digest → a mounted layer's data and chunk index, for the prefetcher |
 //! | [`source`] | ranged reads: registry (daemon) or file (tests) |
 //! | [`warmed`] | TOCs the warmer (`crate::warm`) fetched ahead of a pull; resolve looks there first |
@@ -26,6 +27,7 @@ pub mod labels;
 pub mod locator;
 pub mod manager;
 pub mod mount;
+pub mod progress;
 pub mod source;
 pub mod warmed;
 
@@ -64,6 +66,25 @@ pub enum LazyError {
     /// The chunk cache could not be opened.
     #[error(transparent)]
     Cache(#[from] crate::cache::CacheError),
+    /// No mounted lazy layer has this digest (admin API: fetch a layer now).
+    #[error(
+        "no mounted lazy layer has digest {0}: give the digest of a layer of an image pulled \
+         with the remote-snapshot labels and still in use (augurctl status counts them)"
+    )]
+    NotMounted(String),
+    /// The layer is larger than the cache tier that keeps whole layers.
+    #[error(
+        "layer {digest} holds {size} bytes of data, more than the {budget} bytes of the cache \
+         tier that keeps whole layers: it would evict itself (raise cache.hdd_mib)"
+    )]
+    TooLarge {
+        /// The layer.
+        digest: String,
+        /// Its data bytes (uncompressed chunks).
+        size: u64,
+        /// The tier's budget.
+        budget: u64,
+    },
     /// A bug or a panic in a helper task.
     #[error("internal error: {0}")]
     Internal(String),

@@ -16,6 +16,7 @@
 //! | [`ledger`] | issued, used and wasted chunks; `was_prefetched` for the trace recorder |
 //! | [`settings`] | the `[prefetch]` and `[predictor]` config tables |
 //! | [`warmed`] | images warmed ahead of their pull: their layers, and their likely chunks queued as background work |
+//! | [`plan`] | [`Prefetcher::plan`]: what the models would fetch first for an image not running yet (a dry run) |
 //! | [`reload`] | [`Prefetcher::reload_model`]: a new LSTM model validated and swapped in (or the LSTM added) while running |
 //!
 //! Where chunks are fetched from is [`crate::lazy::locator::ChunkLocator`] (kept by
@@ -34,6 +35,7 @@
 pub mod adapt;
 pub mod bucket;
 pub mod ledger;
+pub mod plan;
 pub mod predict;
 pub mod queue;
 pub mod reload;

@@ -53,6 +53,9 @@ pub enum Event {
     AddLstm(Box<Lstm>, std::sync::mpsc::SyncSender<()>),
     /// An image was warmed ahead of its pull: queue its likely chunks as background work.
     Warm(Box<super::warmed::WarmUp>),
+    /// What a run of an image would be predicted first (`POST /manifest/parse`), answered
+    /// without teaching the models ([`super::plan`]).
+    Plan(Box<super::plan::PlanRequest>),
     /// Stop (save first).
     Stop,
 }
@@ -248,6 +251,11 @@ fn handle_batch(
                 let _ = ack.send(());
             }
             Event::Warm(warm) => queue_warm(&mut models.ensemble, &warm, shared),
+            Event::Plan(req) => {
+                let _ = req
+                    .reply
+                    .send(super::plan::dry_run(&mut models.ensemble, &req));
+            }
             Event::Stop => return (true, handled),
         }
         if began.elapsed() < BATCH {

@@ -507,3 +507,40 @@ fn a_warmed_images_likely_chunks_are_prefetched_behind_demand_into_their_tier() 
     assert_eq!(bed.prefetcher.inner.shared.warm.len(), WARM_KEPT);
     assert!(s.wasted_chunks >= issued.len() as u64, "{s:?}");
 }
+
+#[test]
+fn a_plan_names_what_a_taught_image_reads_first_and_teaches_the_models_nothing() {
+    let bed = Bed::new();
+    bed.teach();
+    let requests = bed.source.requests.load(Ordering::Relaxed);
+    let first = bed
+        .prefetcher
+        .plan(context(), 64)
+        .expect("the thread answers");
+    let taught: Vec<ChunkId> = bed.records.iter().map(|r| r.digest).collect();
+    assert!(
+        first.len() >= FILES / 2 && first.iter().all(|p| taught.contains(&p.chunk)),
+        "the plan is the taught run's chunks: {first:?}"
+    );
+    // A dry run: asked again, the same answer (a run that read nothing would have lowered
+    // the calibrated probabilities), and nothing was queued or fetched.
+    let again = bed
+        .prefetcher
+        .plan(context(), 64)
+        .expect("the thread answers");
+    let key = |v: &[augur_predictor::Prediction]| -> Vec<(ChunkId, u32)> {
+        v.iter()
+            .map(|p| (p.chunk, p.probability.to_bits()))
+            .collect()
+    };
+    assert_eq!(key(&first), key(&again));
+    bed.wait_until("events handled", settled);
+    assert_eq!(bed.stats().issued_chunks, 0, "a plan prefetches nothing");
+    assert_eq!(bed.source.requests.load(Ordering::Relaxed), requests);
+    let unknown = RunContext {
+        image: "127.0.0.1:5000/never-run:1".into(),
+        label: None,
+        layers: vec![format!("sha256:{}", "9".repeat(64))],
+    };
+    assert_eq!(bed.prefetcher.plan(unknown, 64), Some(Vec::new()));
+}

@@ -37,7 +37,7 @@ enum Command {
 
 /// Runs the subcommand.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let client = args.common.client();
+    let client = args.common.client()?;
     let json = args.common.json;
     match args.command {
         Command::Status => {

@@ -1,4 +1,5 @@
-//! `augurctl image convert`: flags, progress lines on stderr, the summary line on stdout.
+//! `augurctl image convert`: flags, progress on stderr (a bar per layer in flight when stderr is
+//! a terminal, lines otherwise), the summary line (or `--json`) on stdout.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -74,6 +75,10 @@ pub struct Args {
     /// No progress on stderr; only errors and the summary line.
     #[arg(long, short)]
     quiet: bool,
+    /// Print the summary as JSON on stdout (DST, digest, media type, per image: platform,
+    /// digests, layers converted and kept, bytes before and after).
+    #[arg(long)]
+    json: bool,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -84,7 +89,15 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let interrupt = crate::interrupted()?;
     match convert::convert(&args.src, &args.dst, &opts, progress, interrupt).await {
         Ok(report) => {
-            println!("{}", summary(&args.src, &report));
+            renderer.finish();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&summary_json(&args, &report))?
+                );
+            } else {
+                println!("{}", summary(&args.src, &report));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Err(ConvertError::Interrupted) => {
@@ -140,6 +153,32 @@ fn summary(src: &str, r: &Report) -> String {
     )
 }
 
+/// The summary as JSON (`--json`).
+fn summary_json(args: &Args, r: &Report) -> serde_json::Value {
+    let images: Vec<serde_json::Value> = r
+        .images
+        .iter()
+        .map(|i| {
+            serde_json::json!({
+                "platform": i.platform,
+                "source_digest": i.source_digest,
+                "digest": i.digest,
+                "converted": i.converted,
+                "kept": i.kept,
+                "bytes_before": i.bytes.0,
+                "bytes_after": i.bytes.1,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "src": args.src,
+        "reference": r.reference,
+        "digest": r.digest,
+        "media_type": r.media_type,
+        "images": images,
+    })
+}
+
 fn mib(bytes: u64) -> String {
     format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
@@ -147,10 +186,13 @@ fn mib(bytes: u64) -> String {
 /// How often a layer's byte counts are printed.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Prints progress lines to stderr, at most one per layer every [`EVERY`].
+/// Prints progress to stderr: on a terminal, a bar per layer in flight (bytes read of its
+/// size, then bytes stored) with the other lines above the bars; otherwise lines, at most one per
+/// layer every [`EVERY`].
 #[derive(Debug)]
 struct Renderer {
     quiet: bool,
+    bars: Option<indicatif::MultiProgress>,
     layers: Mutex<HashMap<(Option<String>, usize), Layer>>,
 }
 
@@ -159,14 +201,39 @@ struct Layer {
     started: Instant,
     printed: Instant,
     size: u64,
+    bar: Option<indicatif::ProgressBar>,
 }
 
 impl Renderer {
     fn new(quiet: bool) -> Self {
         Renderer {
             quiet,
+            bars: crate::progress::wanted(quiet).then(indicatif::MultiProgress::new),
             layers: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// A line above the bars, or on stderr.
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some(m) => {
+                let _ = m.println(text);
+            }
+            None => eprintln!("{text}"),
+        }
+    }
+
+    /// Removes whatever bars remain.
+    fn finish(&self) {
+        if let Some(m) = &self.bars {
+            let _ = m.clear();
+        }
+    }
+
+    /// A bar for a layer of `size` bytes, when bars are drawn.
+    fn layer_bar(&self, layer: &LayerId, size: u64) -> Option<indicatif::ProgressBar> {
+        let m = self.bars.as_ref()?;
+        Some(m.add(crate::progress::bytes(size, &tag(layer), self.quiet)))
     }
 
     fn event(&self, e: &Event) {
@@ -184,7 +251,7 @@ impl Renderer {
                     .as_deref()
                     .map(|p| format!(" for {p}"))
                     .unwrap_or_default();
-                eprintln!("image {digest}{p}: {n} layer(s)");
+                self.line(&format!("image {digest}{p}: {n} layer(s)"));
             }
             Event::LayerStart {
                 layer,
@@ -196,14 +263,15 @@ impl Renderer {
                     started: now,
                     printed: now,
                     size: *size,
+                    bar: self.layer_bar(layer, *size),
                 };
                 layers.insert(key(layer), state);
-                eprintln!(
+                self.line(&format!(
                     "{} {}: {media_type}, {}",
                     tag(layer),
                     layer.digest,
                     mib(*size)
-                );
+                ));
             }
             Event::Converting {
                 layer,
@@ -213,7 +281,9 @@ impl Renderer {
                 let Some(l) = layers.get_mut(&key(layer)) else {
                     return;
                 };
-                if l.due() {
+                if let Some(bar) = &l.bar {
+                    bar.set_position(*read);
+                } else if l.due() {
                     let rate = rate(*read, l.started);
                     let (read, size, written) = (mib(*read), mib(l.size), mib(*written));
                     eprintln!(
@@ -223,20 +293,30 @@ impl Renderer {
                 }
             }
             Event::Uploading { layer, sent, total } => {
-                if layers.get_mut(&key(layer)).is_some_and(Layer::due) {
+                let Some(l) = layers.get_mut(&key(layer)) else {
+                    return;
+                };
+                if let Some(bar) = &l.bar {
+                    bar.set_message(format!("{} storing", tag(layer)));
+                    bar.set_length(*total);
+                    bar.set_position(*sent);
+                } else if l.due() {
                     eprintln!("{} storing: {} of {}", tag(layer), mib(*sent), mib(*total));
                 }
             }
             Event::LayerDone { layer, outcome } => {
                 if let Some(l) = layers.remove(&key(layer)) {
-                    eprintln!("{} {}", tag(layer), done(&l, outcome));
+                    if let Some(bar) = &l.bar {
+                        bar.finish_and_clear();
+                    }
+                    self.line(&format!("{} {}", tag(layer), done(&l, outcome)));
                 }
             }
             Event::Stored {
                 what,
                 digest,
                 reference,
-            } => eprintln!("stored {what} {digest} as {reference}"),
+            } => self.line(&format!("stored {what} {digest} as {reference}")),
         }
     }
 }

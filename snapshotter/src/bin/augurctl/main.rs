@@ -7,8 +7,11 @@ mod admin_args;
 mod cache;
 mod convert;
 mod models;
+mod plan;
 mod predictor;
 mod predictor_eval;
+mod prefetch;
+mod progress;
 mod rpull;
 mod trace;
 
@@ -47,6 +50,8 @@ enum Command {
     Predict(models::PredictArgs),
     /// Manage the daemon's LSTM model.
     Model(models::ModelArgs),
+    /// Fetch a mounted lazy layer whole now (through the admin socket).
+    Prefetch(prefetch::Args),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +61,9 @@ enum ImageCommand {
     Rpull(rpull::Args),
     // The help text is `convert::Args`'s doc comment.
     Convert(convert::Args),
+    /// The image's layers in the order Augur prefers to fetch them, and the models' prefetch
+    /// plan for it (through the admin socket).
+    Plan(plan::Args),
 }
 
 /// Exit status for a run stopped by SIGINT or SIGTERM (the shell's 128 + SIGINT).
@@ -92,6 +100,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 rpull::run(args).await.map(|()| ExitCode::SUCCESS)
             }
             Command::Image(ImageCommand::Convert(args)) => convert::run(args).await,
+            Command::Image(ImageCommand::Plan(args)) => {
+                plan::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
             Command::Cache(args) => cache::run(args).await.map(|()| ExitCode::SUCCESS),
             Command::Predictor(c) => tokio::task::spawn_blocking(move || predictor::run(c))
                 .await
@@ -101,6 +112,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Command::Status(args) => models::status(args).await.map(|()| ExitCode::SUCCESS),
             Command::Predict(args) => models::predict(args).await.map(|()| ExitCode::SUCCESS),
             Command::Model(args) => models::model(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Prefetch(args) => prefetch::run(args).await.map(|()| ExitCode::SUCCESS),
         }
     })
 }

@@ -65,7 +65,7 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 /// `augurctl status`.
 pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
-    let s: Status = args.common.client().get("/status").await?;
+    let s: Status = args.common.client()?.get("/status").await?;
     if args.common.json {
         return print_json(&s);
     }
@@ -125,7 +125,7 @@ pub async fn predict(args: PredictArgs) -> anyhow::Result<()> {
         "snapshot key {:?}: give a key as `ctr snapshots ls` prints it",
         args.snapshot
     );
-    let p: Predictions = args.common.client().get(&path).await?;
+    let p: Predictions = args.common.client()?.get(&path).await?;
     if args.common.json {
         return print_json(&p);
     }
@@ -191,7 +191,7 @@ async fn reload(common: &AdminArgs, dir: Option<PathBuf>) -> anyhow::Result<()> 
         Some(d) => serde_json::json!({ "dir": d }),
         None => serde_json::json!({}),
     };
-    let m: Model = common.client().post("/models/reload", &body).await?;
+    let m: Model = common.client()?.post("/models/reload", &body).await?;
     if common.json {
         return print_json(&m);
     }

@@ -1,5 +1,6 @@
-//! `augurctl image rpull`: arguments, progress lines on stderr, and the call into
-//! `augur_snapshotter::rpull`.
+//! `augurctl image rpull`: arguments, progress on stderr (a bar of layers prepared when stderr is
+//! a terminal, lines otherwise), the call into `augur_snapshotter::rpull`, and the result as text
+//! or `--json` on stdout.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -32,9 +33,12 @@ pub struct Args {
     /// A registry (`host[:port]`) that may be reached over plain HTTP; loopback always may.
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
-    /// Print nothing but errors.
+    /// Print nothing but errors (and the --json result).
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Print the result as JSON on stdout (image, target, chain ID, each layer's outcome).
+    #[arg(long)]
+    json: bool,
 }
 
 /// Runs the pull and reports it.
@@ -56,16 +60,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         platform,
         ..PullOptions::default()
     };
-    let quiet = args.quiet;
-    let mut report = |e: Event| {
-        if !quiet {
-            let _ = writeln!(std::io::stderr(), "{}", describe(&e));
-        }
-    };
+    let mut progress = Progress::new(args.quiet);
+    let mut report = |e: Event| progress.event(e);
     let pulled = rpull::rpull(&containerd, &registry, &args.reference, &opts, &mut report)
         .await
         .with_context(|| format!("rpull {}", args.reference))?;
-    if !quiet {
+    progress.bar.finish_and_clear();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result_json(&args, &pulled, &progress.layers))?
+        );
+    } else if !args.quiet {
         let lazy = pulled
             .layers
             .iter()
@@ -80,6 +86,77 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the pull reports as it goes: a bar of layers on a terminal, else one line per event;
+/// and each layer's digest and size, for the JSON result.
+struct Progress {
+    quiet: bool,
+    bar: indicatif::ProgressBar,
+    layers: Vec<(String, u64)>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Progress {
+        Progress {
+            quiet,
+            bar: crate::progress::items(0, "layers prepared", quiet),
+            layers: Vec::new(),
+        }
+    }
+
+    fn event(&mut self, e: Event) {
+        match &e {
+            Event::Resolved { layers, .. } => {
+                self.bar.set_length(*layers as u64);
+                self.layers = vec![(String::new(), 0); *layers];
+            }
+            Event::Layer {
+                index,
+                digest,
+                size,
+                ..
+            } => {
+                if let Some(slot) = self.layers.get_mut(*index) {
+                    *slot = (digest.clone(), *size);
+                }
+                self.bar.inc(1);
+            }
+        }
+        if self.bar.is_hidden() {
+            if !self.quiet {
+                let _ = writeln!(std::io::stderr(), "{}", describe(&e));
+            }
+        } else {
+            self.bar.println(describe(&e));
+        }
+    }
+}
+
+fn result_json(args: &Args, pulled: &rpull::Pulled, layers: &[(String, u64)]) -> serde_json::Value {
+    let layers: Vec<serde_json::Value> = pulled
+        .layers
+        .iter()
+        .zip(layers)
+        .map(|(outcome, (digest, size))| {
+            let (name, fetched) = match outcome {
+                LayerOutcome::Lazy => ("lazy", 0),
+                LayerOutcome::Fetched { bytes } => ("fetched", *bytes),
+                LayerOutcome::Present => ("present", 0),
+            };
+            serde_json::json!({
+                "digest": digest, "size": size, "outcome": name, "fetched_bytes": fetched,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "name": pulled.name,
+        "namespace": args.namespace,
+        "snapshotter": args.snapshotter,
+        "target": pulled.target,
+        "chain_id": pulled.chain_id,
+        "layers": layers,
+    })
 }
 
 fn describe(e: &Event) -> String {
