@@ -10,6 +10,7 @@
 //! | [`policy`] | eviction policies (LFU with decay, LRU, score) and per-chunk [`Meta`] |
 //! | `shards` | the sharded maps of the hit path and the victim pool of the eviction path |
 //! | [`ram`], [`nvme`], [`hdd`] | the tiers |
+//! | [`settings`] | the `[cache]` config table, parsed and validated |
 //! | [`alloc`], [`journal`], [`mmap`] | the NVMe tier's extent allocator, on-disk index and mapping (the one `unsafe` module) |
 //!
 //! ## How chunks move
@@ -46,6 +47,7 @@ pub mod mmap;
 pub mod nvme;
 pub mod policy;
 pub mod ram;
+pub mod settings;
 mod shards;
 
 #[cfg(test)]
