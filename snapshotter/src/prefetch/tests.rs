@@ -145,6 +145,7 @@ impl Bed {
             model_dir: None,
             onnxruntime: None,
             state_dir: state_dir.path().to_path_buf(),
+            models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
         };
         let parts = Parts {
             cache: Arc::clone(&cache),
@@ -362,6 +363,7 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
         model_dir: None,
         onnxruntime: None,
         state_dir: bed.state_dir.path().to_path_buf(),
+        models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
     };
     let parts = Parts {
         cache: Arc::clone(&bed.cache),
@@ -390,6 +392,7 @@ fn predictor_with(model_dir: std::path::PathBuf, state: &std::path::Path) -> Pre
         model_dir: Some(model_dir),
         onnxruntime: Some(library),
         state_dir: state.to_path_buf(),
+        models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
     }
 }
 
