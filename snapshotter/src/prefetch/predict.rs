@@ -64,6 +64,13 @@ pub struct Models {
     pub lstm: Option<Arc<Engine>>,
 }
 
+impl Models {
+    /// The ensemble itself (for tools and tests that ask it directly, off the daemon's thread).
+    pub fn ensemble_mut(&mut self) -> &mut Ensemble {
+        &mut self.ensemble
+    }
+}
+
 /// Builds the ensemble of the selected models (with the LSTM if selected and it loads) and
 /// loads its saved state.
 pub fn load_models(settings: &PredictorSettings) -> Models {

@@ -11,6 +11,7 @@ mod predictor;
 mod predictor_eval;
 mod rpull;
 mod trace;
+mod train_state;
 
 use std::process::ExitCode;
 
