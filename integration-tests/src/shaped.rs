@@ -17,7 +17,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -244,13 +244,12 @@ impl WatchedChild {
     }
 
     /// Runs `cmd` to the end, killing it on Ctrl-C or after `timeout`; with `first`, notes
-    /// when its first stdout byte arrives (relative to the given start) and the proxy's bytes
-    /// then.
+    /// when its first output byte arrives and the proxy's bytes then.
     pub fn run(
         cmd: &mut Command,
         what: &str,
         timeout: Duration,
-        first: Option<(Instant, Arc<ProxyCounters>)>,
+        first: Option<FirstOutput>,
     ) -> Result<WatchedChild> {
         let mut child = cmd
             .stdin(Stdio::null())
@@ -258,33 +257,16 @@ impl WatchedChild {
             .stderr(Stdio::piped())
             .spawn()
             .with_context(|| format!("spawn {cmd:?}"))?;
-        let mut stdout = child.stdout.take().context("stdout")?;
-        let mut stderr = child.stderr.take().context("stderr")?;
-        let out_reader = std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let mut first_seen = None;
-            while let Ok(n) = stdout.read(&mut chunk) {
-                if n == 0 {
-                    break;
-                }
-                if first_seen.is_none()
-                    && let Some((start, counters)) = &first
-                {
-                    first_seen = Some((start.elapsed(), counters.down()));
-                }
-                buf.extend_from_slice(&chunk[..n]);
-            }
-            (String::from_utf8_lossy(&buf).into_owned(), first_seen)
-        });
-        let err_reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = stderr.read_to_string(&mut s);
-            s
-        });
+        let stdout = child.stdout.take().context("stdout")?;
+        let stderr = child.stderr.take().context("stderr")?;
+        let seen = Arc::new(Mutex::new(None));
+        let err_first = first.clone().filter(|f| f.stderr_too);
+        let out_reader = reader(stdout, first, Arc::clone(&seen));
+        let err_reader = reader(stderr, err_first, Arc::clone(&seen));
         let status = wait(&mut child, what, timeout)?;
-        let (stdout, first) = out_reader.join().unwrap_or_default();
+        let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
+        let first = *seen.lock().unwrap_or_else(|p| p.into_inner());
         Ok(WatchedChild {
             status,
             stdout,
@@ -292,6 +274,43 @@ impl WatchedChild {
             first,
         })
     }
+}
+
+/// When the clock started and whose bytes to note at a child's first output byte.
+#[derive(Debug, Clone)]
+pub struct FirstOutput {
+    /// The clock's start.
+    pub start: Instant,
+    /// The proxy whose delivered bytes are noted then.
+    pub counters: Arc<ProxyCounters>,
+    /// Whether a byte on stderr counts too (programs that only log there).
+    pub stderr_too: bool,
+}
+
+/// A thread reading `stream` to its end; with `first`, it sets `seen` at the first byte if no
+/// other reader did.
+fn reader(
+    mut stream: impl Read + Send + 'static,
+    first: Option<FirstOutput>,
+    seen: Arc<Mutex<Option<(Duration, u64)>>>,
+) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut chunk) {
+            if n == 0 {
+                break;
+            }
+            if let Some(f) = &first {
+                let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                if seen.is_none() {
+                    *seen = Some((f.start.elapsed(), f.counters.down()));
+                }
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&buf).into_owned()
+    })
 }
 
 fn wait(child: &mut Child, what: &str, timeout: Duration) -> Result<std::process::ExitStatus> {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use augur_integration_tests::delay_proxy::ProxyCounters;
-use augur_integration_tests::shaped::{self, WatchedChild, epoch_secs, keep_logs};
+use augur_integration_tests::shaped::{self, FirstOutput, WatchedChild, epoch_secs, keep_logs};
 use augur_integration_tests::{Containerd, Daemon, DaemonOptions};
 
 use crate::bed::Bed;
@@ -233,5 +233,10 @@ fn watch(
     what: &str,
     first: Option<(Instant, Arc<ProxyCounters>)>,
 ) -> Result<WatchedChild> {
+    let first = first.map(|(start, counters)| FirstOutput {
+        start,
+        counters,
+        stderr_too: false,
+    });
     WatchedChild::run(cmd, what, CHILD_TIMEOUT, first)
 }

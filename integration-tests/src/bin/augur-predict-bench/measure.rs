@@ -4,7 +4,8 @@
 //! --snapshotter augur` of the argument set's command, its snapshot labelled with the set (as
 //! the recorder labelled it).
 //!
-//! The clock starts when the pull starts. Recorded: time to the first output byte and to exit,
+//! The clock starts when the pull starts. Recorded: time to the first output byte (stdout or
+//! stderr: `python3/logging` only logs) and to exit,
 //! bytes the proxy delivered in all, and the prefetcher's counters from the daemon's
 //! `GET /status` once the run is over. Afterwards everything is stopped and deleted, and dirty
 //! pages are written (`sync`), so nothing of one run is cached for or charged to the next.
@@ -15,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use augur_integration_tests::shaped::{self, WatchedChild, keep_logs};
+use augur_integration_tests::shaped::{self, FirstOutput, WatchedChild, keep_logs};
 use augur_integration_tests::{Containerd, Daemon, DaemonOptions, snapshotter_bin};
 
 use crate::opts::{Opts, Variant};
@@ -127,12 +128,12 @@ fn measure(
     let mut run = containerd.command(&["-n", "bench", "run", "--rm", "--snapshotter", "augur"]);
     run.args(["--snapshotter-label", &label, &image, "predictbench"]);
     run.args(&set.argv);
-    let out = WatchedChild::run(
-        &mut run,
-        "run",
-        CHILD_TIMEOUT,
-        Some((start, Arc::clone(&counters))),
-    )?;
+    let first = FirstOutput {
+        start,
+        counters: Arc::clone(&counters),
+        stderr_too: true,
+    };
+    let out = WatchedChild::run(&mut run, "run", CHILD_TIMEOUT, Some(first))?;
     let total = start.elapsed();
     out.check("run")?;
     let (first_output, _) = out.first.context("the workload printed nothing")?;
