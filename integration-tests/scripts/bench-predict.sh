@@ -10,8 +10,8 @@
 #   - the LSTM of the training runs   trained on first use (seconds), cached under
 #                              $AUGUR_CACHE/predict-bench/lstm-<hash of the training traces>
 # and tees the Markdown report into $AUGUR_CACHE/bench-predict-last.md. Progress lines go to
-# stderr. A run is ~8-20 s on 2 cores; the default (3 rounds x 2 profiles x 10 argument sets x
-# 6 variants = 360 runs) takes about 1.5 h, the quick one below about 5 min.
+# stderr. A run takes 3-15 s on 2 cores; the default (3 rounds x 2 profiles x 10 argument sets x
+# 6 variants = 360 runs) takes about 35 min, the quick one below about 5 min.
 #
 # Usage (as root: network namespace, tc, containerd, FUSE):
 #   integration-tests/scripts/bench-predict.sh [augur-predict-bench args]
