@@ -16,7 +16,9 @@
 //!
 //! [`rootfs`] reads a mounted root filesystem into a listing (types, modes, owners, xattrs,
 //! content hashes, hard links) and lists the differences between two. [`bench`] holds what the
-//! benchmark binaries share (Ctrl-C handling, medians, bootstrap intervals, machine facts).
+//! benchmark binaries share (Ctrl-C handling, medians, bootstrap intervals, machine facts), and
+//! [`shaped`] the shaped network they measure through (namespace, registry, HTB limits, delay
+//! proxies per profile) and their timed children.
 //!
 //! Slow inputs (Debian packages, the test images, the Go conformance and reference binaries) are
 //! prepared once by `integration-tests/scripts/*.sh` and cached under [`cache_dir`]; tests that
@@ -35,6 +37,7 @@ pub mod netns;
 pub mod prometheus;
 mod registry;
 pub mod rootfs;
+pub mod shaped;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -49,6 +49,7 @@ fn prefetcher(lazy: &LazyLayers, state_dir: &Path) -> Prefetcher {
         model_dir_is_default: false,
         onnxruntime: Some(ort_library()),
         state_dir: state_dir.to_path_buf(),
+        models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
     };
     let parts = Parts {
         cache: Arc::clone(lazy.cache()),

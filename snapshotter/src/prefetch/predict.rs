@@ -2,11 +2,13 @@
 //! queued prefetches, adapts the threshold once per interval, and saves what the models
 //! learned.
 //!
-//! - **Models**: an [`Ensemble`] of record-and-replay and the online Markov model, plus the
-//!   ONNX LSTM when `[predictor] model_dir` (default `<root>/models/current`) holds a valid
-//!   model and ONNX Runtime loads. If not, one line says what is missing and that the daemon
-//!   runs on the online models: a warning, or info when no model is installed at the default
-//!   place or `model_dir = ""` turned the LSTM off.
+//! - **Models**: an [`Ensemble`] of the models `[predictor] models` selects (default all):
+//!   record-and-replay, the online Markov model, and the ONNX LSTM when `[predictor] model_dir`
+//!   (default `<root>/models/current`) holds a valid model and ONNX Runtime loads. If the LSTM
+//!   does not load, one line says what is missing and that the daemon runs on the other models:
+//!   a warning, or info when no model is installed at the default place or `model_dir = ""`
+//!   turned the LSTM off. [`build_ensemble`] and [`state_file`] are shared with
+//!   `augurctl predictor train-state`.
 //! - **Events** arrive over a bounded channel from [`super::Prefetcher`]'s methods (which only
 //!   send). After a batch of accesses (at most [`BATCH`] long), each run that read something
 //!   new is asked for its next [`PREDICT_MAX`] chunks; those at or above the threshold that
@@ -30,6 +32,7 @@ use crate::prefetch::PredictorSettings;
 use crate::prefetch::adapt::Adapter;
 use crate::prefetch::queue::Entry;
 use crate::prefetch::scheduler::Shared;
+use crate::prefetch::settings::ModelKind;
 use crate::prefetch::warmed::WARM_MODEL_RUN;
 
 /// Predictions asked for per run and batch.
@@ -69,18 +72,29 @@ pub struct Models {
     pub lstm: Option<Arc<Engine>>,
 }
 
-/// Builds the ensemble (with the LSTM if it loads) and loads its saved state.
-pub fn load_models(settings: &PredictorSettings) -> Models {
-    let mut members: Vec<Box<dyn Predictor>> = vec![
-        Box::new(Replay::new(ReplayConfig::default())),
-        Box::new(Markov::new(MarkovConfig::default())),
-    ];
-    let lstm = load_lstm(settings);
-    let engine = lstm.as_ref().map(|l| Arc::clone(l.engine()));
-    if let Some(l) = lstm {
-        members.push(Box::new(l));
+impl Models {
+    /// The ensemble itself (for tools and tests that ask it directly, off the daemon's thread).
+    pub fn ensemble_mut(&mut self) -> &mut Ensemble {
+        &mut self.ensemble
     }
-    let mut ensemble = Ensemble::new(members, EnsembleConfig::default());
+}
+
+/// Builds the ensemble of the selected models (with the LSTM if selected and it loads) and
+/// loads its saved state.
+pub fn load_models(settings: &PredictorSettings) -> Models {
+    let lstm = if settings.models.contains(&ModelKind::Lstm) {
+        daemon_lstm(settings)
+    } else {
+        None
+    };
+    let engine = lstm.as_ref().map(|l| Arc::clone(l.engine()));
+    let mut ensemble = build_ensemble(&settings.models, lstm);
+    if ensemble.member_names().is_empty() {
+        tracing::warn!(
+            "no models: predictor.models names only the LSTM and it did not load; nothing is \
+             prefetched until a model is loaded (augurctl model reload)"
+        );
+    }
     let state_file = state_file(&ensemble, &settings.state_dir);
     load_state(&mut ensemble, &state_file);
     tracing::info!(
@@ -95,30 +109,55 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
     }
 }
 
-/// The LSTM, if a model is configured (or installed at the default place) and loads; why not is
-/// said once: a warning, except for a node with no model installed at the default place (an
-/// info line, the state of every fresh install).
-fn load_lstm(settings: &PredictorSettings) -> Option<Lstm> {
-    let Some(dir) = &settings.model_dir else {
-        tracing::info!(
-            "no LSTM: predictor.model_dir is \"\"; the daemon runs on the online models \
-             (replay, markov)"
-        );
-        return None;
-    };
-    if settings.model_dir_is_default && std::fs::symlink_metadata(dir).is_err() {
-        tracing::info!(
-            model_dir = %dir.display(),
-            "no LSTM model installed (onnx-models/install.sh installs the shipped one); the \
-             daemon runs on the online models (replay, markov)"
-        );
-        return None;
-    }
+/// Why the LSTM of the settings did not load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadLstmError {
+    /// `model_dir` is not set.
+    #[error("predictor.model_dir is not set")]
+    NoModelDir,
+    /// The model or ONNX Runtime failed; the message names which check.
+    #[error("model_dir {dir}, ONNX Runtime {library}: {source}")]
+    Load {
+        /// The model directory.
+        dir: PathBuf,
+        /// ONNX Runtime's library.
+        library: PathBuf,
+        /// What failed.
+        source: augur_predictor::lstm::LstmError,
+    },
+}
+
+/// Loads and validates the LSTM of `[predictor] model_dir` with the settings' ONNX Runtime.
+pub fn load_lstm(settings: &PredictorSettings) -> Result<Lstm, LoadLstmError> {
+    let dir = settings
+        .model_dir
+        .as_ref()
+        .ok_or(LoadLstmError::NoModelDir)?;
     let library = settings
         .onnxruntime
         .clone()
         .unwrap_or_else(runtime::library_from_env);
-    match Lstm::load(dir, &library, LstmConfig::default()) {
+    Lstm::load(dir, &library, LstmConfig::default()).map_err(|source| LoadLstmError::Load {
+        dir: dir.clone(),
+        library,
+        source,
+    })
+}
+
+/// The daemon's LSTM, if a model is configured (or installed at the default place) and loads;
+/// why not is said once: a warning, except for `model_dir = ""` or a node with no model
+/// installed at the default place (an info line, the state of every fresh install).
+fn daemon_lstm(settings: &PredictorSettings) -> Option<Lstm> {
+    let dir = settings.model_dir.as_ref();
+    if dir.is_some_and(|d| settings.model_dir_is_default && std::fs::symlink_metadata(d).is_err()) {
+        tracing::info!(
+            model_dir = %dir.map(|d| d.display().to_string()).unwrap_or_default(),
+            "no LSTM model installed (onnx-models/install.sh installs the shipped one); the \
+             daemon runs on the other models of predictor.models"
+        );
+        return None;
+    }
+    match load_lstm(settings) {
         Ok(l) => {
             let info = l.engine().model();
             tracing::info!(
@@ -129,20 +168,44 @@ fn load_lstm(settings: &PredictorSettings) -> Option<Lstm> {
             );
             Some(l)
         }
+        Err(LoadLstmError::NoModelDir) => {
+            tracing::info!(
+                "no LSTM: predictor.model_dir is \"\"; the daemon runs on the other models of \
+                 predictor.models"
+            );
+            None
+        }
         Err(e) => {
             tracing::warn!(
-                model_dir = %dir.display(),
-                library = %library.display(),
                 error = %e,
-                "no LSTM: the daemon runs on the online models (replay, markov)"
+                "no LSTM: the daemon runs on the other models of predictor.models"
             );
             None
         }
     }
 }
 
+/// The daemon's ensemble of the `selected` models, in member order; the LSTM joins only if
+/// selected and given. Shared with `augurctl predictor train-state`, which must build the same
+/// members to write state the daemon loads.
+pub fn build_ensemble(selected: &[ModelKind], lstm: Option<Lstm>) -> Ensemble {
+    let mut members: Vec<Box<dyn Predictor>> = Vec::new();
+    if selected.contains(&ModelKind::Replay) {
+        members.push(Box::new(Replay::new(ReplayConfig::default())));
+    }
+    if selected.contains(&ModelKind::Markov) {
+        members.push(Box::new(Markov::new(MarkovConfig::default())));
+    }
+    if selected.contains(&ModelKind::Lstm)
+        && let Some(l) = lstm
+    {
+        members.push(Box::new(l));
+    }
+    Ensemble::new(members, EnsembleConfig::default())
+}
+
 /// `<state_dir>/<member>+<member>....state.gz`: state saved for one set of members.
-fn state_file(ensemble: &Ensemble, state_dir: &Path) -> PathBuf {
+pub fn state_file(ensemble: &Ensemble, state_dir: &Path) -> PathBuf {
     state_dir.join(format!("{}.state.gz", ensemble.member_names().join("+")))
 }
 

@@ -25,6 +25,9 @@ pub enum ReloadError {
          predictor.model_dir in the config"
     )]
     NoDirectory,
+    /// `[predictor] models` does not select the LSTM.
+    #[error("the LSTM is not among predictor.models; add \"lstm\" to it and restart the daemon")]
+    NotSelected,
     /// The directory is not absolute (the daemon's working directory is not the caller's).
     #[error("model directory {0} is not an absolute path")]
     Relative(PathBuf),
@@ -40,7 +43,7 @@ impl ReloadError {
     /// Whether the caller's input is at fault (a 4xx), not the daemon (a 5xx).
     pub fn is_input(&self) -> bool {
         match self {
-            ReloadError::NoDirectory | ReloadError::Relative(_) => true,
+            ReloadError::NoDirectory | ReloadError::NotSelected | ReloadError::Relative(_) => true,
             ReloadError::Invalid(e) => !matches!(
                 e,
                 LstmError::LibraryMissing { .. }
@@ -72,6 +75,9 @@ impl Prefetcher {
     /// (loads ONNX Runtime sessions): call it on the blocking pool.
     pub fn reload_model(&self, dir: Option<&Path>) -> Result<ModelInfo, ReloadError> {
         let settings = &self.inner.predictor;
+        if !settings.models.contains(&super::settings::ModelKind::Lstm) {
+            return Err(ReloadError::NotSelected);
+        }
         let dir = dir
             .or(settings.model_dir.as_deref())
             .ok_or(ReloadError::NoDirectory)?;

@@ -1,6 +1,7 @@
 //! The `[prefetch]` and `[predictor]` config tables: as written ([`RawPrefetch`],
 //! [`RawPredictor`]) and validated ([`PrefetchSettings`], [`PredictorSettings`]), with errors
-//! that name the key. Documented in `docs/configuration.md` and `systemd/config.toml`.
+//! that name the key, and [`ModelKind`]: which models `[predictor] models` selects. Documented in
+//! `docs/configuration.md` and `systemd/config.toml`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,6 +40,74 @@ pub struct RawPredictor {
     pub model_dir: Option<PathBuf>,
     /// ONNX Runtime's library (`""`: `$AUGUR_ORT_LIB`, else the default path).
     pub onnxruntime_library: Option<PathBuf>,
+    /// The models to run (`replay`, `markov`, `lstm`).
+    pub models: Option<Vec<String>>,
+}
+
+/// A model the daemon's predictor can run; the order of the variants is the order the
+/// ensemble's members are built in (it names the saved state file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ModelKind {
+    /// Record-and-replay.
+    Replay,
+    /// The online Markov model.
+    Markov,
+    /// The ONNX LSTM (only when `model_dir` validates).
+    Lstm,
+}
+
+impl ModelKind {
+    /// Every model, in member order (the default selection).
+    pub const ALL: [ModelKind; 3] = [ModelKind::Replay, ModelKind::Markov, ModelKind::Lstm];
+
+    /// The name in the config (and the model's [`augur_predictor::Predictor::name`]).
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Replay => "replay",
+            ModelKind::Markov => "markov",
+            ModelKind::Lstm => "lstm",
+        }
+    }
+
+    /// The model called `name`, if there is one.
+    pub fn from_name(name: &str) -> Option<ModelKind> {
+        ModelKind::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// Parses a list of model names (`key` names the setting in errors): at least one, each
+/// known; returned in member order without repeats.
+pub fn parse_models<S: AsRef<str>>(
+    key: &'static str,
+    names: &[S],
+) -> Result<Vec<ModelKind>, ConfigError> {
+    let all = || {
+        ModelKind::ALL
+            .map(|k| format!("\"{}\"", k.name()))
+            .join(", ")
+    };
+    if names.is_empty() {
+        return Err(invalid(
+            key,
+            "[]".into(),
+            format!("name at least one model of {}", all()),
+        ));
+    }
+    let mut kinds = Vec::with_capacity(names.len());
+    for n in names {
+        let n = n.as_ref();
+        let kind = ModelKind::from_name(n).ok_or_else(|| {
+            invalid(
+                key,
+                format!("\"{n}\""),
+                format!("unknown model; choose from {}", all()),
+            )
+        })?;
+        kinds.push(kind);
+    }
+    kinds.sort();
+    kinds.dedup();
+    Ok(kinds)
 }
 
 /// Validated `[prefetch]` settings.
@@ -75,6 +144,8 @@ pub struct PredictorSettings {
     pub onnxruntime: Option<PathBuf>,
     /// Where learned state is saved: `<root>/predictor`.
     pub state_dir: PathBuf,
+    /// The models selected, in member order (the LSTM only runs if `model_dir` validates).
+    pub models: Vec<ModelKind>,
 }
 
 impl RawPrefetch {
@@ -163,6 +234,10 @@ impl RawPredictor {
             model_dir_is_default,
             onnxruntime: path("predictor.onnxruntime_library", self.onnxruntime_library)?,
             state_dir: root.join("predictor"),
+            models: match &self.models {
+                None => ModelKind::ALL.to_vec(),
+                Some(names) => parse_models("predictor.models", names)?,
+            },
         })
     }
 }
@@ -178,6 +253,7 @@ mod tests {
             let raw = RawPredictor {
                 model_dir: dir.map(PathBuf::from),
                 onnxruntime_library: None,
+                models: None,
             };
             let s = raw.validate(root).unwrap();
             (s.model_dir, s.model_dir_is_default)
@@ -187,5 +263,40 @@ mod tests {
         assert_eq!(v(Some("/r/models/current")), (current, true));
         assert_eq!(v(Some("")), (None, false));
         assert_eq!(v(Some("/m")), (Some(PathBuf::from("/m")), false));
+    }
+
+    fn models(text: &str) -> Result<Vec<ModelKind>, ConfigError> {
+        let raw: RawPredictor = toml::from_str(text).expect("parses");
+        raw.validate(Path::new("/r")).map(|s| s.models)
+    }
+
+    #[test]
+    fn all_three_models_by_default() {
+        assert_eq!(models("").unwrap(), ModelKind::ALL.to_vec());
+    }
+
+    #[test]
+    fn selection_is_kept_in_member_order_without_repeats() {
+        assert_eq!(
+            models("models = [\"markov\"]").unwrap(),
+            vec![ModelKind::Markov]
+        );
+        assert_eq!(
+            models("models = [\"lstm\", \"replay\", \"lstm\"]").unwrap(),
+            vec![ModelKind::Replay, ModelKind::Lstm]
+        );
+    }
+
+    #[test]
+    fn unknown_names_and_an_empty_list_are_errors_naming_the_key() {
+        for text in ["models = []", "models = [\"replay\", \"lsmt\"]"] {
+            match models(text) {
+                Err(ConfigError::Invalid { key, rule, .. }) => {
+                    assert_eq!(key, "predictor.models", "{text}");
+                    assert!(rule.contains("\"markov\""), "{text}: {rule}");
+                }
+                other => panic!("{text}: expected an error, got {other:?}"),
+            }
+        }
     }
 }

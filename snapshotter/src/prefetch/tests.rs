@@ -147,6 +147,7 @@ impl Bed {
             model_dir_is_default: false,
             onnxruntime: None,
             state_dir: state_dir.path().to_path_buf(),
+            models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
         };
         let parts = Parts {
             cache: Arc::clone(&cache),
@@ -366,6 +367,7 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
         model_dir_is_default: false,
         onnxruntime: None,
         state_dir: bed.state_dir.path().to_path_buf(),
+        models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
     };
     let parts = Parts {
         cache: Arc::clone(&bed.cache),
@@ -395,6 +397,7 @@ fn predictor_with(model_dir: std::path::PathBuf, state: &std::path::Path) -> Pre
         model_dir_is_default: false,
         onnxruntime: Some(library),
         state_dir: state.to_path_buf(),
+        models: crate::prefetch::settings::ModelKind::ALL.to_vec(),
     }
 }
 

@@ -3,9 +3,10 @@
 //! 1. In this process's network namespace: a registry on a free port, the images from
 //!    `images.sh push`, and their eStargz copies made with `ctr-remote image convert --estargz`
 //!    (a throwaway containerd); both stopped again.
-//! 2. A loopback-only namespace `augur-lazybench-<pid>` with a registry on 127.0.0.1:5000
-//!    serving the same storage, one [`DelayProxy`] per profile (127.0.0.1:5001…5003 → 5000)
-//!    and HTB limiting what each shaped proxy's port sends.
+//! 2. A [`ShapedNet`] (shared with `augur-predict-bench`): a loopback-only namespace
+//!    `augur-lazybench-<pid>` with a registry on 127.0.0.1:5000 serving the same storage, one
+//!    delay proxy per profile (127.0.0.1:5001…5003 → 5000) and HTB limiting what each shaped
+//!    proxy's port sends.
 //! 3. A calibration of each profile: one ranged GET through its proxy with curl (time to first
 //!    byte on a new connection, throughput), for the report.
 //!
@@ -13,20 +14,15 @@
 //! containerd itself and the containers stay outside (containerd 1.6's client does the fetching).
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{Context, Result, ensure};
-use augur_integration_tests::delay_proxy::{self, DelayProxy};
+use anyhow::{Context, Result};
+use augur_integration_tests::delay_proxy::DelayProxy;
 use augur_integration_tests::lazy::push_estargz;
-use augur_integration_tests::netns::{NetNs, PortRate, RateLimit};
-use augur_integration_tests::{Containerd, Registry, RegistryOptions, TestDir, run_ok, workspace};
+use augur_integration_tests::netns::NetNs;
+use augur_integration_tests::shaped::{Calibration, ShapedNet, layers};
+use augur_integration_tests::{Containerd, Registry, TestDir, workspace};
 
-use crate::{Opts, PROFILES, WORKLOADS, progress};
-
-/// The registry's port inside the namespace (the proxies forward to it).
-const REGISTRY_PORT: u16 = 5000;
-/// Bytes fetched by each calibration request.
-const CALIBRATION_BYTES: u64 = 4 << 20;
+use crate::{Opts, WORKLOADS, progress};
 
 /// An image as both modes pull it.
 #[derive(Debug, Clone)]
@@ -41,27 +37,13 @@ pub struct ImageFacts {
     largest_layer: String,
 }
 
-/// What a profile measured at start-up.
-#[derive(Debug, Clone)]
-pub struct Calibration {
-    /// Time to the first byte of a range request on a new connection.
-    pub first_byte_secs: f64,
-    /// Download rate of [`CALIBRATION_BYTES`] after the first byte, MB/s.
-    pub mb_per_sec: f64,
-}
-
-/// Everything a run needs; fields drop in order (proxies, limits, registry, namespace, then
-/// the scratch directory, unmounting whatever is left below it).
+/// Everything a run needs; fields drop in order (the shaped network, then the scratch
+/// directory, unmounting whatever is left below it).
 #[derive(Debug)]
 pub struct Bed {
-    proxies: Vec<DelayProxy>,
-    rate_limit: RateLimit,
-    _registry: Registry,
-    netns: NetNs,
+    net: ShapedNet,
     /// Per workload (index of [`WORKLOADS`]).
     pub images: Vec<Option<ImageFacts>>,
-    /// Per profile (index of [`PROFILES`]).
-    pub calibration: Vec<Option<Calibration>>,
     dir: TestDir,
 }
 
@@ -70,56 +52,36 @@ impl Bed {
     pub fn start(opts: &Opts) -> Result<Bed> {
         let dir = TestDir::new("lazybench");
         progress(format!("scratch dir {}", dir.path().display()));
-        let data = dir.join("registry/data");
         let images = prepare_images(&dir, opts)?;
-        let netns = NetNs::create("augur-lazybench");
-        progress(format!(
-            "network namespace {} (loopback only); registry on 127.0.0.1:{REGISTRY_PORT} inside",
-            netns.name()
-        ));
-        let registry = Registry::start_with(
-            &dir.join("registry-netns"),
-            &RegistryOptions {
-                port: Some(REGISTRY_PORT),
-                data: Some(data),
-                netns: Some(netns.path()),
-                ..RegistryOptions::default()
-            },
-        );
-        let limits: Vec<PortRate> = PROFILES
+        let facts = images
             .iter()
-            .filter_map(|p| p.mbit.map(|mbit| PortRate { port: p.port, mbit }))
-            .collect();
-        let rate_limit = RateLimit::install(&netns, &limits);
-        let mut proxies = Vec::new();
-        for p in &PROFILES {
-            let cfg = delay_proxy::in_netns(&netns.path(), p.port, REGISTRY_PORT, p.one_way);
-            proxies
-                .push(DelayProxy::start(cfg).with_context(|| format!("delay proxy {}", p.name))?);
-        }
-        let mut bed = Bed {
-            proxies,
-            rate_limit,
-            _registry: registry,
-            netns,
-            images,
-            calibration: vec![None; PROFILES.len()],
-            dir,
-        };
-        for &p in &opts.profiles {
-            bed.calibration[p] = Some(bed.calibrate(p)?);
-        }
-        Ok(bed)
+            .flatten()
+            .next()
+            .context("no image prepared")?;
+        let net = ShapedNet::start(
+            "lazybench",
+            dir.path(),
+            dir.join("registry/data"),
+            &opts.profiles,
+            (&facts.name, &facts.largest_layer),
+            progress,
+        )?;
+        Ok(Bed { net, images, dir })
     }
 
     /// The namespace clients run in.
     pub fn netns(&self) -> &NetNs {
-        &self.netns
+        self.net.netns()
     }
 
     /// Profile `p`'s proxy.
     pub fn proxy(&self, p: usize) -> &DelayProxy {
-        &self.proxies[p]
+        self.net.proxy(p)
+    }
+
+    /// What profile `p` measured at start, if it was calibrated.
+    pub fn calibration(&self, p: usize) -> Option<&Calibration> {
+        self.net.calibration[p].as_ref()
     }
 
     /// The scratch directory.
@@ -129,50 +91,7 @@ impl Bed {
 
     /// `tc -s class show` of the namespace (how much each class sent and held back).
     pub fn tc_stats(&self) -> String {
-        self.rate_limit.stats()
-    }
-
-    /// One range request for [`CALIBRATION_BYTES`] of the largest layer through profile `p`'s
-    /// proxy, on a new connection.
-    fn calibrate(&self, p: usize) -> Result<Calibration> {
-        let facts = self
-            .images
-            .iter()
-            .flatten()
-            .next()
-            .context("no image prepared")?;
-        let url = format!(
-            "http://{}/v2/{}/blobs/{}",
-            self.proxies[p].host(),
-            facts.name,
-            facts.largest_layer
-        );
-        let out = run_ok(self.netns.command("curl").args([
-            "-sf",
-            "-o",
-            "/dev/null",
-            "-r",
-            &format!("0-{}", CALIBRATION_BYTES - 1),
-            "-w",
-            "%{time_starttransfer} %{time_total} %{size_download}",
-            &url,
-        ]));
-        let f: Vec<f64> = out
-            .split_whitespace()
-            .filter_map(|x| x.parse().ok())
-            .collect();
-        ensure!(f.len() == 3, "curl printed {out:?}");
-        let cal = Calibration {
-            first_byte_secs: f[0],
-            mb_per_sec: f[2] / 1e6 / (f[1] - f[0]).max(1e-6),
-        };
-        progress(format!(
-            "profile {}: first byte on a new connection after {:.0} ms, {:.1} MB/s",
-            PROFILES[p].name,
-            cal.first_byte_secs * 1e3,
-            cal.mb_per_sec
-        ));
-        Ok(cal)
+        self.net.tc_stats()
     }
 }
 
@@ -209,35 +128,6 @@ fn prepare_images(dir: &TestDir, opts: &Opts) -> Result<Vec<Option<ImageFacts>>>
     drop(containerd);
     let _ = std::fs::remove_dir_all(dir.join("convert-containerd"));
     Ok(facts)
-}
-
-/// `(digest, size)` of each layer of `host/name:tag` (the first manifest of an index).
-fn layers(host: &str, name: &str, tag: &str) -> Result<Vec<(String, u64)>> {
-    let mut doc = manifest(host, name, tag)?;
-    if let Some(first) = doc["manifests"][0]["digest"].as_str() {
-        doc = manifest(host, name, first)?;
-    }
-    let layers = doc["layers"]
-        .as_array()
-        .with_context(|| format!("{name}:{tag}: no layers in {doc}"))?;
-    Ok(layers
-        .iter()
-        .filter_map(|l| Some((l["digest"].as_str()?.to_owned(), l["size"].as_u64()?)))
-        .collect())
-}
-
-fn manifest(host: &str, name: &str, reference: &str) -> Result<serde_json::Value> {
-    let accept = "Accept: application/vnd.oci.image.manifest.v1+json, \
-                  application/vnd.oci.image.index.v1+json, \
-                  application/vnd.docker.distribution.manifest.v2+json, \
-                  application/vnd.docker.distribution.manifest.list.v2+json";
-    let body = run_ok(Command::new("curl").args([
-        "-sf",
-        "-H",
-        accept,
-        &format!("http://{host}/v2/{name}/manifests/{reference}"),
-    ]));
-    serde_json::from_str(&body).with_context(|| format!("manifest of {name}:{reference}"))
 }
 
 /// The release daemon measured: `$AUGUR_SNAPSHOTTER_BIN`, else `target/release/augur-snapshotter`.

@@ -4,9 +4,9 @@
 //!
 //! | module | what it holds |
 //! |---|---|
-//! | `main` | profiles, workloads, the interleaved loop over rounds × profiles × images × modes |
+//! | `main` | workloads, the interleaved loop over rounds × profiles × images × modes |
 //! | [`opts`] | the command line; daemon variants to compare (`--variant`) |
-//! | [`bed`] | the registry in a loopback-only network namespace, HTB limits, one delay proxy per profile, the images and their eStargz copies |
+//! | [`bed`] | the images and their eStargz copies, served through the shaped network of `augur_integration_tests::shaped` (namespace, HTB limits, one delay proxy per profile) |
 //! | [`measure`] | one run on fresh containerd (and a fresh Augur daemon): pull, `ctr run`, first output byte, bytes through the proxy |
 //! | [`report`] | medians and spread per cell, ratios with bootstrap intervals, the Markdown report, target checks |
 //!
@@ -24,50 +24,15 @@ mod opts;
 mod report;
 
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result, ensure};
 use augur_integration_tests::bench::{check_interrupted, watch_signals};
+pub use augur_integration_tests::shaped::{PROFILES, Profile};
 
 use crate::bed::Bed;
 use crate::opts::Opts;
 use crate::report::Report;
-
-/// A network profile: what clients of the registry see.
-#[derive(Debug, Clone, Copy)]
-pub struct Profile {
-    /// Short name (options, progress).
-    pub name: &'static str,
-    /// Rate limit of what clients download, Mbit/s (`None`: loopback speed).
-    pub mbit: Option<u32>,
-    /// Latency added per direction.
-    pub one_way: Duration,
-    /// The delay proxy's port in the namespace.
-    pub port: u16,
-}
-
-/// The profiles: unshaped, ~100 Mbit/s with 20 ms, ~25 Mbit/s with 50 ms (one way each, so
-/// round trips of 40 and 100 ms).
-pub const PROFILES: [Profile; 3] = [
-    Profile {
-        name: "unshaped",
-        mbit: None,
-        one_way: Duration::ZERO,
-        port: 5001,
-    },
-    Profile {
-        name: "100mbit-20ms",
-        mbit: Some(100),
-        one_way: Duration::from_millis(20),
-        port: 5002,
-    },
-    Profile {
-        name: "25mbit-50ms",
-        mbit: Some(25),
-        one_way: Duration::from_millis(50),
-        port: 5003,
-    },
-];
 
 /// An image and the workload run in it.
 #[derive(Debug, Clone, Copy)]

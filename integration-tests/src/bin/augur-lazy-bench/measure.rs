@@ -11,17 +11,15 @@
 //! written (`sync`), so nothing of one run is cached for or charged to the next.
 
 use std::fmt;
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail, ensure};
-use augur_integration_tests::bench::interrupted;
+use anyhow::{Context, Result, ensure};
 use augur_integration_tests::delay_proxy::ProxyCounters;
-use augur_integration_tests::{Containerd, Daemon, DaemonOptions, mounts_under};
-use nix::mount::{MntFlags, umount2};
+use augur_integration_tests::shaped::{self, FirstOutput, WatchedChild, epoch_secs, keep_logs};
+use augur_integration_tests::{Containerd, Daemon, DaemonOptions};
 
 use crate::bed::Bed;
 use crate::{Opts, Profile, Workload};
@@ -210,113 +208,6 @@ fn measure(
     })
 }
 
-/// What a child printed, and when its first output byte came.
-struct Watched {
-    status: std::process::ExitStatus,
-    stdout: String,
-    stderr: String,
-    /// (time since the clock started, proxy bytes delivered then).
-    first: Option<(Duration, u64)>,
-}
-
-impl Watched {
-    fn check(&self, what: &str) -> Result<()> {
-        ensure!(
-            self.status.success(),
-            "{what} failed ({}): {}{}",
-            self.status,
-            self.stderr.trim(),
-            self.stdout.trim()
-        );
-        Ok(())
-    }
-}
-
-/// Runs `cmd` to the end, killing it on Ctrl-C or after [`CHILD_TIMEOUT`]; with `first`, notes
-/// when its first stdout byte arrives (relative to the given start) and the proxy's bytes then.
-fn watch(
-    cmd: &mut Command,
-    what: &str,
-    first: Option<(Instant, Arc<ProxyCounters>)>,
-) -> Result<Watched> {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .with_context(|| format!("spawn {cmd:?}"))?;
-    let mut stdout = child.stdout.take().context("stdout")?;
-    let mut stderr = child.stderr.take().context("stderr")?;
-    let out_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let mut chunk = [0u8; 4096];
-        let mut first_seen = None;
-        while let Ok(n) = stdout.read(&mut chunk) {
-            if n == 0 {
-                break;
-            }
-            if first_seen.is_none()
-                && let Some((start, counters)) = &first
-            {
-                first_seen = Some((start.elapsed(), counters.down()));
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        (String::from_utf8_lossy(&buf).into_owned(), first_seen)
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = stderr.read_to_string(&mut s);
-        s
-    });
-    let status = wait(&mut child, what)?;
-    let (stdout, first) = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
-    Ok(Watched {
-        status,
-        stdout,
-        stderr,
-        first,
-    })
-}
-
-fn wait(child: &mut Child, what: &str) -> Result<std::process::ExitStatus> {
-    let deadline = Instant::now() + CHILD_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait()? {
-            return Ok(status);
-        }
-        if interrupted() || Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            if interrupted() {
-                bail!("interrupted during {what}");
-            }
-            bail!("{what} took longer than {CHILD_TIMEOUT:?}; killed");
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// Seconds since the epoch (to line runs up with the daemon's log timestamps).
-fn epoch_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0.0, |d| d.as_secs_f64())
-}
-
-/// Copies a run's logs and timeline to `to` (a new directory).
-fn keep_logs(dir: &Path, to: &Path) {
-    let _ = std::fs::create_dir_all(to);
-    for name in ["augur.log", "containerd/containerd.log", "timeline.json"] {
-        let from = dir.join(name);
-        if from.exists() {
-            let file = name.rsplit('/').next().unwrap_or(name);
-            let _ = std::fs::copy(&from, to.join(file));
-        }
-    }
-}
-
 /// Range requests in every layer's `stats.json` under `layers`.
 fn augur_requests(layers: &Path) -> u64 {
     let Ok(dirs) = std::fs::read_dir(layers) else {
@@ -329,12 +220,23 @@ fn augur_requests(layers: &Path) -> u64 {
         .sum()
 }
 
-/// Unmounts anything left below `dir` (deepest first) and deletes it: runs leave ~70–300 MB.
+/// Unmounts anything left below `dir` and deletes it: runs leave ~70–300 MB.
 fn remove_run_dir(dir: &Path) {
-    for m in mounts_under(dir).into_iter().rev() {
-        let _ = umount2(&m, MntFlags::MNT_DETACH);
-    }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
+    if let Err(e) = shaped::remove_run_dir(dir) {
         crate::progress(format!("note: could not remove {}: {e}", dir.display()));
     }
+}
+
+/// [`WatchedChild::run`] with [`CHILD_TIMEOUT`].
+fn watch(
+    cmd: &mut Command,
+    what: &str,
+    first: Option<(Instant, Arc<ProxyCounters>)>,
+) -> Result<WatchedChild> {
+    let first = first.map(|(start, counters)| FirstOutput {
+        start,
+        counters,
+        stderr_too: false,
+    });
+    WatchedChild::run(cmd, what, CHILD_TIMEOUT, first)
 }

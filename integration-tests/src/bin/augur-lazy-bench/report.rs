@@ -74,7 +74,7 @@ impl Report {
     pub fn finish(&mut self, bed: &Bed) {
         self.load_at_end = load_average();
         for &p in &self.profiles {
-            if let Some(c) = &bed.calibration[p] {
+            if let Some(c) = bed.calibration(p) {
                 self.calibration.push(format!(
                     "| {} | {} | {} | {:.0} ms | {:.2} MB/s |",
                     PROFILES[p].name,

@@ -14,6 +14,7 @@ mod prefetch;
 mod progress;
 mod rpull;
 mod trace;
+mod train_state;
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
-//! `augurctl predictor eval|deploy-eval|deploy-synth`: the chunk models on held-out runs
-//! (`predictor_eval.rs`), and the deployment-level model (which images the
+//! `augurctl predictor eval|train-state|deploy-eval|deploy-synth`: the chunk models on held-out
+//! runs (`predictor_eval.rs`), the daemon's state taught from traces (`train_state.rs`), and the deployment-level model (which images the
 //! node pulls next) replayed on a pull log against its baselines, and seeded synthetic logs to
 //! try it on. Pure computation on files; the daemon is not involved.
 
@@ -18,6 +18,9 @@ pub enum Command {
     /// Train the chunk models on some exported runs and test them on held-out ones (other
     /// arguments, other images, or other runs): precision, recall, bytes, timeliness.
     Eval(crate::predictor_eval::EvalArgs),
+    /// Teach the daemon's models exported traces and write the state file it loads at start
+    /// (to seed a node from another node's traces).
+    TrainState(crate::train_state::TrainStateArgs),
     /// Replay a pull log (JSON Lines of {"t_unix_ms":…,"image":"…"}, e.g. the daemon's
     /// <root>/pulls.jsonl) against the deployment model and the baselines.
     DeployEval {
@@ -52,6 +55,7 @@ pub enum Command {
 pub fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Eval(args) => crate::predictor_eval::run(args)?,
+        Command::TrainState(args) => crate::train_state::run(args)?,
         Command::DeployEval {
             log,
             json,

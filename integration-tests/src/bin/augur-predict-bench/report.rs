@@ -1,0 +1,192 @@
+//! The report: per profile, medians per variant over every test run (time to first output, to
+//! exit, bytes fetched, chunks prefetched and used), median time to first output per workload
+//! group, and the gap closed, (none − ensemble) / (none − oracle) of the median times to first
+//! output, against the target of issue 5 (≥ 0.5).
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::time::Duration;
+
+use augur_integration_tests::bench::{fmt_mib, machine_facts, median, median_f64};
+use augur_integration_tests::shaped::PROFILES;
+
+use crate::measure::Sample;
+use crate::opts::{Opts, Variant};
+use crate::prepare::Prepared;
+
+/// The gap-closed target.
+const TARGET: f64 = 0.5;
+
+/// Samples by (profile, argument set, variant), and what the report says about the bed.
+#[derive(Debug)]
+pub struct Report {
+    samples: BTreeMap<(usize, usize, Variant), Vec<Sample>>,
+    groups: Vec<String>,
+    labels: Vec<String>,
+    split: String,
+    calibration: Vec<String>,
+}
+
+impl Report {
+    /// An empty report for the bed `prep`.
+    pub fn new(opts: &Opts, prep: &Prepared) -> Report {
+        let calibration = opts
+            .profiles
+            .iter()
+            .filter_map(|&p| {
+                let c = prep.net.calibration[p].as_ref()?;
+                Some(format!(
+                    "- {}: first byte on a new connection {:.0} ms, {:.1} MB/s",
+                    PROFILES[p].name,
+                    c.first_byte_secs * 1e3,
+                    c.mb_per_sec
+                ))
+            })
+            .collect();
+        Report {
+            samples: BTreeMap::new(),
+            groups: prep.sets.iter().map(|s| s.group.clone()).collect(),
+            labels: prep.sets.iter().map(|s| s.label.clone()).collect(),
+            split: format!(
+                "held-out arguments, seed {}: {} training runs, {} test runs",
+                opts.seed, prep.split_runs.0, prep.split_runs.1
+            ),
+            calibration,
+        }
+    }
+
+    /// Adds one run.
+    pub fn add(&mut self, p: usize, w: usize, v: Variant, s: Sample) {
+        self.samples.entry((p, w, v)).or_default().push(s);
+    }
+
+    /// Every sample of variant `v` on profile `p` whose argument set passes `keep`.
+    fn of(&self, p: usize, v: Variant, keep: impl Fn(usize) -> bool) -> Vec<Sample> {
+        self.samples
+            .iter()
+            .filter(|((sp, w, sv), _)| *sp == p && *sv == v && keep(*w))
+            .flat_map(|(_, s)| s.iter().copied())
+            .collect()
+    }
+
+    /// Median time to first output of `v` on `p` over every test run.
+    fn first_output(&self, p: usize, v: Variant) -> Option<Duration> {
+        let s = self.of(p, v, |_| true);
+        (!s.is_empty()).then(|| median(&s.iter().map(|s| s.first_output).collect::<Vec<_>>()))
+    }
+
+    /// (none − ensemble) / (none − oracle) on `p`, if all three ran and the oracle is faster.
+    pub fn gap_closed(&self, p: usize) -> Option<f64> {
+        let none = self.first_output(p, Variant::None)?.as_secs_f64();
+        let ens = self.first_output(p, Variant::Ensemble)?.as_secs_f64();
+        let oracle = self.first_output(p, Variant::Oracle)?.as_secs_f64();
+        (none - oracle > 0.0).then(|| (none - ens) / (none - oracle))
+    }
+
+    /// The Markdown report.
+    pub fn markdown(&self, opts: &Opts, took: Duration) -> String {
+        let mut s = String::from("## End-to-end predictor benchmark (augur-predict-bench)\n\n");
+        let _ = writeln!(
+            s,
+            "Workloads: the test argument sets of the split ({}): {}. {} round(s), variants {}; \
+             background fetch off in every variant. Run took {:.1} min.\n",
+            self.split,
+            self.labels.join(", "),
+            opts.rounds,
+            opts.variants
+                .iter()
+                .map(|v| v.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            took.as_secs_f64() / 60.0
+        );
+        for &p in &opts.profiles {
+            self.profile_section(&mut s, opts, p);
+        }
+        s.push_str("Profiles as measured at start (one 4 MiB range GET with curl):\n\n");
+        for line in &self.calibration {
+            let _ = writeln!(s, "{line}");
+        }
+        s.push_str("\nMachine:\n\n");
+        s.push_str(&machine_facts());
+        s
+    }
+
+    fn profile_section(&self, s: &mut String, opts: &Opts, p: usize) {
+        let _ = writeln!(s, "### {}\n", PROFILES[p].name);
+        s.push_str(
+            "| variant | first output (median) | exit (median) | fetched (median) | \
+             prefetched chunks (median) | of them read (median) | runs |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for &v in &opts.variants {
+            let all = self.of(p, v, |_| true);
+            if all.is_empty() {
+                continue;
+            }
+            let d = |f: fn(&Sample) -> Duration| {
+                format!(
+                    "{:.2} s",
+                    median(&all.iter().map(f).collect::<Vec<_>>()).as_secs_f64()
+                )
+            };
+            let n = |f: fn(&Sample) -> u64| {
+                median_f64(&all.iter().map(|x| f(x) as f64).collect::<Vec<_>>())
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:.0} | {:.0} | {} |",
+                v.name(),
+                d(|x| x.first_output),
+                d(|x| x.total),
+                fmt_mib(n(|x| x.bytes) as u64),
+                n(|x| x.issued),
+                n(|x| x.used),
+                all.len()
+            );
+        }
+        s.push('\n');
+        self.group_table(s, opts, p);
+        let verdict = match self.gap_closed(p) {
+            Some(g) => format!(
+                "**{g:.2}** (target ≥ {TARGET}: {})",
+                if g >= TARGET { "met" } else { "missed" }
+            ),
+            None => {
+                "not defined (needs none, ensemble and oracle, and the oracle faster than none)"
+                    .to_owned()
+            }
+        };
+        let _ = writeln!(
+            s,
+            "Gap closed in time to first output, (none − ensemble) / (none − oracle): {verdict}\n"
+        );
+    }
+
+    fn group_table(&self, s: &mut String, opts: &Opts, p: usize) {
+        let mut groups: Vec<&str> = self.groups.iter().map(String::as_str).collect();
+        groups.sort_unstable();
+        groups.dedup();
+        s.push_str("Median time to first output per workload group:\n\n| group |");
+        for v in &opts.variants {
+            let _ = write!(s, " {} |", v.name());
+        }
+        s.push_str("\n|---|");
+        s.push_str(&"---|".repeat(opts.variants.len()));
+        s.push('\n');
+        for g in groups {
+            let _ = write!(s, "| {g} |");
+            for &v in &opts.variants {
+                let of = self.of(p, v, |w| self.groups[w] == g);
+                if of.is_empty() {
+                    s.push_str(" – |");
+                } else {
+                    let m = median(&of.iter().map(|x| x.first_output).collect::<Vec<_>>());
+                    let _ = write!(s, " {:.2} s |", m.as_secs_f64());
+                }
+            }
+            s.push('\n');
+        }
+        s.push('\n');
+    }
+}

@@ -1,0 +1,80 @@
+//! `augurctl predictor train-state`: teaches the daemon's own ensemble (the members
+//! `[predictor] models` would build, via `prefetch::predict::build_ensemble`) a set of exported
+//! traces and writes the state file the daemon loads at start (`prefetch::predict::state_file`).
+//! Used to seed a new node from another node's traces, and by the end-to-end predictor
+//! benchmark. `--image` re-keys every trace to the reference the node pulls, because replay
+//! keys what it learned by image reference.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use augur_predictor::Predictor;
+use augur_predictor::trace::jsonl;
+use augur_snapshotter::prefetch::PredictorSettings;
+use augur_snapshotter::prefetch::predict::{build_ensemble, load_lstm, state_file};
+use augur_snapshotter::prefetch::settings::{ModelKind, parse_models};
+
+/// `augurctl predictor train-state` arguments.
+#[derive(Debug, clap::Args)]
+pub struct TrainStateArgs {
+    /// Exported traces (`augurctl trace export`): JSON Lines files.
+    #[arg(long = "traces", value_name = "FILE", required = true, num_args = 1..)]
+    traces: Vec<PathBuf>,
+    /// The models, as `[predictor] models` names them on the node that will load the state.
+    #[arg(long, value_delimiter = ',', default_value = "replay,markov,lstm")]
+    models: Vec<String>,
+    /// The node's state directory (`<root>/predictor`); created if missing.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Learn every trace as a run of this image reference (as the node's containerd names it).
+    #[arg(long, value_name = "REF")]
+    image: Option<String>,
+    /// The LSTM's model directory (`[predictor] model_dir`); needed when --models has lstm.
+    #[arg(long, value_name = "DIR")]
+    model_dir: Option<PathBuf>,
+    /// ONNX Runtime's library (default: $AUGUR_ORT_LIB, else /usr/local/lib/augur/).
+    #[arg(long, value_name = "FILE")]
+    onnxruntime_library: Option<PathBuf>,
+}
+
+/// Trains and writes the state file; prints its path.
+pub fn run(args: TrainStateArgs) -> anyhow::Result<()> {
+    let models = parse_models("--models", &args.models)?;
+    let settings = PredictorSettings {
+        model_dir: args.model_dir.clone(),
+        model_dir_is_default: false,
+        onnxruntime: args.onnxruntime_library.clone(),
+        state_dir: args.out.clone(),
+        models: models.clone(),
+    };
+    let lstm = if models.contains(&ModelKind::Lstm) {
+        Some(load_lstm(&settings).context(
+            "--models has lstm, but its model did not load (give --model-dir, and \
+             --onnxruntime-library or $AUGUR_ORT_LIB)",
+        )?)
+    } else {
+        None
+    };
+    let mut ensemble = build_ensemble(&models, lstm);
+    let mut runs = 0;
+    for path in &args.traces {
+        for mut trace in jsonl::read_file(path)? {
+            if let Some(image) = &args.image {
+                trace.header.image.clone_from(image);
+            }
+            ensemble.learn(&trace);
+            runs += 1;
+        }
+    }
+    anyhow::ensure!(runs > 0, "the trace files hold no runs");
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+    let file = state_file(&ensemble, &args.out);
+    augur_predictor::model::save_to_file(&ensemble, &file)?;
+    println!(
+        "{} ({runs} runs learned by {})",
+        file.display(),
+        ensemble.member_names().join(", ")
+    );
+    Ok(())
+}
