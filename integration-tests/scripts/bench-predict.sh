@@ -18,9 +18,10 @@
 #     --rounds N          runs per profile x argument set x variant (default 3; medians reported)
 #     --profiles LIST     of unshaped,100mbit-20ms,25mbit-50ms (default 100mbit-20ms,25mbit-50ms)
 #     --variants LIST     of none,replay,markov,lstm,ensemble,oracle (default all)
-#     --workloads N       the first N test argument sets of the split (default all, 10 for seed 1)
+#     --workloads N       the first N test argument sets of the split (default all)
 #     --seed S            seed of the held-out-arguments split (default 1)
 #     --keep-logs DIR     keep each run's daemon and containerd logs
+#     --threshold P       the daemons' starting prefetch threshold (default: the daemon's, 0.5)
 #   quick: integration-tests/scripts/bench-predict.sh --rounds 1 --profiles 25mbit-50ms --workloads 4
 #
 # Environment:

@@ -162,7 +162,7 @@ impl RawPrefetch {
         };
         let threshold_min = p("prefetch.threshold_min", self.threshold_min, 0.05)?;
         let threshold_max = p("prefetch.threshold_max", self.threshold_max, 0.9)?;
-        let threshold = p("prefetch.threshold", self.threshold, 0.3)?;
+        let threshold = p("prefetch.threshold", self.threshold, 0.5)?;
         if threshold_min > threshold_max {
             return Err(invalid(
                 "prefetch.threshold_min",

@@ -63,14 +63,19 @@ impl Variant {
     }
 
     /// The daemon's config: background fetch off for every variant (so what arrives before it
-    /// is read was predicted), prefetch on or off, the models, the LSTM's files.
-    pub fn config(self, lstm: Option<&(PathBuf, PathBuf)>) -> String {
+    /// is read was predicted), prefetch on or off (at `threshold` if given), the models, the
+    /// LSTM's files.
+    pub fn config(self, lstm: Option<&(PathBuf, PathBuf)>, threshold: Option<f32>) -> String {
         let mut c = String::from("[remote]\nbackground_fetch = false\n\n[prefetch]\n");
         let Some(models) = self.models() else {
             c.push_str("enabled = false\n");
             return c;
         };
-        c.push_str("enabled = true\n\n[predictor]\n");
+        c.push_str("enabled = true\n");
+        if let Some(t) = threshold {
+            c.push_str(&format!("threshold = {t}\n"));
+        }
+        c.push_str("\n[predictor]\n");
         let quoted: Vec<String> = models.iter().map(|m| format!("\"{m}\"")).collect();
         c.push_str(&format!("models = [{}]\n", quoted.join(", ")));
         if let (true, Some((dir, lib))) = (self.needs_lstm(), lstm) {
@@ -101,6 +106,8 @@ pub struct Opts {
     pub augur_log_level: String,
     /// Keep each run's daemon and containerd logs here.
     pub keep_logs: Option<PathBuf>,
+    /// The daemons' starting prefetch threshold (`None`: the daemon's default).
+    pub threshold: Option<f32>,
 }
 
 /// How to call it.
@@ -108,7 +115,7 @@ pub const USAGE: &str = "usage: augur-predict-bench [--rounds N (3)] \
 [--profiles LIST of unshaped,100mbit-20ms,25mbit-50ms (100mbit-20ms,25mbit-50ms)] \
 [--variants LIST of none,replay,markov,lstm,ensemble,oracle (all)] \
 [--workloads N (every test argument set)] [--seed S (1)] [--augur-log-level LEVEL (info)] \
-[--keep-logs DIR]";
+[--keep-logs DIR] [--threshold P (the daemon's default)]";
 
 impl Opts {
     /// Parses the process's arguments.
@@ -121,6 +128,7 @@ impl Opts {
             seed: 1,
             augur_log_level: "info".to_owned(),
             keep_logs: None,
+            threshold: None,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -144,6 +152,16 @@ impl Opts {
                 "--seed" => o.seed = number(&value("--seed")?, "--seed")? as u64,
                 "--augur-log-level" => o.augur_log_level = value("--augur-log-level")?,
                 "--keep-logs" => o.keep_logs = Some(value("--keep-logs")?.into()),
+                "--threshold" => {
+                    let v = value("--threshold")?;
+                    let t: f32 = v.parse().with_context(|| format!("--threshold {v:?}"))?;
+                    // Within the daemon's default bounds (prefetch.threshold_min/_max).
+                    ensure!(
+                        (0.05..=0.9).contains(&t),
+                        "--threshold {v}: from 0.05 to 0.9 (the daemon's threshold bounds)"
+                    );
+                    o.threshold = Some(t);
+                }
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);

@@ -145,7 +145,7 @@ impl Prepared {
         let lstm = self.lstm.clone().map(|m| (m, ort.clone()));
         std::fs::create_dir_all(self.dir.join("config"))?;
         for &v in &opts.variants {
-            std::fs::write(self.config(v), v.config(lstm.as_ref()))?;
+            std::fs::write(self.config(v), v.config(lstm.as_ref(), opts.threshold))?;
             let Some(models) = v.models() else { continue };
             for &p in &opts.profiles {
                 if v == Variant::Oracle {

@@ -89,7 +89,8 @@ impl Report {
         let _ = writeln!(
             s,
             "Workloads: the test argument sets of the split ({}): {}. {} round(s), variants {}; \
-             background fetch off in every variant. Run took {:.1} min.\n",
+             background fetch off in every variant; starting prefetch threshold {}. Run took \
+             {:.1} min.\n",
             self.split,
             self.labels.join(", "),
             opts.rounds,
@@ -98,6 +99,8 @@ impl Report {
                 .map(|v| v.name())
                 .collect::<Vec<_>>()
                 .join(", "),
+            opts.threshold
+                .map_or("the daemon's default".to_owned(), |t| t.to_string()),
             took.as_secs_f64() / 60.0
         );
         for &p in &opts.profiles {
