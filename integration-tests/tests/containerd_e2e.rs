@@ -278,6 +278,36 @@ fn kill_9_mid_pull_keeps_committed_layers_and_cleans_the_rest() {
         bed.daemon.log().contains("op=\"commit\"")
     });
     assert!(first_commit, "first layer committed");
+    // The failed pull's lease goes with it, and containerd's garbage collector removes what the
+    // lease held once the daemon is back, racing the checks below. Mark the committed layer as
+    // a GC root first (containerd's `containerd.io/gc.root` label), so it stays for them.
+    let mut base_key = String::new();
+    let listed = poll(Duration::from_secs(30), || {
+        let ls = bed
+            .containerd
+            .ctr(&["snapshots", "--snapshotter", "augur", "ls"]);
+        let out = String::from_utf8_lossy(&ls.stdout).into_owned();
+        match out.lines().find(|l| l.trim_end().ends_with("Committed")) {
+            Some(line) => {
+                base_key = line
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                true
+            }
+            None => false,
+        }
+    });
+    assert!(listed, "containerd lists the committed layer");
+    bed.containerd.ctr_ok(&[
+        "snapshots",
+        "--snapshotter",
+        "augur",
+        "label",
+        &base_key,
+        "containerd.io/gc.root=kill-9-test",
+    ]);
     bed.daemon.kill9();
     let failed = !pull.wait().unwrap().success();
     bed.daemon.restart();
