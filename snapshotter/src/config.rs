@@ -514,6 +514,23 @@ pub(crate) fn in_range(
     }
 }
 
+/// A probability key: 0.0–1.0, `default` when unset; an error naming `key` otherwise.
+pub(crate) fn probability(
+    key: &'static str,
+    value: Option<f64>,
+    default: f32,
+) -> Result<f32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(f) if (0.0..=1.0).contains(&f) => Ok(f as f32),
+        Some(f) => Err(invalid(
+            key,
+            f.to_string(),
+            "a probability from 0.0 to 1.0".into(),
+        )),
+    }
+}
+
 pub(crate) fn secs(
     key: &'static str,
     value: Option<i64>,

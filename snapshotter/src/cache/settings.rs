@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::cache::{CacheSettings, Policy};
-use crate::config::{ConfigError, check_absolute, in_range, invalid, secs};
+use crate::config::{ConfigError, check_absolute, in_range, invalid, probability, secs};
 
 /// The `[cache]` table (the tiered chunk cache of lazy layers) as written.
 #[derive(Debug, Default, Deserialize)]
@@ -62,17 +62,8 @@ impl RawCache {
                 ));
             }
         };
-        let fraction = |key: &'static str, v: Option<f64>, default: f32| match v {
-            None => Ok(default),
-            Some(f) if (0.0..=1.0).contains(&f) => Ok(f as f32),
-            Some(f) => Err(invalid(
-                key,
-                f.to_string(),
-                "a probability from 0.0 to 1.0".into(),
-            )),
-        };
-        let ram_threshold = fraction("cache.ram_threshold", self.ram_threshold, 0.8)?;
-        let nvme_threshold = fraction("cache.nvme_threshold", self.nvme_threshold, 0.4)?;
+        let ram_threshold = probability("cache.ram_threshold", self.ram_threshold, 0.8)?;
+        let nvme_threshold = probability("cache.nvme_threshold", self.nvme_threshold, 0.4)?;
         if nvme_threshold > ram_threshold {
             return Err(invalid(
                 "cache.nvme_threshold",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, in_range, invalid};
+use crate::config::{ConfigError, in_range, invalid, probability};
 
 /// The `[prefetch]` table as written.
 #[derive(Debug, Default, Deserialize)]
@@ -151,18 +151,9 @@ pub struct PredictorSettings {
 impl RawPrefetch {
     /// Validates the table.
     pub fn validate(self) -> Result<PrefetchSettings, ConfigError> {
-        let p = |key: &'static str, v: Option<f64>, default: f32| match v {
-            None => Ok(default),
-            Some(f) if (0.0..=1.0).contains(&f) => Ok(f as f32),
-            Some(f) => Err(invalid(
-                key,
-                f.to_string(),
-                "a probability from 0.0 to 1.0".into(),
-            )),
-        };
-        let threshold_min = p("prefetch.threshold_min", self.threshold_min, 0.05)?;
-        let threshold_max = p("prefetch.threshold_max", self.threshold_max, 0.9)?;
-        let threshold = p("prefetch.threshold", self.threshold, 0.5)?;
+        let threshold_min = probability("prefetch.threshold_min", self.threshold_min, 0.05)?;
+        let threshold_max = probability("prefetch.threshold_max", self.threshold_max, 0.9)?;
+        let threshold = probability("prefetch.threshold", self.threshold, 0.5)?;
         if threshold_min > threshold_max {
             return Err(invalid(
                 "prefetch.threshold_min",

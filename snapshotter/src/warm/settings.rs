@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{ConfigError, in_range, invalid, secs};
+use crate::config::{ConfigError, in_range, probability, secs};
 
 /// The `[warm]` table (warming the images this node will pull next) as written.
 #[derive(Debug, Default, Deserialize)]
@@ -45,17 +45,7 @@ pub struct WarmSettings {
 impl RawWarm {
     /// Validates the table; the defaults are documented in `docs/configuration.md`.
     pub fn validate(self) -> Result<WarmSettings, ConfigError> {
-        let min_probability = match self.min_probability {
-            None => 0.5,
-            Some(p) if (0.0..=1.0).contains(&p) => p as f32,
-            Some(p) => {
-                return Err(invalid(
-                    "warm.min_probability",
-                    p.to_string(),
-                    "a probability from 0.0 to 1.0".into(),
-                ));
-            }
-        };
+        let min_probability = probability("warm.min_probability", self.min_probability, 0.5)?;
         Ok(WarmSettings {
             enabled: self.enabled.unwrap_or(false),
             idle: Duration::from_millis(in_range(
