@@ -35,6 +35,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=integration-tests/scripts/bench-report.sh
+. "$HERE/bench-report.sh"
 WS=$(cd "$HERE/../.." && pwd)
 CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
 TARGET=${CARGO_TARGET_DIR:-$WS/target}
@@ -51,14 +53,4 @@ bash "$HERE/deps.sh" >&2
 log "building the release daemon, augurctl and the benchmark"
 cargo build --release --quiet -p augur-snapshotter -p augur-integration-tests --bins
 
-mkdir -p "$CACHE"
-log "running; the report goes to stdout and $OUT"
-rc=0
-"$TARGET/release/augur-predict-bench" "$@" | tee "$OUT.tmp" || rc=$?
-if [ -s "$OUT.tmp" ]; then
-  mv -f "$OUT.tmp" "$OUT"
-  log "report saved to $OUT"
-else
-  rm -f "$OUT.tmp"
-fi
-exit "$rc"
+run_and_keep_report augur-predict-bench "$OUT" "$@"

@@ -30,6 +30,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source=integration-tests/scripts/bench-report.sh
+. "$HERE/bench-report.sh"
 WS=$(cd "$HERE/../.." && pwd)
 CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
 TARGET=${CARGO_TARGET_DIR:-$WS/target}
@@ -54,16 +56,6 @@ bash "$HERE/images.sh" build >&2
 log "building the benchmark"
 cargo build --release --quiet -p augur-integration-tests --bin augur-bench
 
-mkdir -p "$CACHE"
-log "running; the report goes to stdout and $OUT"
-# pipefail: the pipeline's status is the benchmark's (--strict: 1 if Augur is slower anywhere);
+# The status is the benchmark's (--strict: 1 if Augur is slower anywhere);
 # a report that was printed is kept either way.
-rc=0
-"$TARGET/release/augur-bench" "$@" | tee "$OUT.tmp" || rc=$?
-if [ -s "$OUT.tmp" ]; then
-  mv -f "$OUT.tmp" "$OUT"
-  log "report saved to $OUT"
-else
-  rm -f "$OUT.tmp"
-fi
-exit "$rc"
+run_and_keep_report augur-bench "$OUT" "$@"
