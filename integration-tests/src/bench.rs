@@ -64,6 +64,20 @@ pub fn watch_signals(prog: &'static str) {
     }
 }
 
+/// The indices in `names` of a comma-separated command-line list (`--profiles a,b`), or an
+/// error naming the unknown item and the choices.
+pub fn pick(list: &str, names: &[&str]) -> anyhow::Result<Vec<usize>> {
+    use anyhow::Context;
+    list.split(',')
+        .map(|item| {
+            names
+                .iter()
+                .position(|n| *n == item.trim())
+                .with_context(|| format!("unknown {item:?}; choose from {}", names.join(", ")))
+        })
+        .collect()
+}
+
 /// The median: the middle sample, or the mean of the middle two for an even count (a
 /// nearest-rank "median" of an even sample is its lower middle value, biased low).
 pub fn median(samples: &[Duration]) -> Duration {

@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
+use augur_integration_tests::bench::pick;
 
 use crate::measure::Mode;
 use crate::{PROFILES, WORKLOADS};
@@ -153,16 +154,4 @@ fn variant(spec: &str) -> Result<Variant> {
         bin,
         config,
     })
-}
-
-/// Indices of the comma-separated `list` in `names`.
-fn pick(list: &str, names: &[&str]) -> Result<Vec<usize>> {
-    list.split(',')
-        .map(|item| {
-            names
-                .iter()
-                .position(|n| *n == item.trim())
-                .with_context(|| format!("unknown {item:?}; choose from {}", names.join(", ")))
-        })
-        .collect()
 }

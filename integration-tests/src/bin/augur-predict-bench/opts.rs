@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail, ensure};
+use augur_integration_tests::bench::pick;
 use augur_integration_tests::shaped::PROFILES;
 
 /// What a run's daemon predicts with.
@@ -177,16 +178,4 @@ impl Opts {
 
 fn number(v: &str, name: &str) -> Result<usize> {
     v.parse().with_context(|| format!("{name} {v:?}"))
-}
-
-/// Indices of the comma-separated `list` in `names`.
-fn pick(list: &str, names: &[&str]) -> Result<Vec<usize>> {
-    list.split(',')
-        .map(|item| {
-            names
-                .iter()
-                .position(|n| *n == item.trim())
-                .with_context(|| format!("unknown {item:?}; choose from {}", names.join(", ")))
-        })
-        .collect()
 }
