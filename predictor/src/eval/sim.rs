@@ -3,7 +3,9 @@
 //! The model is asked for predictions at the start and after every first access to a chunk;
 //! predictions the threshold admits ([`crate::policy`]: at or above it, and big chunks held to
 //! a bound on expected wasted bytes) that are neither read nor already queued join the
-//! prefetch queue, ordered by deadline (now + expected time of need). The link takes the head
+//! prefetch queue, ordered by deadline (now + expected time of need). A queued chunk the
+//! newest predictions no longer admit (fallen below the threshold, or out of them) is
+//! retracted before it starts, as the daemon's queue does. The link takes the head
 //! of the queue whenever it is free; a transfer starts one latency after the request and lasts
 //! size / bandwidth; transfers do not overlap. A demand fetch (a miss, or a queued chunk the run
 //! reads before its turn) goes before the queue but waits for the transfer in progress.
@@ -20,6 +22,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::time::Duration;
 
 use super::metrics::Tally;
 use super::{Catalogue, EvalOptions};
@@ -37,6 +40,8 @@ enum Fetch {
         issued_us: u64,
         size: u32,
         probability: f32,
+        /// The heap entry that stands for it (one retracted and queued again has a new one).
+        seq: u64,
     },
     Prefetched {
         done_us: u64,
@@ -88,20 +93,34 @@ impl Link {
                 issued_us: now_us,
                 size,
                 probability,
+                seq: self.seq,
             },
         );
         self.queue.push(Reverse((deadline_us, self.seq, chunk)));
         self.seq += 1;
     }
 
+    /// Drops queued (not started) chunks that `admitted` no longer holds; returns how many.
+    fn retract(&mut self, admitted: &FastSet<ChunkId>) -> u64 {
+        let before = self.fetches.len();
+        self.fetches
+            .retain(|chunk, f| !matches!(f, Fetch::Queued { .. }) || admitted.contains(chunk));
+        // Their heap entries are skipped when they come up (no longer `Queued` with their seq).
+        (before - self.fetches.len()) as u64
+    }
+
     /// Starts every queued transfer the link picks up by `t_us`.
     fn advance_to(&mut self, t_us: u64, tally: &mut Tally) {
-        while let Some(&Reverse((_, _, chunk))) = self.queue.peek() {
+        while let Some(&Reverse((_, seq, chunk))) = self.queue.peek() {
             let Some(&Fetch::Queued {
                 issued_us,
                 size,
                 probability,
-            }) = self.fetches.get(&chunk)
+                ..
+            }) = self
+                .fetches
+                .get(&chunk)
+                .filter(|f| matches!(f, Fetch::Queued { seq: s, .. } if *s == seq))
             else {
                 self.queue.pop();
                 continue;
@@ -153,21 +172,30 @@ pub fn simulate(
     let mut seen = FastSet::default();
     let fetchable = catalogue.fetchable(trace);
     model.start_run(RUN, &RunContext::from_header(&trace.header));
-    let issue = |link: &mut Link, seen: &FastSet<ChunkId>, preds: Vec<Prediction>, now: u64| {
+    let issue = |link: &mut Link,
+                 tally: &mut Tally,
+                 seen: &FastSet<ChunkId>,
+                 preds: Vec<Prediction>,
+                 now: u64| {
+        let mut admitted = FastSet::default();
         for p in preds {
             let Some(&size) = fetchable.get(&p.chunk) else {
                 continue;
             };
-            if worth_prefetching(p.probability, u64::from(size), opts.threshold)
-                && !seen.contains(&p.chunk)
-                && !link.fetches.contains_key(&p.chunk)
+            if !worth_prefetching(p.probability, u64::from(size), opts.threshold)
+                || seen.contains(&p.chunk)
             {
+                continue;
+            }
+            admitted.insert(p.chunk);
+            if !link.fetches.contains_key(&p.chunk) {
                 let deadline = now.saturating_add(p.expected_in.as_micros() as u64);
                 link.enqueue(p.chunk, size, p.probability, now, deadline);
             }
         }
+        tally.cancelled += link.retract(&admitted);
     };
-    issue(&mut link, &seen, model.predict(RUN, max), 0);
+    issue(&mut link, &mut tally, &seen, model.predict(RUN, max), 0);
     let mut end_us = 0;
     let mut delay_us = 0;
     for access in trace.model_accesses() {
@@ -187,7 +215,7 @@ pub fn simulate(
         let (source, stall) = first_access(&mut link, &mut tally, access.chunk, access.size, t);
         delay_us += stall;
         model.observe(RUN, &Access { source, ..access });
-        issue(&mut link, &seen, model.predict(RUN, max), t);
+        issue(&mut link, &mut tally, &seen, model.predict(RUN, max), t);
     }
     link.advance_to(end_us, &mut tally);
     settle(&link, &mut tally);
@@ -276,11 +304,15 @@ fn settle(link: &Link, tally: &mut Tally) {
 #[derive(Debug)]
 pub struct NoPrefetch;
 
-/// The oracle: knows the test run and, at its start, predicts every chunk it will read, with
-/// certainty and at the time it will be read.
+/// The oracle: knows the test run and, at every call, predicts every chunk it has yet to
+/// read, with certainty and at the time it will be read (so its queued chunks are never
+/// retracted).
 #[derive(Debug)]
 pub struct Oracle {
-    plan: Vec<Prediction>,
+    /// Each chunk at the time of its first access.
+    plan: Vec<(ChunkId, Duration)>,
+    read: FastSet<ChunkId>,
+    now: Duration,
 }
 
 impl Oracle {
@@ -289,13 +321,13 @@ impl Oracle {
         let plan = trace
             .first_accesses()
             .into_iter()
-            .map(|a| Prediction {
-                chunk: a.chunk,
-                probability: 1.0,
-                expected_in: a.at,
-            })
+            .map(|a| (a.chunk, a.at))
             .collect();
-        Oracle { plan }
+        Oracle {
+            plan,
+            read: FastSet::default(),
+            now: Duration::ZERO,
+        }
     }
 }
 
@@ -322,12 +354,22 @@ impl Predictor for Oracle {
         "oracle"
     }
     fn start_run(&mut self, _: RunId, _: &RunContext) {}
-    fn observe(&mut self, _: RunId, _: &Access) {}
-    /// Everything, once: the plan is handed over at the first call.
+    fn observe(&mut self, _: RunId, access: &Access) {
+        self.read.insert(access.chunk);
+        self.now = self.now.max(access.at);
+    }
+    /// Everything not read yet, in order of need.
     fn predict(&mut self, _: RunId, max: usize) -> Vec<Prediction> {
-        let mut plan = std::mem::take(&mut self.plan);
-        plan.truncate(max);
-        plan
+        self.plan
+            .iter()
+            .filter(|(chunk, _)| !self.read.contains(chunk))
+            .take(max)
+            .map(|&(chunk, at)| Prediction {
+                chunk,
+                probability: 1.0,
+                expected_in: at.saturating_sub(self.now),
+            })
+            .collect()
     }
     fn finish_run(&mut self, _: RunId, _: Option<&Trace>) {}
     fn save_state(&self) -> Result<Vec<u8>, Error> {
@@ -335,5 +377,93 @@ impl Predictor for Oracle {
     }
     fn load_state(&mut self, _: &[u8]) -> Result<(), Error> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eval::NetworkProfile;
+    use crate::synth::{Program, RunStyle};
+
+    /// Predicts the other branch's chunks (never read by the test run) at its first call;
+    /// after that it says them again only if `stubborn`.
+    #[derive(Debug)]
+    struct Wrong {
+        chunks: Vec<ChunkId>,
+        stubborn: bool,
+        calls: usize,
+    }
+
+    impl Predictor for Wrong {
+        fn name(&self) -> &str {
+            "wrong"
+        }
+        fn start_run(&mut self, _: RunId, _: &RunContext) {}
+        fn observe(&mut self, _: RunId, _: &Access) {}
+        fn predict(&mut self, _: RunId, _: usize) -> Vec<Prediction> {
+            self.calls += 1;
+            if self.calls > 1 && !self.stubborn {
+                return Vec::new();
+            }
+            self.chunks
+                .iter()
+                .map(|&chunk| Prediction {
+                    chunk,
+                    probability: 0.9,
+                    expected_in: std::time::Duration::from_secs(5),
+                })
+                .collect()
+        }
+        fn finish_run(&mut self, _: RunId, _: Option<&Trace>) {}
+        fn save_state(&self) -> Result<Vec<u8>, Error> {
+            Ok(Vec::new())
+        }
+        fn load_state(&mut self, _: &[u8]) -> Result<(), Error> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn queued_prefetches_the_newest_predictions_drop_are_retracted() {
+        let prog = Program::new("127.0.0.1:5000/x:esgz", 20, &[40, 40], 3);
+        let style = RunStyle::default();
+        let (test, other) = (prog.run(0, &style, 1), prog.run(1, &style, 2));
+        let catalogue = Catalogue::new([&test, &other].into_iter());
+        let read: FastSet<ChunkId> = test.first_accesses().iter().map(|a| a.chunk).collect();
+        let chunks: Vec<ChunkId> = other
+            .first_accesses()
+            .iter()
+            .map(|a| a.chunk)
+            .filter(|c| !read.contains(c))
+            .collect();
+        assert!(chunks.len() >= 20, "{}", chunks.len());
+        // A slow link: the wrong chunks cannot all start before the run's first read.
+        let opts = EvalOptions {
+            network: NetworkProfile::CONSTRAINED,
+            ..EvalOptions::default()
+        };
+        let run = |stubborn| {
+            let mut model = Wrong {
+                chunks: chunks.clone(),
+                stubborn,
+                calls: 0,
+            };
+            simulate(&mut model, &test, &opts, &catalogue, usize::MAX)
+        };
+        let (fickle, stubborn) = (run(false), run(true));
+        assert_eq!(stubborn.cancelled, 0, "{stubborn:?}");
+        assert!(fickle.cancelled > 0, "{fickle:?}");
+        assert!(
+            fickle.wasted_bytes < stubborn.wasted_bytes,
+            "{} vs {}",
+            fickle.wasted_bytes,
+            stubborn.wasted_bytes
+        );
+        assert_eq!(
+            fickle.prefetched + fickle.cancelled,
+            chunks.len() as u64,
+            "every wrong chunk either started before the retraction or was retracted"
+        );
     }
 }
