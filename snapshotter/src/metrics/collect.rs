@@ -209,6 +209,11 @@ pub fn encode_prefetch(s: &crate::prefetch::PrefetchStats, out: &mut Emit<'_>) -
             s.cancelled,
         ),
         (
+            "augur_prefetch_retracted",
+            "Queued prefetches dropped because their run's newer predictions no longer admitted them",
+            s.retracted,
+        ),
+        (
             "augur_prefetch_errors",
             "Prefetches that failed (the chunk is then read on demand)",
             s.fetch_errors,

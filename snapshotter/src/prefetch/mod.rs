@@ -128,6 +128,8 @@ pub struct PrefetchStats {
     /// Entries declined once their chunk's size was known: too big for their probability
     /// (expected wasted bytes above the bound of `augur_predictor::policy`).
     pub declined: u64,
+    /// Entries removed because their run's newer predictions no longer admitted them.
+    pub retracted: u64,
     /// Prefetches that failed.
     pub fetch_errors: u64,
     /// Fetches in flight now, and the most at once.
@@ -364,6 +366,7 @@ impl Prefetcher {
             refused: get(&c.refused),
             unlocated: get(&c.unlocated),
             declined: get(&c.declined),
+            retracted: get(&c.retracted),
             fetch_errors: get(&c.fetch_errors),
             in_flight: c.in_flight.load(Ordering::Relaxed),
             max_in_flight: c.max_in_flight.load(Ordering::Relaxed),

@@ -12,11 +12,13 @@
 //! - **Events** arrive over a bounded channel from [`super::Prefetcher`]'s methods (which only
 //!   send). After a batch of accesses (at most [`BATCH`] long), each run that read something
 //!   new is asked for its next [`PREDICT_MAX`] chunks; those at or above the threshold that
-//!   are not cached are queued, due at now + their expected time.
+//!   are not cached are queued, due at now + their expected time, and the run's queued chunks
+//!   these predictions no longer admit are retracted (the model changed its mind before a
+//!   worker took them; measured in `augurctl predictor eval`, where it cut wasted bytes).
 //! - **State**: `<root>/predictor/<members>.state.gz`, loaded at start (a corrupt file is
 //!   logged and ignored), saved every [`SAVE_EVERY`] and at stop.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
@@ -24,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use augur_predictor::lstm::{Engine, runtime};
 use augur_predictor::{
-    Access, Ensemble, EnsembleConfig, Lstm, LstmConfig, Markov, MarkovConfig, Predictor, Replay,
-    ReplayConfig, RunContext, RunId, Trace,
+    Access, ChunkId, Ensemble, EnsembleConfig, Lstm, LstmConfig, Markov, MarkovConfig, Predictor,
+    Replay, ReplayConfig, RunContext, RunId, Trace,
 };
 
 use crate::prefetch::PredictorSettings;
@@ -328,15 +330,22 @@ fn handle_batch(
     (false, handled)
 }
 
-/// Queues `run`'s predictions at or above the threshold that are not cached.
+/// Queues `run`'s predictions at or above the threshold that are not cached, and retracts its
+/// queued ones below it or no longer predicted.
 fn predict(model: &mut Ensemble, run: RunId, shared: &Shared) {
     let threshold = shared.threshold();
     let now = Instant::now();
     let predictions = model.predict(run, PREDICT_MAX);
     shared.note_predictions(run, &predictions);
+    let admitted: HashSet<ChunkId> = predictions
+        .iter()
+        .filter(|p| p.probability >= threshold)
+        .map(|p| p.chunk)
+        .collect();
+    shared.retract(run, |chunk| admitted.contains(chunk));
     let entries: Vec<Entry> = predictions
         .into_iter()
-        .filter(|p| p.probability >= threshold && !shared.cached(&p.chunk))
+        .filter(|p| admitted.contains(&p.chunk) && !shared.cached(&p.chunk))
         .map(|p| Entry {
             run,
             chunk: p.chunk,

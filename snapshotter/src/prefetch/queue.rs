@@ -14,6 +14,10 @@
 //! - **Dropped at pop**: entries whose chunk is cached already, and those more than
 //!   `grace` past their time of need (the run has moved on; if it still reads the chunk,
 //!   that read fetches it on demand).
+//! - **Retracted**: a run's entries that its newest predictions no longer admit
+//!   ([`Queue::retract`]): the model changed its mind before a worker took them. An entry
+//!   two runs predicted is held under one of them (the better prediction); if that run
+//!   retracts it, the other run's next predictions queue it again.
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
@@ -154,10 +158,20 @@ impl Queue {
 
     /// Removes every entry of `run`; returns how many.
     pub fn cancel_run(&mut self, run: RunId) -> usize {
+        self.remove_where(|e| e.run == run)
+    }
+
+    /// Removes `run`'s entries (not background ones) whose chunk `admitted` does not hold;
+    /// returns how many.
+    pub fn retract(&mut self, run: RunId, admitted: impl Fn(&ChunkId) -> bool) -> usize {
+        self.remove_where(|e| e.run == run && !e.background && !admitted(&e.chunk))
+    }
+
+    fn remove_where(&mut self, gone: impl Fn(&Entry) -> bool) -> usize {
         let gone: Vec<(ChunkId, Key)> = self
             .entries
             .iter()
-            .filter(|(_, (_, e))| e.run == run)
+            .filter(|(_, (_, e))| gone(e))
             .map(|(c, (k, _))| (*c, *k))
             .collect();
         for (chunk, key) in &gone {
@@ -266,6 +280,23 @@ mod tests {
         // ...and a background one never displaces a running container's.
         assert_eq!(q.push(warm(2, 0.99, 0)), Pushed::Merged);
         assert_eq!(drain(&mut q, t0), [3, 2, 1]);
+    }
+
+    #[test]
+    fn retract_removes_only_that_runs_entries_no_longer_admitted() {
+        let t0 = Instant::now();
+        let mut q = Queue::new(16, t0);
+        q.push(entry(t0, 1, 1, 0.9, 0));
+        q.push(entry(t0, 1, 2, 0.9, 10));
+        q.push(entry(t0, 2, 3, 0.9, 20));
+        q.push(Entry {
+            background: true,
+            ..entry(t0, 1, 4, 0.9, 30)
+        });
+        // Run 1 now admits only chunk 2: chunk 1 goes; run 2's and the background entry stay.
+        assert_eq!(q.retract(RunId(1), |c| c.0[0] == 2), 1);
+        assert_eq!(q.retract(RunId(1), |c| c.0[0] == 2), 0);
+        assert_eq!(drain(&mut q, t0), [2, 3, 4]);
     }
 
     #[test]

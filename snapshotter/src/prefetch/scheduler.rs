@@ -50,6 +50,7 @@ pub struct Counters {
     pub(crate) refused: AtomicU64,
     pub(crate) unlocated: AtomicU64,
     pub(crate) declined: AtomicU64,
+    pub(crate) retracted: AtomicU64,
     pub(crate) fetch_errors: AtomicU64,
     pub(crate) fetched_bytes: AtomicU64,
     /// Nanoseconds workers spent fetching (their busy share, when bandwidth is unbounded).
@@ -158,6 +159,19 @@ impl Shared {
         }
         drop(q);
         self.work.notify_all();
+    }
+
+    /// Drops `run`'s queued entries that its newest predictions no longer admit (see
+    /// [`Queue::retract`]).
+    pub fn retract(&self, run: RunId, admitted: impl Fn(&ChunkId) -> bool) {
+        let n = self
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retract(run, admitted);
+        self.counters
+            .retracted
+            .fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Drops `run`'s queued entries, and keeps workers from starting one they already took;
