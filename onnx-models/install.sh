@@ -92,6 +92,13 @@ log "trainer: $TRAINER"
 
 # --- the model: copied beside its place, validated, renamed in
 mkdir -p "$MODELS"
+# One writer of $MODELS at a time: retrain.sh (the timer's job) takes the same lock; wait
+# for a retraining in progress rather than switch `current` under it.
+exec 9>"$MODELS/.lock"
+if ! flock -n 9; then
+  log "waiting for $MODELS/.lock (a retraining is running; at most 15 min)"
+  flock -w 900 9 || die "$MODELS/.lock still held after 15 min; nothing was changed"
+fi
 DEST=$MODELS/$NAME
 same_model() { # DIR: holds exactly SRC's four files
   local f

@@ -68,8 +68,9 @@ command -v "$AUGURCTL" >/dev/null || die "augurctl not found ($AUGURCTL): pass -
 admin() { "$AUGURCTL" "$@" --admin-socket "$SOCKET"; }
 
 mkdir -p "$MODELS"
-exec 9>"$MODELS/.retrain.lock"
-flock -n 9 || die "another retraining holds $MODELS/.retrain.lock"
+# One writer of $MODELS at a time: install.sh takes the same lock.
+exec 9>"$MODELS/.lock"
+flock -n 9 || die "another retraining or install.sh holds $MODELS/.lock"
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/augur-retrain.XXXXXX")
 VERSION=
 cleanup() {

@@ -22,6 +22,8 @@
 #     --seed S            seed of the held-out-arguments split (default 1)
 #     --keep-logs DIR     keep each run's daemon and containerd logs
 #     --threshold P       the daemons' starting prefetch threshold (default: the daemon's, 0.5)
+#     --unseen-image      train the models on python-big's recorded runs instead: the measured
+#                         image is one they never saw (the same argument sets are run)
 #   quick: integration-tests/scripts/bench-predict.sh --rounds 1 --profiles 25mbit-50ms --workloads 4
 #
 # Environment:

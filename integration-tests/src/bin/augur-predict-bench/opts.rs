@@ -109,6 +109,9 @@ pub struct Opts {
     pub keep_logs: Option<PathBuf>,
     /// The daemons' starting prefetch threshold (`None`: the daemon's default).
     pub threshold: Option<f32>,
+    /// Train the models on another image's runs (`python-big`), so that the measured runs are
+    /// of an image the models never saw; the same argument sets are measured.
+    pub unseen_image: bool,
 }
 
 /// How to call it.
@@ -116,7 +119,7 @@ pub const USAGE: &str = "usage: augur-predict-bench [--rounds N (3)] \
 [--profiles LIST of unshaped,100mbit-20ms,25mbit-50ms (100mbit-20ms,25mbit-50ms)] \
 [--variants LIST of none,replay,markov,lstm,ensemble,oracle (all)] \
 [--workloads N (every test argument set)] [--seed S (1)] [--augur-log-level LEVEL (info)] \
-[--keep-logs DIR] [--threshold P (the daemon's default)]";
+[--keep-logs DIR] [--threshold P (the daemon's default)] [--unseen-image (train on python-big's runs instead: an image never seen)]";
 
 impl Opts {
     /// Parses the process's arguments.
@@ -130,6 +133,7 @@ impl Opts {
             augur_log_level: "info".to_owned(),
             keep_logs: None,
             threshold: None,
+            unseen_image: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(a) = args.next() {
@@ -163,6 +167,7 @@ impl Opts {
                     );
                     o.threshold = Some(t);
                 }
+                "--unseen-image" => o.unseen_image = true,
                 "-h" | "--help" => {
                     println!("{USAGE}");
                     std::process::exit(0);

@@ -12,6 +12,11 @@
 //! 4. Per profile, each variant's state (`augurctl predictor train-state` with the variant's
 //!    models, re-keyed to the profile's image reference, since each profile's proxy has its own
 //!    address), and for the oracle one state per test argument set from that set's own runs.
+//!
+//! With `--unseen-image` the same argument sets are measured, but the models (and the LSTM)
+//! learn the recorded runs of another image instead (`python-big-v1.jsonl`, keyed to a
+//! `python-big` reference behind the same proxy): the image they are then run on is one they
+//! never saw, though it shares base layers with the one they did. The oracle is unchanged.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -32,6 +37,8 @@ use crate::progress;
 pub const ARGS_LABEL: &str = "containerd.io/snapshot/augur.args";
 /// The image the traces were recorded in.
 const IMAGE: &str = "tools";
+/// The image whose recorded runs train the models with `--unseen-image`.
+const OTHER_IMAGE: &str = "python-big";
 
 /// One held-out argument set.
 #[derive(Debug)]
@@ -55,6 +62,8 @@ pub struct Prepared {
     pub sets: Vec<ArgSet>,
     /// Runs in the training and test halves of the split.
     pub split_runs: (usize, usize),
+    /// Whether the models were trained on another image's runs (`--unseen-image`).
+    pub unseen_image: bool,
     /// The LSTM model trained on the training runs, if a variant needs it.
     pub lstm: Option<PathBuf>,
     /// Scratch directory.
@@ -79,7 +88,13 @@ impl Prepared {
     pub fn start(opts: &Opts) -> Result<Prepared> {
         let dir = TestDir::new("predictbench");
         progress(format!("scratch dir {}", dir.path().display()));
-        let (train, test) = split(&dir.join("split"), opts.seed)?;
+        let (mut train, test) = split(&dir.join("split"), opts.seed)?;
+        if opts.unseen_image {
+            let other = workspace().join(format!("onnx-models/traces/{OTHER_IMAGE}-v1.jsonl"));
+            let runs = jsonl::read_file(&other)?.len();
+            ensure!(runs > 0, "{} holds no runs", other.display());
+            train = (other, runs);
+        }
         let mut sets = arg_sets(&test, &dir.join("split/sets"))?;
         let split_runs = (train.1, test.len());
         if let Some(n) = opts.workloads {
@@ -114,6 +129,7 @@ impl Prepared {
             net,
             sets,
             split_runs,
+            unseen_image: opts.unseen_image,
             lstm,
             dir,
         };
@@ -150,22 +166,28 @@ impl Prepared {
             for &p in &opts.profiles {
                 if v == Variant::Oracle {
                     for (w, set) in self.sets.iter().enumerate() {
-                        self.train_state(models, &set.runs, p, &self.state_dir(v, p, w))?;
+                        let image = self.image(p);
+                        self.train_state(models, &set.runs, &image, &self.state_dir(v, p, w))?;
                     }
                 } else {
-                    self.train_state(models, train, p, &self.state_dir(v, p, 0))?;
+                    let image = if self.unseen_image {
+                        format!("{}/{OTHER_IMAGE}:esgz", self.net.proxy(p).host())
+                    } else {
+                        self.image(p)
+                    };
+                    self.train_state(models, train, &image, &self.state_dir(v, p, 0))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn train_state(&self, models: &[&str], traces: &Path, p: usize, out: &Path) -> Result<()> {
+    fn train_state(&self, models: &[&str], traces: &Path, image: &str, out: &Path) -> Result<()> {
         let mut cmd = Command::new(augurctl_bin());
         cmd.args(["predictor", "train-state", "--models", &models.join(",")])
             .arg("--traces")
             .arg(traces)
-            .args(["--image", &self.image(p), "--out"])
+            .args(["--image", image, "--out"])
             .arg(out);
         if models.contains(&"lstm") {
             let model = self.lstm.as_ref().context("no LSTM trained")?;
@@ -286,7 +308,7 @@ fn trained_lstm(train: &Path) -> Result<PathBuf> {
             .arg("--out")
             .arg(&tmp)
             .args(["--epochs", "80", "--quiet", "--label"])
-            .arg("predict-bench: training runs of the held-out-arguments split only")
+            .arg("predict-bench: the benchmark's training runs only")
             .env("SOURCE_DATE_EPOCH", "1798761600"),
     );
     std::fs::rename(&tmp, &model)?;

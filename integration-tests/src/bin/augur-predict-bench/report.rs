@@ -47,10 +47,19 @@ impl Report {
             samples: BTreeMap::new(),
             groups: prep.sets.iter().map(|s| s.group.clone()).collect(),
             labels: prep.sets.iter().map(|s| s.label.clone()).collect(),
-            split: format!(
-                "held-out arguments, seed {}: {} training runs, {} test runs",
-                opts.seed, prep.split_runs.0, prep.split_runs.1
-            ),
+            split: if prep.unseen_image {
+                format!(
+                    "an image never seen: the models learned the {} recorded runs of another \
+                     image (python-big), and run the held-out argument sets of seed {} \
+                     ({} recorded test runs)",
+                    prep.split_runs.0, opts.seed, prep.split_runs.1
+                )
+            } else {
+                format!(
+                    "held-out arguments, seed {}: {} training runs, {} test runs",
+                    opts.seed, prep.split_runs.0, prep.split_runs.1
+                )
+            },
             calibration,
         }
     }
