@@ -378,3 +378,34 @@ fn argument_splits_keep_every_program_in_training_and_program_splits_do_not() {
     );
     assert_eq!(split::program_of("no-slash"), "");
 }
+
+#[test]
+fn pooled_splits_count_every_splits_test_runs_with_their_own_training() {
+    let prog = program();
+    let all = runs(&prog, &[&[0, 3], &[1, 4], &[2, 5], &[0, 4], &[1, 5]], 2, 0);
+    let args_of = |t: &Trace| t.header.labels["arg"].clone();
+    let splits: Vec<split::Split> = (1..=3)
+        .map(|seed| split::by_arguments(all.clone(), args_of, 0.4, seed))
+        .collect();
+    let o = opts(NetworkProfile::REGIONAL, 0.5);
+    let pooled = eval::sweep_pooled(&splits, &o, &[0.5]).unwrap().remove(0);
+    let single: Vec<Report> = splits
+        .iter()
+        .map(|s| eval::run_traces(&s.train, &s.test, &o, &[]).unwrap())
+        .collect();
+    assert_eq!(
+        pooled.test_runs,
+        splits.iter().map(|s| s.test.len()).sum::<usize>()
+    );
+    // Counts add up split by split, for every model (each split trained on its own runs).
+    for model in ["none", "replay", "markov", "ensemble", "oracle"] {
+        let sum = |f: &dyn Fn(&eval::ModelRow) -> u64| {
+            single.iter().map(|r| f(row(r, "all", model))).sum::<u64>()
+        };
+        let p = row(&pooled, "all", model);
+        assert_eq!(p.accessed, sum(&|r| r.accessed), "{model}");
+        assert_eq!(p.timely, sum(&|r| r.timely), "{model}");
+        assert_eq!(p.wasted_bytes, sum(&|r| r.wasted_bytes), "{model}");
+    }
+    assert!(pooled.to_markdown().contains("pooled over 3 splits"));
+}

@@ -247,6 +247,66 @@ pub fn sweep_traces(
     extra: &[&dyn ModelFactory],
     thresholds: &[f32],
 ) -> Result<Vec<Report>, Error> {
+    let (categories, rows) = sweep_rows(train, test, opts, extra, thresholds)?;
+    let at = |threshold: f32| EvalOptions { threshold, ..*opts };
+    Ok(thresholds
+        .iter()
+        .zip(rows)
+        .map(|(&t, rows)| Report::build(&at(t), train.len(), &categories, rows))
+        .collect())
+}
+
+/// [`sweep_traces`] over several splits of the same runs, pooled: every split's models are
+/// trained on its own training runs and tested on its own test runs, and the reports count
+/// all test runs of all splits (a run held out by two splits counts twice). One split's
+/// ~20 test runs can be dominated by one argument set; many random splits are the fairer
+/// test. The reports' training-run count is the splits' mean, and a note names the splits.
+pub fn sweep_pooled(
+    splits: &[split::Split],
+    opts: &EvalOptions,
+    thresholds: &[f32],
+) -> Result<Vec<Report>, Error> {
+    let mut categories = Vec::new();
+    let mut pooled: Vec<Vec<(String, Vec<Tally>)>> = Vec::new();
+    for s in splits {
+        let (cats, rows) = sweep_rows(&s.train, &s.test, opts, &[], thresholds)?;
+        categories.extend(cats);
+        if pooled.is_empty() {
+            pooled = rows;
+            continue;
+        }
+        for (into, rows) in pooled.iter_mut().zip(rows) {
+            for ((_, all), (_, more)) in into.iter_mut().zip(rows) {
+                all.extend(more);
+            }
+        }
+    }
+    let train = splits.iter().map(|s| s.train.len()).sum::<usize>() / splits.len().max(1);
+    let at = |threshold: f32| EvalOptions { threshold, ..*opts };
+    Ok(thresholds
+        .iter()
+        .zip(pooled)
+        .map(|(&t, rows)| {
+            let mut report = Report::build(&at(t), train, &categories, rows);
+            report.notes.push(format!(
+                "pooled over {} splits; training runs are their mean",
+                splits.len()
+            ));
+            report
+        })
+        .collect())
+}
+
+/// Per threshold, each model's tallies (one per test run), and the test runs' categories.
+type SweepRows = (Vec<Category>, Vec<Vec<(String, Vec<Tally>)>>);
+
+fn sweep_rows(
+    train: &[Trace],
+    test: &[Trace],
+    opts: &EvalOptions,
+    extra: &[&dyn ModelFactory],
+    thresholds: &[f32],
+) -> Result<SweepRows, Error> {
     if train.is_empty() || test.is_empty() || thresholds.is_empty() {
         return Err(Error::NothingToEvaluate(format!(
             "the evaluation needs training traces, test traces and a threshold (got {}, {} and {})",
@@ -298,11 +358,7 @@ pub fn sweep_traces(
         });
         rows[i].push(("oracle".into(), oracle));
     }
-    Ok(thresholds
-        .iter()
-        .zip(rows)
-        .map(|(&t, rows)| Report::build(&at(t), train.len(), &categories, rows))
-        .collect())
+    Ok((categories, rows))
 }
 
 /// Where chunks live: per layer digest, the chunks any loaded trace read from it, with sizes.

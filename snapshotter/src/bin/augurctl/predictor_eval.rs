@@ -44,6 +44,11 @@ pub struct EvalArgs {
     /// Seed of the split.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Several splits, pooled into one report (`1-12`, or `1,4,7`): each split's models learn
+    /// its own training runs; the report counts the test runs of all of them. One split's
+    /// handful of held-out argument sets can decide a comparison; many splits give a fairer one.
+    #[arg(long, value_name = "LIST", conflicts_with_all = ["seed", "lstm_model", "write_split"])]
+    seeds: Option<String>,
     /// Predictions at or above this probability are prefetched; several (comma-separated)
     /// give one report each, the models trained once, to compare them at equal wasted bytes.
     #[arg(long, value_delimiter = ',', default_value = "0.5")]
@@ -86,20 +91,38 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         "the traces hold {} runs: need at least 2",
         traces.len()
     );
-    let split = match args.split {
-        SplitBy::Args => split::by_arguments(traces, args_of, args.holdout, args.seed),
-        SplitBy::Program => split::by_program(traces, args_of, args.holdout, args.seed),
-        SplitBy::Image => split::by_image(traces, args.holdout, args.seed),
-        SplitBy::Run => split::by_run(traces, args.holdout, args.seed),
+    let make_split = |traces: Vec<Trace>, seed: u64| match args.split {
+        SplitBy::Args => split::by_arguments(traces, args_of, args.holdout, seed),
+        SplitBy::Program => split::by_program(traces, args_of, args.holdout, seed),
+        SplitBy::Image => split::by_image(traces, args.holdout, seed),
+        SplitBy::Run => split::by_run(traces, args.holdout, seed),
     };
-    if let Some(dir) = &args.write_split {
-        write_split(dir, &split)?;
-    }
     let opts = EvalOptions {
         network,
         threshold: args.threshold[0],
         ..EvalOptions::default()
     };
+    if let Some(list) = &args.seeds {
+        let seeds = parse_seeds(list)?;
+        let splits: Vec<split::Split> = seeds
+            .iter()
+            .map(|&seed| make_split(traces.clone(), seed))
+            .collect();
+        let (train, test): (usize, usize) = splits
+            .iter()
+            .fold((0, 0), |(a, b), s| (a + s.train.len(), b + s.test.len()));
+        eprintln!(
+            "augurctl: {} splits ({:?}, seeds {list}): {train} training and {test} test runs in all",
+            splits.len(),
+            args.split
+        );
+        let reports = eval::sweep_pooled(&splits, &opts, &args.threshold)?;
+        return print_reports(&reports, args.json);
+    }
+    let split = make_split(traces, args.seed);
+    if let Some(dir) = &args.write_split {
+        write_split(dir, &split)?;
+    }
     let lstm = match &args.lstm_model {
         Some(dir) => Some(lstm_factory(dir, args.onnxruntime_library.as_deref())?),
         None => None,
@@ -113,19 +136,51 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
         args.seed
     );
     let reports = eval::sweep_traces(&split.train, &split.test, &opts, &extra, &args.threshold)?;
-    if args.json {
-        // One JSON array, one report per threshold.
+    print_reports(&reports, args.json)
+}
+
+/// Markdown, or one JSON array with one report per threshold.
+fn print_reports(reports: &[eval::Report], json: bool) -> anyhow::Result<()> {
+    if json {
         let all: Vec<serde_json::Value> = reports
             .iter()
             .map(|r| serde_json::from_str(&r.to_json()))
             .collect::<Result<_, _>>()?;
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        for report in reports {
-            print!("{}", report.to_markdown());
-        }
+        reports.iter().for_each(|r| print!("{}", r.to_markdown()));
     }
     Ok(())
+}
+
+/// `1-12` or `1,4,7` (or both: `1-3,9`): distinct seeds, at most 1000.
+fn parse_seeds(list: &str) -> anyhow::Result<Vec<u64>> {
+    let bad =
+        || anyhow::anyhow!("--seeds {list:?}: use a range such as 1-12 or a list such as 1,4,7");
+    let mut seeds = Vec::new();
+    for part in list.split(',') {
+        let part = part.trim();
+        let (from, to) = match part.split_once('-') {
+            Some((a, b)) => (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            ),
+            None => {
+                let n: u64 = part.parse().map_err(|_| bad())?;
+                (n, n)
+            }
+        };
+        anyhow::ensure!(from <= to, "--seeds {list:?}: the range {part} is empty");
+        anyhow::ensure!(to - from < 1000, "--seeds {list:?}: at most 1000 splits");
+        seeds.extend(from..=to);
+    }
+    seeds.sort_unstable();
+    seeds.dedup();
+    anyhow::ensure!(
+        !seeds.is_empty() && seeds.len() <= 1000,
+        "--seeds {list:?}: 1 to 1000 splits"
+    );
+    Ok(seeds)
 }
 
 /// Writes the split's runs as JSON Lines (`train.jsonl`, `test.jsonl`) into `dir`.
@@ -175,4 +230,19 @@ fn lstm_factory(
             ..LstmConfig::default()
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_seeds;
+
+    #[test]
+    fn seeds_are_ranges_or_lists_and_bad_ones_say_how() {
+        assert_eq!(parse_seeds("1-4").unwrap(), [1, 2, 3, 4]);
+        assert_eq!(parse_seeds("7, 1-2,2").unwrap(), [1, 2, 7]);
+        for bad in ["", "x", "3-1", "1-", "0-5000"] {
+            let e = parse_seeds(bad).unwrap_err().to_string();
+            assert!(e.contains("--seeds"), "{bad:?}: {e}");
+        }
+    }
 }
