@@ -306,10 +306,14 @@ fn fetch(shared: &Shared, entry: &Entry) {
     let now = c.in_flight.fetch_add(1, Ordering::AcqRel) + 1;
     c.max_in_flight.fetch_max(now, Ordering::AcqRel);
     let began = Instant::now();
+    shared.ledger.begin(entry.chunk);
     let result = data.prefetch_member(chunk.member, ci, entry.probability, began + FETCH_DEADLINE);
     c.in_flight.fetch_sub(1, Ordering::AcqRel);
     let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
     c.busy_nanos.fetch_add(took, Ordering::Relaxed);
+    if !matches!(result, Ok(bytes) if bytes > 0) {
+        shared.ledger.abandon(&entry.chunk);
+    }
     match result {
         Ok(0) => {} // joined a fetch already under way: not ours to count
         Ok(bytes) => {
