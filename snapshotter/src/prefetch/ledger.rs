@@ -95,15 +95,15 @@ impl Ledger {
         }
     }
 
-    /// Records a chunk a worker prefetched (used already if a run read it in flight).
+    /// Records a chunk a worker prefetched (used already if a run read it in flight); a chunk
+    /// issued again replaces its entry and is counted once.
     pub fn issue(&self, chunk: ChunkId, mut issued: Issued) {
         let mut book = self.book();
         let read_in_flight = book.flying.remove(&chunk).is_some_and(|(read, _)| read);
-        if book.live.contains_key(&chunk) {
-            return;
+        if !book.live.contains_key(&chunk) {
+            add(&self.totals.issued_chunks, 1);
+            add(&self.totals.issued_bytes, issued.bytes);
         }
-        add(&self.totals.issued_chunks, 1);
-        add(&self.totals.issued_bytes, issued.bytes);
         if read_in_flight && !issued.used {
             issued.used = true;
             add(&self.totals.used_chunks, 1);

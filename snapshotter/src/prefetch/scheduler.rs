@@ -311,11 +311,9 @@ fn fetch(shared: &Shared, entry: &Entry) {
     c.in_flight.fetch_sub(1, Ordering::AcqRel);
     let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
     c.busy_nanos.fetch_add(took, Ordering::Relaxed);
-    if !matches!(result, Ok(bytes) if bytes > 0) {
-        shared.ledger.abandon(&entry.chunk);
-    }
     match result {
-        Ok(0) => {} // joined a fetch already under way: not ours to count
+        // Joined a fetch already under way: not ours to count.
+        Ok(0) => shared.ledger.abandon(&entry.chunk),
         Ok(bytes) => {
             c.fetched_bytes.fetch_add(bytes, Ordering::Relaxed);
             shared.ledger.issue(
@@ -329,6 +327,7 @@ fn fetch(shared: &Shared, entry: &Entry) {
             );
         }
         Err(e) => {
+            shared.ledger.abandon(&entry.chunk);
             bump(&c.fetch_errors);
             tracing::debug!(layer = data.source_name(), error = %e, "prefetch failed");
         }
