@@ -36,23 +36,31 @@
 # when the benchmark ends, also on failure or Ctrl-C.
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=integration-tests/scripts/bench-report.sh
-. "$HERE/bench-report.sh"
-WS=$(cd "$HERE/../.." && pwd)
-CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
-TARGET=${CARGO_TARGET_DIR:-$WS/target}
-OUT=$CACHE/bench-predict-last.md
+# The body is one function, read whole before it runs: a benchmark runs for half an hour, and
+# bash reads a plain script as it goes, so an edit to this file meanwhile would run half of each.
+main() {
 
-log() { echo "bench-predict: $*" >&2; }
-die() { echo "bench-predict: ERROR: $*" >&2; exit 1; }
+  HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  # shellcheck source=integration-tests/scripts/bench-report.sh
+  . "$HERE/bench-report.sh"
+  WS=$(cd "$HERE/../.." && pwd)
+  CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
+  TARGET=${CARGO_TARGET_DIR:-$WS/target}
+  OUT=$CACHE/bench-predict-last.md
 
-[ "$(id -u)" = 0 ] || die "must run as root (network namespace, tc, containerd, FUSE)"
+  log() { echo "bench-predict: $*" >&2; }
+  die() { echo "bench-predict: ERROR: $*" >&2; exit 1; }
 
-cd "$WS"
-log "checking the Debian packages, ONNX Runtime and the trainer's venv"
-bash "$HERE/deps.sh" >&2
-log "building the release daemon, augurctl and the benchmark"
-cargo build --release --quiet -p augur-snapshotter -p augur-integration-tests --bins
+  [ "$(id -u)" = 0 ] || die "must run as root (network namespace, tc, containerd, FUSE)"
 
-run_and_keep_report augur-predict-bench "$OUT" "$@"
+  cd "$WS"
+  log "checking the Debian packages, ONNX Runtime and the trainer's venv"
+  bash "$HERE/deps.sh" >&2
+  log "building the release daemon, augurctl and the benchmark"
+  cargo build --release --quiet -p augur-snapshotter -p augur-integration-tests --bins
+
+  run_and_keep_report augur-predict-bench "$OUT" "$@"
+}
+
+main "$@"
+exit

@@ -29,33 +29,41 @@
 # (processes stopped, mounts undone) when it ends, also on failure or Ctrl-C.
 set -euo pipefail
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=integration-tests/scripts/bench-report.sh
-. "$HERE/bench-report.sh"
-WS=$(cd "$HERE/../.." && pwd)
-CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
-TARGET=${CARGO_TARGET_DIR:-$WS/target}
-OUT=$CACHE/bench-last.md
+# The body is one function, read whole before it runs: a benchmark runs for half an hour, and
+# bash reads a plain script as it goes, so an edit to this file meanwhile would run half of each.
+main() {
 
-log() { echo "bench: $*" >&2; }
-die() { echo "bench: ERROR: $*" >&2; exit 1; }
+  HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  # shellcheck source=integration-tests/scripts/bench-report.sh
+  . "$HERE/bench-report.sh"
+  WS=$(cd "$HERE/../.." && pwd)
+  CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
+  TARGET=${CARGO_TARGET_DIR:-$WS/target}
+  OUT=$CACHE/bench-last.md
 
-[ "$(id -u)" = 0 ] || die "must run as root (containerd, overlay upper dirs)"
-command -v containerd >/dev/null && command -v ctr >/dev/null && command -v docker-registry >/dev/null ||
-  die "containerd/ctr/docker-registry missing: run integration-tests/scripts/deps.sh"
+  log() { echo "bench: $*" >&2; }
+  die() { echo "bench: ERROR: $*" >&2; exit 1; }
 
-cd "$WS"
-if [ -z "${AUGUR_SNAPSHOTTER_BIN:-}" ]; then
-  log "building the release daemon"
-  cargo build --release --quiet -p augur-snapshotter
-fi
-log "building the reference snapshotter (cached)"
-bash "$HERE/go-build.sh" >&2
-log "building the test images (cached)"
-bash "$HERE/images.sh" build >&2
-log "building the benchmark"
-cargo build --release --quiet -p augur-integration-tests --bin augur-bench
+  [ "$(id -u)" = 0 ] || die "must run as root (containerd, overlay upper dirs)"
+  command -v containerd >/dev/null && command -v ctr >/dev/null && command -v docker-registry >/dev/null ||
+    die "containerd/ctr/docker-registry missing: run integration-tests/scripts/deps.sh"
 
-# The status is the benchmark's (--strict: 1 if Augur is slower anywhere);
-# a report that was printed is kept either way.
-run_and_keep_report augur-bench "$OUT" "$@"
+  cd "$WS"
+  if [ -z "${AUGUR_SNAPSHOTTER_BIN:-}" ]; then
+    log "building the release daemon"
+    cargo build --release --quiet -p augur-snapshotter
+  fi
+  log "building the reference snapshotter (cached)"
+  bash "$HERE/go-build.sh" >&2
+  log "building the test images (cached)"
+  bash "$HERE/images.sh" build >&2
+  log "building the benchmark"
+  cargo build --release --quiet -p augur-integration-tests --bin augur-bench
+
+  # The status is the benchmark's (--strict: 1 if Augur is slower anywhere);
+  # a report that was printed is kept either way.
+  run_and_keep_report augur-bench "$OUT" "$@"
+}
+
+main "$@"
+exit
