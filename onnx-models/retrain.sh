@@ -85,11 +85,17 @@ trap cleanup EXIT
 # 1. traces
 if [ -z "$TRACES" ]; then
   TRACES=$WORK/traces.jsonl
-  if ! admin trace export --out "$TRACES" 2>"$WORK/export.err"; then
-    # The daemon answers 404 "no traces kept yet" on a node that ran nothing lazily yet.
-    grep -q "no traces kept yet" "$WORK/export.err" \
-      || die "cannot export traces through $SOCKET: $(cat "$WORK/export.err")"
+  # How many runs the daemon keeps, from its JSON list: a node that ran nothing lazily yet has
+  # none, and its export would be refused (404).
+  admin trace list --json >"$WORK/list.json" 2>"$WORK/export.err" \
+    || die "cannot list traces through $SOCKET: $(cat "$WORK/export.err")"
+  KEPT=$("$VENV/bin/python" -c 'import json, sys; print(len(json.load(sys.stdin)["traces"]))' \
+    <"$WORK/list.json") || die "cannot read the trace list of $SOCKET: $(head -c 300 "$WORK/list.json")"
+  if [ "$KEPT" -eq 0 ]; then
     : >"$TRACES"
+  else
+    admin trace export --quiet --out "$TRACES" 2>"$WORK/export.err" \
+      || die "cannot export traces through $SOCKET: $(cat "$WORK/export.err")"
   fi
 fi
 [ -f "$TRACES" ] || die "traces file $TRACES not found"
