@@ -13,19 +13,28 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/augur/admin.sock";
 /// The environment variable naming the token file when `--token-file` is not given.
 pub const TOKEN_FILE_ENV: &str = "AUGUR_TOKEN_FILE";
 
-/// Where the daemon is and how to print.
-#[derive(Debug, clap::Args)]
-pub struct AdminArgs {
-    /// The daemon's admin socket (its `admin.address`).
+/// Where the daemon's admin API is. Flattened both into the top level (global, so
+/// `augurctl --admin-socket S status` works as well as `augurctl status --admin-socket S`; clap
+/// hands the value down by its id) and into [`AdminArgs`], which the subcommands read.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The daemon's admin socket (its `admin.address`; admin commands only).
     #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
     pub admin_socket: PathBuf,
     /// Talk to the admin API over TCP instead (`http://host:port`, the daemon's
-    /// `admin.tcp_address`); needs --token-file.
+    /// `admin.tcp_address`); needs --token-file (admin commands only).
     #[arg(long, global = true, value_name = "URL")]
     pub address: Option<String>,
     /// The file holding the bearer token for --address (default: $AUGUR_TOKEN_FILE).
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<PathBuf>,
+}
+
+/// Where the daemon is and how to print.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub connection: Connection,
     /// Print the daemon's JSON answer instead of text (`trace export`: a JSON summary on
     /// stderr).
     #[arg(long, global = true)]
@@ -36,6 +45,13 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
+    /// A client of the admin API: over TCP if --address is given, else on the socket.
+    pub fn client(&self) -> anyhow::Result<AdminClient> {
+        self.connection.client()
+    }
+}
+
+impl Connection {
     /// A client of the admin API: over TCP if --address is given, else on the socket.
     pub fn client(&self) -> anyhow::Result<AdminClient> {
         let Some(url) = &self.address else {

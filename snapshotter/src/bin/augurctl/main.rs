@@ -29,6 +29,10 @@ struct Cli {
     /// directive.
     #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
     log_level: String,
+    /// Accepted here too, before the subcommand; the admin commands read it from their own
+    /// arguments, which clap fills from this.
+    #[command(flatten)]
+    _connection: admin_args::Connection,
     #[command(subcommand)]
     command: Command,
 }
@@ -140,6 +144,32 @@ mod tests {
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn admin_flags_work_before_and_after_the_subcommand() {
+        let socket = |args: &[&str]| {
+            let cli = Cli::try_parse_from([&["augurctl"], args].concat()).expect("parses");
+            let Command::Status(status) = cli.command else {
+                panic!("not status: {:?}", cli.command);
+            };
+            let connection = &status.admin().connection;
+            (connection.admin_socket.clone(), connection.address.clone())
+        };
+        let at = |p: &str| (std::path::PathBuf::from(p), None);
+        assert_eq!(
+            socket(&["status"]),
+            at(super::admin_args::DEFAULT_ADMIN_SOCKET)
+        );
+        assert_eq!(socket(&["--admin-socket", "/a", "status"]), at("/a"));
+        assert_eq!(socket(&["status", "--admin-socket", "/b"]), at("/b"));
+        // Both: the subcommand's own, the nearer one, wins.
+        assert_eq!(
+            socket(&["--admin-socket", "/a", "status", "--admin-socket", "/b"]),
+            at("/b")
+        );
+        let (_, address) = socket(&["--address", "http://127.0.0.1:9", "status"]);
+        assert_eq!(address.as_deref(), Some("http://127.0.0.1:9"));
     }
 
     #[test]

@@ -18,6 +18,14 @@ pub struct StatusArgs {
     common: AdminArgs,
 }
 
+impl StatusArgs {
+    /// Its admin arguments, as parsed.
+    #[cfg(test)]
+    pub fn admin(&self) -> &AdminArgs {
+        &self.common
+    }
+}
+
 /// `augurctl predict`.
 #[derive(Debug, clap::Args)]
 pub struct PredictArgs {
