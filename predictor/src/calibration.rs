@@ -77,6 +77,24 @@ impl Calibrator {
         self.trials.iter().sum()
     }
 
+    /// One calibrator holding the outcomes of all of `parts`.
+    pub fn sum(parts: &[Calibrator]) -> Calibrator {
+        let mut sum = Calibrator::default();
+        for part in parts {
+            for bin in 0..BINS {
+                sum.hits[bin] += part.hits.get(bin).copied().unwrap_or(0.0);
+                sum.trials[bin] += part.trials.get(bin).copied().unwrap_or(0.0);
+            }
+        }
+        sum.refresh();
+        sum
+    }
+
+    /// Predictions recorded in one bin (after halving; 0 for a bin out of range).
+    pub fn trials_at(&self, bin: usize) -> f64 {
+        self.trials.get(bin).copied().unwrap_or(0.0)
+    }
+
     /// The calibrated probability of a raw score.
     pub fn calibrate(&self, score: f32) -> f32 {
         if self.table[BINS - 1] == 0.0 {

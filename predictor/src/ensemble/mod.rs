@@ -178,7 +178,7 @@ impl Ensemble {
     /// novelty (`None`: no such member).
     pub fn member_calibration(&self, member: &str, novelty: Novelty, score: f32) -> Option<f32> {
         let m = self.members.iter().find(|m| m.model.name() == member)?;
-        Some(m.calibrators[novelty as usize].calibrate(score))
+        Some(m.calibrators.calibrate(novelty, score))
     }
 
     /// The novelty class of a live run (`None`: not running).
@@ -214,7 +214,7 @@ impl Ensemble {
                     class.code(Calibrator::bin(p.probability)),
                     self.config.max_pending,
                 );
-                let q = member.calibrators[class as usize].calibrate(p.probability);
+                let q = member.calibrators.calibrate(class, p.probability);
                 let merge = merged.entry(p.chunk).or_insert_with(|| Merge {
                     votes: vec![None; count],
                     lead_us: 0.0,
@@ -278,9 +278,9 @@ fn record_codes(calibrators: &mut Calibrators, codes: &[u8], hit: bool) {
         let (class, bin) = Novelty::decode(code);
         counts[class][bin] += 1;
     });
-    for (calibrator, counts) in calibrators.iter_mut().zip(&counts) {
+    for (class, counts) in counts.iter().enumerate() {
         for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            calibrator.record_many(bin, hit, f64::from(n));
+            calibrators.record_many(class, bin, hit, f64::from(n));
         }
     }
 }
@@ -345,7 +345,7 @@ impl Predictor for Ensemble {
             };
             out.push(Prediction {
                 chunk,
-                probability: self.combined[class as usize].calibrate(score),
+                probability: self.combined.calibrate(class, score),
                 expected_in: Duration::from_micros(lead_us as u64),
             });
             let code = class.code(Calibrator::bin(score));

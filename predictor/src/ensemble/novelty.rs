@@ -8,13 +8,19 @@
 //! combination, keeps one calibrator per [`Novelty`] class, and a forecast is scored and learned
 //! in the class its run was in when it was made:
 //!
-//! - [`Novelty::New`]: the image was never seen, or the run's workload key (its label, or its
-//!   first eight distinct chunks; [`crate::workload`]) is not among the keys of past runs;
+//! - [`Novelty::NewImage`]: no past run had the image; only what members carry across images
+//!   (Markov's shared chunks) can help, and how far to trust it is learned from the first runs
+//!   of images, which are few (one per image): the class leans on the calibration over all
+//!   classes until it has seen enough ([`Calibrators`]);
+//! - [`Novelty::New`]: the image is known, but the run's workload key (its label, or its first
+//!   eight distinct chunks; [`crate::workload`]) is not among the keys of past runs;
 //! - [`Novelty::Known`]: a past run had this image and key;
 //! - [`Novelty::Pending`]: the image is known but the key is not fixed yet (a run's first reads).
 //!
 //! Training runs calibrate each class out of sample as they do now: the first run of each
-//! workload is learned as `New`, later ones as `Known`. Keys are remembered per image, at most
+//! image is learned as `NewImage`, the first of each other workload as `New`, later ones as
+//! `Known`. Every run's key is built from its first reads whatever its class, so the next run
+//! of a workload first seen on a new image is `Known`. Keys are remembered per image, at most
 //! [`MAX_KEYS`] (the oldest forgotten first), and saved with the ensemble's state.
 
 use std::collections::VecDeque;
@@ -36,12 +42,14 @@ pub enum Novelty {
     Pending = 0,
     /// A past run had this image and workload key.
     Known = 1,
-    /// A new image, or a new workload of a known image.
+    /// A new workload of a known image.
     New = 2,
+    /// An image no past run had.
+    NewImage = 3,
 }
 
 /// The number of classes.
-pub(super) const CLASSES: usize = 3;
+pub(super) const CLASSES: usize = 4;
 
 impl Novelty {
     /// A forecast's bin in this class, as one small code.
@@ -56,8 +64,47 @@ impl Novelty {
     }
 }
 
-/// One calibrator per class.
-pub(super) type Calibrators = [Calibrator; CLASSES];
+/// Forecasts in a class's bin at which the class's own calibration weighs as much as the one
+/// over all classes.
+pub const CLASS_PRIOR: f32 = 50.0;
+
+/// One calibrator per class, and one over all classes that a class leans on where it has seen
+/// little: a run of an image never seen is `New`, and if training saw one image, `New` saw
+/// almost nothing; trusting a member's raw score there (the calibrator's empty prior) lets
+/// Markov's "certain" through on an image it never learned. The one over all classes is not
+/// saved: it is the sum of the classes', rebuilt on load.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(super) struct Calibrators {
+    classes: [Calibrator; CLASSES],
+    #[serde(skip)]
+    all: Calibrator,
+}
+
+impl Calibrators {
+    /// The calibrated probability of `score` in `class`: the class's, shrunk toward all
+    /// classes' by how few forecasts the class's bin has seen.
+    pub(super) fn calibrate(&self, class: Novelty, score: f32) -> f32 {
+        let own = &self.classes[class as usize];
+        let seen = own.trials_at(Calibrator::bin(score)) as f32;
+        let weight = seen / (seen + CLASS_PRIOR);
+        weight * own.calibrate(score) + (1.0 - weight) * self.all.calibrate(score)
+    }
+
+    /// Records `count` forecasts of one class and bin with the same outcome.
+    pub(super) fn record_many(&mut self, class: usize, bin: usize, hit: bool, count: f64) {
+        if let Some(calibrator) = self.classes.get_mut(class) {
+            calibrator.record_many(bin, hit, count);
+            self.all.record_many(bin, hit, count);
+        }
+    }
+
+    /// Rebuilds the maps, and the one over all classes, after loading.
+    pub(super) fn refresh(&mut self) {
+        self.classes.iter_mut().for_each(Calibrator::refresh);
+        self.all = Calibrator::sum(&self.classes);
+    }
+}
 
 /// The workload keys of past runs, oldest first.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -104,7 +151,7 @@ impl RunNovelty {
         let mut run = RunNovelty {
             image: ctx.image.clone(),
             builder: SignatureBuilder::new(ctx.label.as_deref()),
-            class: Novelty::New,
+            class: Novelty::NewImage,
         };
         if known.knows_image(&ctx.image) {
             run.class = Novelty::Pending;
@@ -113,10 +160,12 @@ impl RunNovelty {
         run
     }
 
-    /// Notes a chunk the run read for the first time.
+    /// Notes a chunk the run read for the first time. The key is built in every class: a run
+    /// of a new image is `New` from its start, and its key is what the next run of the same
+    /// workload must find.
     pub(super) fn observe(&mut self, chunk: ChunkId, known: &KnownKeys) {
+        self.builder.observe(chunk);
         if self.class == Novelty::Pending {
-            self.builder.observe(chunk);
             self.settle(known);
         }
     }
@@ -160,7 +209,7 @@ mod tests {
         let mut known = KnownKeys::default();
         assert_eq!(
             RunNovelty::start(&ctx("a", None), &known).class(),
-            Novelty::New
+            Novelty::NewImage
         );
         known.remember("a", "label:etl".into());
         assert_eq!(
@@ -173,7 +222,7 @@ mod tests {
         );
         assert_eq!(
             RunNovelty::start(&ctx("b", Some("etl")), &known).class(),
-            Novelty::New
+            Novelty::NewImage
         );
         // Unlabelled: pending until eight distinct chunks fix the key.
         let mut run = RunNovelty::start(&ctx("a", None), &known);
@@ -191,6 +240,47 @@ mod tests {
     }
 
     #[test]
+    fn the_first_run_of_an_image_is_remembered_by_its_own_key() {
+        let mut known = KnownKeys::default();
+        let mut first = RunNovelty::start(&ctx("fresh", None), &known);
+        assert_eq!(first.class(), Novelty::NewImage);
+        (0..9u8).for_each(|n| first.observe(ChunkId([n; 32]), &known));
+        assert_eq!(first.class(), Novelty::NewImage);
+        let (image, key) = first.key();
+        assert!(key.starts_with("first8:"), "{key}");
+        known.remember(image, key);
+        // The same workload again: known once its first eight chunks are read.
+        let mut second = RunNovelty::start(&ctx("fresh", None), &known);
+        (0..8u8).for_each(|n| second.observe(ChunkId([n; 32]), &known));
+        assert_eq!(second.class(), Novelty::Known);
+    }
+
+    #[test]
+    fn a_class_that_has_seen_little_leans_on_all_classes() {
+        let mut calibrators = Calibrators::default();
+        let bin = Calibrator::bin(0.95);
+        // Known runs: a score of 0.95 came true 60 times in 100.
+        calibrators.record_many(Novelty::Known as usize, bin, true, 60.0);
+        calibrators.record_many(Novelty::Known as usize, bin, false, 40.0);
+        // New images: nothing seen, so not the raw 0.95 but about what all classes say.
+        let unseen = calibrators.calibrate(Novelty::NewImage, 0.95);
+        assert!((unseen - 0.6).abs() < 0.05, "{unseen}");
+        // Seen enough, a class answers for itself.
+        calibrators.record_many(Novelty::NewImage as usize, bin, true, 1000.0);
+        let seen = calibrators.calibrate(Novelty::NewImage, 0.95);
+        assert!(seen > 0.9, "{seen}");
+        // Loading rebuilds the sum over classes.
+        let mut loaded: Calibrators =
+            serde_json::from_str(&serde_json::to_string(&calibrators).unwrap()).unwrap();
+        loaded.refresh();
+        assert_eq!(loaded.calibrate(Novelty::NewImage, 0.95), seen);
+        assert_eq!(
+            loaded.calibrate(Novelty::New, 0.95),
+            calibrators.calibrate(Novelty::New, 0.95)
+        );
+    }
+
+    #[test]
     fn keys_are_bounded_oldest_first_and_codes_round_trip() {
         let mut known = KnownKeys::default();
         for n in 0..MAX_KEYS + 10 {
@@ -199,7 +289,12 @@ mod tests {
         assert_eq!(known.len(), MAX_KEYS);
         assert!(!known.knows("img", "label:0"));
         assert!(known.knows("img", &format!("label:{}", MAX_KEYS + 9)));
-        for class in [Novelty::Pending, Novelty::Known, Novelty::New] {
+        for class in [
+            Novelty::Pending,
+            Novelty::Known,
+            Novelty::New,
+            Novelty::NewImage,
+        ] {
             for bin in [0, 7, BINS - 1] {
                 assert_eq!(Novelty::decode(class.code(bin)), (class as usize, bin));
             }

@@ -1,7 +1,8 @@
 //! The ensemble's saved state: a length-prefixed JSON index (calibrators per novelty class,
 //! the known workload keys, member names and state sizes) followed by each member's own state
-//! bytes, which may be in any format. Version 2 added the novelty classes; a version-1 state
-//! is refused (the daemon then starts the models afresh and says so).
+//! bytes, which may be in any format. Version 2 added the novelty classes, version 3 the class
+//! of images never seen; an older state is refused (the daemon then starts the models afresh
+//! and says so).
 
 use serde::{Deserialize, Serialize};
 
@@ -10,7 +11,7 @@ use super::novelty::{Calibrators, KnownKeys};
 use crate::error::Error;
 use crate::stacking::Stacker;
 
-const STATE_VERSION: u32 = 2;
+const STATE_VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Index {
@@ -112,11 +113,11 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
         previous.push((i, before));
     }
     for (i, mut calibrators, _) in staged {
-        calibrators.iter_mut().for_each(|c| c.refresh());
+        calibrators.refresh();
         ensemble.members[i].calibrators = calibrators;
     }
     let mut combined = index.combined;
-    combined.iter_mut().for_each(|c| c.refresh());
+    combined.refresh();
     ensemble.combined = combined;
     ensemble.known = index.known;
     // A stacker saved for another set of members does not apply; it starts over.
