@@ -64,15 +64,17 @@ impl Novelty {
     }
 }
 
-/// Forecasts in a class's bin at which the class's own calibration weighs as much as the one
-/// over all classes.
+/// Forecasts in a `NewImage` bin at which the class's own calibration weighs as much as the
+/// one over all classes.
 pub const CLASS_PRIOR: f32 = 50.0;
 
-/// One calibrator per class, and one over all classes that a class leans on where it has seen
-/// little: a run of an image never seen is `New`, and if training saw one image, `New` saw
-/// almost nothing; trusting a member's raw score there (the calibrator's empty prior) lets
-/// Markov's "certain" through on an image it never learned. The one over all classes is not
-/// saved: it is the sum of the classes', rebuilt on load.
+/// One calibrator per class, and one over all classes that [`Novelty::NewImage`] leans on
+/// where it has seen little: it learns from the first run of each image only, so a node that
+/// ran one image has almost nothing there, and a calibrator's empty bins answer the raw score,
+/// which lets Markov's "certain" through on an image it never learned. (The other classes
+/// learn from most runs; shrinking them too cost time to first output on held-out arguments,
+/// docs/decisions/0025-new-image-class-and-shrunk-calibration.md.) The one over all classes is
+/// not saved: it is the sum of the classes', rebuilt on load.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub(super) struct Calibrators {
@@ -82,10 +84,13 @@ pub(super) struct Calibrators {
 }
 
 impl Calibrators {
-    /// The calibrated probability of `score` in `class`: the class's, shrunk toward all
-    /// classes' by how few forecasts the class's bin has seen.
+    /// The calibrated probability of `score` in `class`: the class's own; for `NewImage`,
+    /// shrunk toward all classes' by how few forecasts its bin has seen.
     pub(super) fn calibrate(&self, class: Novelty, score: f32) -> f32 {
         let own = &self.classes[class as usize];
+        if class != Novelty::NewImage {
+            return own.calibrate(score);
+        }
         let seen = own.trials_at(Calibrator::bin(score)) as f32;
         let weight = seen / (seen + CLASS_PRIOR);
         weight * own.calibrate(score) + (1.0 - weight) * self.all.calibrate(score)
@@ -274,9 +279,10 @@ mod tests {
             serde_json::from_str(&serde_json::to_string(&calibrators).unwrap()).unwrap();
         loaded.refresh();
         assert_eq!(loaded.calibrate(Novelty::NewImage, 0.95), seen);
+        // The other classes answer for themselves, seen or not.
         assert_eq!(
             loaded.calibrate(Novelty::New, 0.95),
-            calibrators.calibrate(Novelty::New, 0.95)
+            Calibrator::default().calibrate(0.95)
         );
     }
 
