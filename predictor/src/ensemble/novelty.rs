@@ -74,7 +74,8 @@ pub const CLASS_PRIOR: f32 = 50.0;
 /// which lets Markov's "certain" through on an image it never learned. (The other classes
 /// learn from most runs; shrinking them too cost time to first output on held-out arguments,
 /// docs/decisions/0025-new-image-class-and-shrunk-calibration.md.) The one over all classes is
-/// not saved: it is the sum of the classes', rebuilt on load.
+/// not saved: it records what the classes record (each halves its own counts when full, so it
+/// is about their sum), and is rebuilt as their sum on load.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(transparent)]
 pub(super) struct Calibrators {
@@ -166,8 +167,8 @@ impl RunNovelty {
     }
 
     /// Notes a chunk the run read for the first time. The key is built in every class: a run
-    /// of a new image is `New` from its start, and its key is what the next run of the same
-    /// workload must find.
+    /// of a new image is `NewImage` from its start, and its key is what the next run of the
+    /// same workload must find.
     pub(super) fn observe(&mut self, chunk: ChunkId, known: &KnownKeys) {
         self.builder.observe(chunk);
         if self.class == Novelty::Pending {
@@ -261,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn a_class_that_has_seen_little_leans_on_all_classes() {
+    fn a_new_image_class_that_has_seen_little_leans_on_all_classes() {
         let mut calibrators = Calibrators::default();
         let bin = Calibrator::bin(0.95);
         // Known runs: a score of 0.95 came true 60 times in 100.
