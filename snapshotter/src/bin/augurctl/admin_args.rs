@@ -13,16 +13,25 @@ pub const DEFAULT_ADMIN_SOCKET: &str = "/run/augur/admin.sock";
 /// The environment variable naming the token file when `--token-file` is not given.
 pub const TOKEN_FILE_ENV: &str = "AUGUR_TOKEN_FILE";
 
-/// Where the daemon's admin API is. Flattened both into the top level (global, so
-/// `augurctl --admin-socket S status` works as well as `augurctl status --admin-socket S`; clap
-/// hands the value down by its id) and into [`AdminArgs`], which the subcommands read.
+/// `--admin-socket` at the top level (global), so `augurctl --admin-socket S status` works as
+/// well as `augurctl status --admin-socket S`: clap hands the value down by its id to
+/// [`Connection::admin_socket`], which the subcommands read. Only the socket: `--address` cannot
+/// be global, `image rpull` has its own (containerd's socket, as `ctr` has).
 #[derive(Debug, Clone, clap::Args)]
-pub struct Connection {
+pub struct TopLevel {
     /// The daemon's admin socket (its `admin.address`; admin commands only).
     #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
     pub admin_socket: PathBuf,
+}
+
+/// Where the daemon's admin API is.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connection {
+    /// The daemon's admin socket (its `admin.address`).
+    #[arg(long, global = true, value_name = "SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
+    pub admin_socket: PathBuf,
     /// Talk to the admin API over TCP instead (`http://host:port`, the daemon's
-    /// `admin.tcp_address`); needs --token-file (admin commands only).
+    /// `admin.tcp_address`); needs --token-file.
     #[arg(long, global = true, value_name = "URL")]
     pub address: Option<String>,
     /// The file holding the bearer token for --address (default: $AUGUR_TOKEN_FILE).

@@ -29,10 +29,10 @@ struct Cli {
     /// directive.
     #[arg(long, global = true, value_name = "LEVEL", default_value = "warn")]
     log_level: String,
-    /// Accepted here too, before the subcommand; the admin commands read it from their own
-    /// arguments, which clap fills from this.
+    /// `--admin-socket`, accepted here too, before the subcommand; the admin commands read it
+    /// from their own arguments, which clap fills from this.
     #[command(flatten)]
-    _connection: admin_args::Connection,
+    _admin_socket: admin_args::TopLevel,
     #[command(subcommand)]
     command: Command,
 }
@@ -168,8 +168,24 @@ mod tests {
             socket(&["--admin-socket", "/a", "status", "--admin-socket", "/b"]),
             at("/b")
         );
-        let (_, address) = socket(&["--address", "http://127.0.0.1:9", "status"]);
+        let (_, address) = socket(&["status", "--address", "http://127.0.0.1:9"]);
         assert_eq!(address.as_deref(), Some("http://127.0.0.1:9"));
+        // rpull's own --address (containerd's socket) is not the admin API's.
+        let cli = Cli::try_parse_from([
+            "augurctl",
+            "--admin-socket",
+            "/a",
+            "image",
+            "rpull",
+            "--address",
+            "/run/c.sock",
+            "r/i:1",
+        ])
+        .expect("parses");
+        assert!(matches!(
+            cli.command,
+            Command::Image(ImageCommand::Rpull(_))
+        ));
     }
 
     #[test]
