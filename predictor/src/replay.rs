@@ -3,7 +3,11 @@
 //! the most recent chunk both read) and the chunks that followed there are predicted.
 //!
 //! - **Probability** of a chunk = the share of candidate past runs that read it next (within a
-//!   look-ahead window after their aligned position).
+//!   look-ahead window after their aligned position). As the ensemble's member
+//!   ([`ReplayConfig::as_member`]) the share counts [`MEMBER_PRIOR_RUNS`] more runs that did not
+//!   read it: "every past run read it" then says how many runs that was (1 of 1 is 0.33, 40 of
+//!   40 is 0.95), which the ensemble's calibration can tell apart. The baseline keeps the plain
+//!   share, as the anchors replay (docs/decisions/0026-replay-support-and-agreement-calibration.md).
 //! - **Expected time** = the mean, over those runs, of how long after the aligned chunk they
 //!   read it.
 //! - **Candidates**: past runs of the same image with the same workload key once the key is
@@ -47,6 +51,23 @@ pub struct ReplayConfig {
     pub window: usize,
     /// Recent chunks of the live run tried, newest first, to align it to a past run.
     pub align_depth: usize,
+    /// Runs that read nothing, added to the candidates when a chunk's share is taken: 0 for
+    /// the baseline, [`MEMBER_PRIOR_RUNS`] as the ensemble's member.
+    pub prior_runs: u32,
+}
+
+/// Runs that read nothing, added to the candidates of replay as an ensemble member (see the
+/// module map).
+pub const MEMBER_PRIOR_RUNS: u32 = 2;
+
+impl ReplayConfig {
+    /// This configuration as the ensemble's member: shares shrunk by [`MEMBER_PRIOR_RUNS`].
+    pub fn as_member(self) -> Self {
+        ReplayConfig {
+            prior_runs: MEMBER_PRIOR_RUNS,
+            ..self
+        }
+    }
 }
 
 impl Default for ReplayConfig {
@@ -57,6 +78,7 @@ impl Default for ReplayConfig {
             max_steps_per_run: 65_536,
             window: 128,
             align_depth: 16,
+            prior_runs: 0,
         }
     }
 }
@@ -268,7 +290,7 @@ impl Predictor for Replay {
                 vote.lead_us_sum += step.t_us.saturating_sub(anchor_us);
             }
         }
-        let total = candidates.len() as f32;
+        let total = candidates.len() as f32 + self.config.prior_runs as f32;
         let mut predictions: Vec<Prediction> = votes
             .into_iter()
             .map(|(chunk, vote)| Prediction {

@@ -104,6 +104,24 @@ fn replay_gives_the_share_of_runs_and_knows_nothing_of_new_images() {
 }
 
 #[test]
+fn replay_as_a_member_says_how_many_runs_agree() {
+    let prog = program();
+    let share = |runs: usize| {
+        let config = ReplayConfig::default().as_member();
+        let mut replay = trained(Replay::new(config), &prog, &vec![0; runs]);
+        start(&mut replay, RunId(3), IMAGE);
+        feed(&mut replay, RunId(3), &prog.plan(0)[..38]);
+        probability_of(&replay.predict(RunId(3), 64), prog.prefix[39].digest)
+    };
+    // Every past run read the chunk next: the baseline says 1.0 whatever their number, the
+    // member shrinks the share by two runs that did not read it.
+    let prior = augur_predictor::replay::MEMBER_PRIOR_RUNS as f32;
+    assert_eq!(share(1), 1.0 / (1.0 + prior));
+    assert_eq!(share(38), 38.0 / (38.0 + prior));
+    assert!(share(38) >= 0.95 && share(1) < 0.5);
+}
+
+#[test]
 fn replay_uses_only_runs_with_the_same_labelled_workload() {
     let prog = program();
     let mut replay = Replay::new(ReplayConfig::default());

@@ -8,7 +8,10 @@
 //!    workloads like those it trained on, worse on new ones; see the decision record). The
 //!    expected time is the `q`-weighted mean of the members'.
 //! 3. The combined score goes through the ensemble's own calibrator, so what it answers is
-//!    calibrated whatever the combination did.
+//!    calibrated whatever the combination did: per novelty class, blended with one per
+//!    [`agreement`] pattern (which members were certain of the chunk, which were silent), so
+//!    that what one member is reliably sure of is not pooled with what another is wrongly
+//!    sure of.
 //!
 //! Calibration is kept per novelty class ([`novelty`]): a run of a workload seen before, a new
 //! one, or one whose key is not fixed yet; the same score means less in a run nobody has seen.
@@ -23,6 +26,7 @@
 //! calibrate too, and always out of sample: a member learns a run only after it was predicted.
 //! Per-run memory is bounded by `max_pending` chunks per member.
 
+mod agreement;
 pub mod novelty;
 mod state;
 
@@ -37,6 +41,7 @@ use crate::model::{Access, LEARN_RUN, Prediction, Predictor, RunContext, RunId, 
 use crate::replay::{Replay, ReplayConfig};
 use crate::stacking::{Stacker, Vote};
 use crate::trace::Trace;
+use agreement::{Agreement, Pattern};
 use novelty::{Calibrators, KnownKeys, Novelty, RunNovelty};
 
 /// How the ensemble asks its members and learns.
@@ -95,10 +100,11 @@ struct LiveRun {
 }
 
 /// One answer the ensemble gave for a chunk: the code of its combined score
-/// ([`Novelty::code`]) and the stacker's features.
+/// ([`Novelty::code`]), which members were certain or silent, and the stacker's features.
 #[derive(Debug)]
 struct Answer {
     code: u8,
+    pattern: Pattern,
     features: Vec<f32>,
 }
 
@@ -109,13 +115,17 @@ pub struct Ensemble {
     members: Vec<Member>,
     stacker: Stacker,
     combined: Calibrators,
+    agreement: Agreement,
     known: KnownKeys,
     runs: FastMap<RunId, LiveRun>,
 }
 
 /// What the members said about one chunk in one call.
 struct Merge {
+    /// Per member, its calibrated probability.
     votes: Vec<Option<f32>>,
+    /// Which members were certain (raw) or silent.
+    pattern: Pattern,
     lead_us: f64,
     weight: f64,
 }
@@ -135,6 +145,7 @@ impl Ensemble {
                 .collect(),
             stacker,
             combined: Calibrators::default(),
+            agreement: Agreement::default(),
             known: KnownKeys::default(),
             runs: FastMap::default(),
         }
@@ -144,7 +155,7 @@ impl Ensemble {
     pub fn standard() -> Self {
         Self::new(
             vec![
-                Box::new(Replay::new(ReplayConfig::default())),
+                Box::new(Replay::new(ReplayConfig::default().as_member())),
                 Box::new(Markov::new(MarkovConfig::default())),
             ],
             EnsembleConfig::default(),
@@ -217,10 +228,12 @@ impl Ensemble {
                 let q = member.calibrators.calibrate(class, p.probability);
                 let merge = merged.entry(p.chunk).or_insert_with(|| Merge {
                     votes: vec![None; count],
+                    pattern: Pattern::default(),
                     lead_us: 0.0,
                     weight: 0.0,
                 });
                 merge.votes[i] = Some(q);
+                merge.pattern.vote(i, p.probability);
                 merge.lead_us += f64::from(q) * p.expected_in.as_micros() as f64;
                 merge.weight += f64::from(q);
             }
@@ -254,6 +267,8 @@ impl Ensemble {
         };
         let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
         record_codes(&mut self.combined, &codes, hit);
+        self.agreement
+            .record(answers.iter().map(|a| (a.pattern, a.code)), hit);
         answers
             .iter()
             .for_each(|a| self.stacker.learn(&a.features, hit));
@@ -326,7 +341,12 @@ impl Predictor for Ensemble {
         let class = live.novelty.class();
         let mut out = Vec::with_capacity(merged.len());
         let mut why: FastMap<ChunkId, Answer> = FastMap::default();
-        for (chunk, merge) in merged {
+        for (chunk, mut merge) in merged {
+            active
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| !**a)
+                .for_each(|(i, _)| merge.pattern.silent(i));
             let votes: Vec<Vote> = merge
                 .votes
                 .iter()
@@ -345,11 +365,21 @@ impl Predictor for Ensemble {
             };
             out.push(Prediction {
                 chunk,
-                probability: self.combined.calibrate(class, score),
+                probability: self
+                    .agreement
+                    .calibrate(&self.combined, class, merge.pattern, score),
                 expected_in: Duration::from_micros(lead_us as u64),
             });
             let code = class.code(Calibrator::bin(score));
-            why.insert(chunk, Answer { code, features });
+            let pattern = merge.pattern;
+            why.insert(
+                chunk,
+                Answer {
+                    code,
+                    pattern,
+                    features,
+                },
+            );
         }
         rank(&mut out, max);
         for p in &out {

@@ -97,6 +97,16 @@ impl Calibrators {
         weight * own.calibrate(score) + (1.0 - weight) * self.all.calibrate(score)
     }
 
+    /// The class's own calibration of `score` (no shrinking).
+    pub(super) fn calibrate_own(&self, class: Novelty, score: f32) -> f32 {
+        self.classes[class as usize].calibrate(score)
+    }
+
+    /// Forecasts recorded in one class and bin.
+    pub(super) fn trials_at(&self, class: Novelty, bin: usize) -> f64 {
+        self.classes[class as usize].trials_at(bin)
+    }
+
     /// Records `count` forecasts of one class and bin with the same outcome.
     pub(super) fn record_many(&mut self, class: usize, bin: usize, hit: bool, count: f64) {
         if let Some(calibrator) = self.classes.get_mut(class) {

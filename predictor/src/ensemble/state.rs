@@ -1,22 +1,25 @@
 //! The ensemble's saved state: a length-prefixed JSON index (calibrators per novelty class,
 //! the known workload keys, member names and state sizes) followed by each member's own state
 //! bytes, which may be in any format. Version 2 added the novelty classes, version 3 the class
-//! of images never seen; an older state is refused (the daemon then starts the models afresh
-//! and says so).
+//! of images never seen, version 4 the agreement patterns and replay's shrunk shares (its
+//! calibrators learned other scores); an older state is refused (the daemon then starts the
+//! models afresh and says so).
 
 use serde::{Deserialize, Serialize};
 
 use super::Ensemble;
+use super::agreement::Agreement;
 use super::novelty::{Calibrators, KnownKeys};
 use crate::error::Error;
 use crate::stacking::Stacker;
 
-const STATE_VERSION: u32 = 3;
+const STATE_VERSION: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Index {
     version: u32,
     combined: Calibrators,
+    agreement: Agreement,
     stacker: Stacker,
     known: KnownKeys,
     members: Vec<MemberIndex>,
@@ -51,6 +54,7 @@ pub(super) fn save(ensemble: &Ensemble) -> Result<Vec<u8>, Error> {
     let index = Index {
         version: STATE_VERSION,
         combined: ensemble.combined.clone(),
+        agreement: ensemble.agreement.clone(),
         stacker: ensemble.stacker.clone(),
         known: ensemble.known.clone(),
         members,
@@ -119,6 +123,9 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
     let mut combined = index.combined;
     combined.refresh();
     ensemble.combined = combined;
+    let mut agreement = index.agreement;
+    agreement.refresh();
+    ensemble.agreement = agreement;
     ensemble.known = index.known;
     // A stacker saved for another set of members does not apply; it starts over.
     if index.stacker.fits(ensemble.members.len()) {

@@ -324,10 +324,18 @@ fn sweep_rows(
         name: "markov",
         make: move || Box::new(Markov::new(markov_cfg)) as Box<dyn Predictor>,
     };
+    // The ensemble's replay counts its support (`ReplayConfig::as_member`); the replay row is
+    // the baseline as the anchors run it.
+    let member_replay = Builtin {
+        name: "replay",
+        make: move || Box::new(Replay::new(replay_cfg.as_member())) as Box<dyn Predictor>,
+    };
     let mut members: Vec<&dyn ModelFactory> = vec![&replay, &markov];
     members.extend_from_slice(extra);
+    let mut ensemble_members: Vec<&dyn ModelFactory> = vec![&member_replay, &markov];
+    ensemble_members.extend_from_slice(extra);
     let ensemble = EnsembleFactory {
-        members: members.clone(),
+        members: ensemble_members,
         config: opts.ensemble,
     };
     let mut learners = members;

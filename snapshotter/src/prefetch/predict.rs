@@ -193,7 +193,7 @@ fn daemon_lstm(settings: &PredictorSettings) -> Option<Lstm> {
 pub fn build_ensemble(selected: &[ModelKind], lstm: Option<Lstm>) -> Ensemble {
     let mut members: Vec<Box<dyn Predictor>> = Vec::new();
     if selected.contains(&ModelKind::Replay) {
-        members.push(Box::new(Replay::new(ReplayConfig::default())));
+        members.push(Box::new(Replay::new(ReplayConfig::default().as_member())));
     }
     if selected.contains(&ModelKind::Markov) {
         members.push(Box::new(Markov::new(MarkovConfig::default())));
