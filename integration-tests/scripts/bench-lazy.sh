@@ -36,17 +36,7 @@ main() {
   HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   # shellcheck source=integration-tests/scripts/bench-report.sh
   . "$HERE/bench-report.sh"
-  WS=$(cd "$HERE/../.." && pwd)
-  CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
-  TARGET=${CARGO_TARGET_DIR:-$WS/target}
-  OUT=$CACHE/bench-lazy-last.md
-
-  log() { echo "bench-lazy: $*" >&2; }
-  die() { echo "bench-lazy: ERROR: $*" >&2; exit 1; }
-
-  [ "$(id -u)" = 0 ] || die "must run as root (network namespace, tc, containerd, FUSE)"
-
-  cd "$WS"
+  bench_setup bench-lazy bench-lazy-last.md "network namespace, tc, containerd, FUSE"
   log "checking the Debian packages"
   bash "$HERE/deps.sh" >&2
   log "building the release daemon and the benchmark"

@@ -43,17 +43,7 @@ main() {
   HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   # shellcheck source=integration-tests/scripts/bench-report.sh
   . "$HERE/bench-report.sh"
-  WS=$(cd "$HERE/../.." && pwd)
-  CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
-  TARGET=${CARGO_TARGET_DIR:-$WS/target}
-  OUT=$CACHE/bench-predict-last.md
-
-  log() { echo "bench-predict: $*" >&2; }
-  die() { echo "bench-predict: ERROR: $*" >&2; exit 1; }
-
-  [ "$(id -u)" = 0 ] || die "must run as root (network namespace, tc, containerd, FUSE)"
-
-  cd "$WS"
+  bench_setup bench-predict bench-predict-last.md "network namespace, tc, containerd, FUSE"
   log "checking the Debian packages, ONNX Runtime and the trainer's venv"
   bash "$HERE/deps.sh" >&2
   log "building the release daemon, augurctl and the benchmark"

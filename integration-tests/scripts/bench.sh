@@ -36,19 +36,9 @@ main() {
   HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   # shellcheck source=integration-tests/scripts/bench-report.sh
   . "$HERE/bench-report.sh"
-  WS=$(cd "$HERE/../.." && pwd)
-  CACHE=${AUGUR_CACHE:-/var/cache/augur-tests}
-  TARGET=${CARGO_TARGET_DIR:-$WS/target}
-  OUT=$CACHE/bench-last.md
-
-  log() { echo "bench: $*" >&2; }
-  die() { echo "bench: ERROR: $*" >&2; exit 1; }
-
-  [ "$(id -u)" = 0 ] || die "must run as root (containerd, overlay upper dirs)"
+  bench_setup bench bench-last.md "containerd, overlay upper dirs"
   command -v containerd >/dev/null && command -v ctr >/dev/null && command -v docker-registry >/dev/null ||
     die "containerd/ctr/docker-registry missing: run integration-tests/scripts/deps.sh"
-
-  cd "$WS"
   if [ -z "${AUGUR_SNAPSHOTTER_BIN:-}" ]; then
     log "building the release daemon"
     cargo build --release --quiet -p augur-snapshotter
