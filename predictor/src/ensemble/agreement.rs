@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::novelty::{self, Calibrators, Novelty};
-use crate::calibration::{BINS, Calibrator};
+use crate::calibration::Calibrator;
 
 /// A member's raw score at or above which it counts as certain of a chunk.
 pub const CERTAIN: f32 = 0.9;
@@ -69,27 +69,21 @@ impl Agreement {
         let Some(own) = self.patterns.get(&pattern) else {
             return pool;
         };
-        let seen = own.trials_at(class, Calibrator::bin(score)) as f32;
-        let weight = seen / (seen + PATTERN_PRIOR);
-        weight * own.calibrate_own(class, score) + (1.0 - weight) * pool
+        let seen = own.trials_at(class, Calibrator::bin(score));
+        novelty::lean(own.calibrate_own(class, score), pool, seen, PATTERN_PRIOR)
     }
 
     /// Records outcomes: `(pattern, code)` pairs ([`Novelty::code`]) that all came out `hit`.
     pub(super) fn record(&mut self, answers: impl IntoIterator<Item = (Pattern, u8)>, hit: bool) {
-        let mut counts: BTreeMap<Pattern, [[u32; BINS]; novelty::CLASSES]> = BTreeMap::new();
+        let mut codes: BTreeMap<Pattern, Vec<u8>> = BTreeMap::new();
         for (pattern, code) in answers {
-            let (class, bin) = Novelty::decode(code);
-            counts
-                .entry(pattern)
-                .or_insert([[0; BINS]; novelty::CLASSES])[class][bin] += 1;
+            codes.entry(pattern).or_default().push(code);
         }
-        for (pattern, counts) in counts {
-            let calibrators = self.patterns.entry(pattern).or_default();
-            for (class, counts) in counts.iter().enumerate() {
-                for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-                    calibrators.record_many(class, bin, hit, f64::from(n));
-                }
-            }
+        for (pattern, codes) in codes {
+            self.patterns
+                .entry(pattern)
+                .or_default()
+                .record_codes(&codes, hit);
         }
     }
 

@@ -33,7 +33,7 @@ mod state;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::calibration::{BINS, Calibrator};
+use crate::calibration::Calibrator;
 use crate::chunk::{ChunkId, FastMap, FastSet};
 use crate::error::Error;
 use crate::markov::{Markov, MarkovConfig};
@@ -255,7 +255,7 @@ impl Ensemble {
                 Some(c) => pending.remove(&c).unwrap_or_default(),
                 None => std::mem::take(pending).into_values().flatten().collect(),
             };
-            record_codes(&mut member.calibrators, &bins, hit);
+            member.calibrators.record_codes(&bins, hit);
         }
         let answers: Vec<Answer> = match chunk {
             Some(c) => live.answers.remove(&c).unwrap_or_default(),
@@ -266,7 +266,7 @@ impl Ensemble {
             }
         };
         let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
-        record_codes(&mut self.combined, &codes, hit);
+        self.combined.record_codes(&codes, hit);
         self.agreement
             .record(answers.iter().map(|a| (a.pattern, a.code)), hit);
         answers
@@ -282,21 +282,6 @@ fn note(pending: &mut FastMap<ChunkId, Forecasts>, chunk: ChunkId, bin: u8, cap:
     let forecasts = pending.entry(chunk).or_default();
     if !forecasts.contains(&bin) {
         forecasts.push(bin);
-    }
-}
-
-/// Adds outcomes to the calibrators of their classes, one bin at a time (a map is rebuilt
-/// once per bin).
-fn record_codes(calibrators: &mut Calibrators, codes: &[u8], hit: bool) {
-    let mut counts = [[0u32; BINS]; novelty::CLASSES];
-    codes.iter().for_each(|&code| {
-        let (class, bin) = Novelty::decode(code);
-        counts[class][bin] += 1;
-    });
-    for (class, counts) in counts.iter().enumerate() {
-        for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-            calibrators.record_many(class, bin, hit, f64::from(n));
-        }
     }
 }
 

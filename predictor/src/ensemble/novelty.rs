@@ -92,9 +92,13 @@ impl Calibrators {
         if class != Novelty::NewImage {
             return own.calibrate(score);
         }
-        let seen = own.trials_at(Calibrator::bin(score)) as f32;
-        let weight = seen / (seen + CLASS_PRIOR);
-        weight * own.calibrate(score) + (1.0 - weight) * self.all.calibrate(score)
+        let seen = own.trials_at(Calibrator::bin(score));
+        lean(
+            own.calibrate(score),
+            self.all.calibrate(score),
+            seen,
+            CLASS_PRIOR,
+        )
     }
 
     /// The class's own calibration of `score` (no shrinking).
@@ -105,6 +109,21 @@ impl Calibrators {
     /// Forecasts recorded in one class and bin.
     pub(super) fn trials_at(&self, class: Novelty, bin: usize) -> f64 {
         self.classes[class as usize].trials_at(bin)
+    }
+
+    /// Records outcomes, forecast codes ([`Novelty::code`]) that all came out `hit`, one class
+    /// and bin at a time (a calibrator's map is rebuilt once per bin).
+    pub(super) fn record_codes(&mut self, codes: &[u8], hit: bool) {
+        let mut counts = [[0u32; BINS]; CLASSES];
+        codes.iter().for_each(|&code| {
+            let (class, bin) = Novelty::decode(code);
+            counts[class][bin] += 1;
+        });
+        for (class, counts) in counts.iter().enumerate() {
+            for (bin, &n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+                self.record_many(class, bin, hit, f64::from(n));
+            }
+        }
     }
 
     /// Records `count` forecasts of one class and bin with the same outcome.
@@ -120,6 +139,14 @@ impl Calibrators {
         self.classes.iter_mut().for_each(Calibrator::refresh);
         self.all = Calibrator::sum(&self.classes);
     }
+}
+
+/// `own`, a calibration from `seen` forecasts, leaning on `pool` while it has seen few: half
+/// each at `prior` forecasts.
+pub(super) fn lean(own: f32, pool: f32, seen: f64, prior: f32) -> f32 {
+    let seen = seen as f32;
+    let weight = seen / (seen + prior);
+    weight * own + (1.0 - weight) * pool
 }
 
 /// The workload keys of past runs, oldest first.
