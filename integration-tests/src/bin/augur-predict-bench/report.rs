@@ -114,10 +114,10 @@ impl Report {
         any.then_some(sums)
     }
 
-    /// (none − v) / (none − oracle) of the per-set sums on `p`, if the oracle is faster.
+    /// The gap `v` closes on `p`, of the per-set sums.
     fn gap_of(&self, p: usize, v: Variant) -> Option<f64> {
         let (none, x, oracle) = self.set_sums(p, v)?;
-        (none - oracle > 0.0).then(|| (none - x) / (none - oracle))
+        gap(none, x, oracle)
     }
 
     /// The ensemble's gap closed on `p` (see the module map).
@@ -130,7 +130,7 @@ impl Report {
         let none = self.first_output(p, Variant::None)?.as_secs_f64();
         let ens = self.first_output(p, Variant::Ensemble)?.as_secs_f64();
         let oracle = self.first_output(p, Variant::Oracle)?.as_secs_f64();
-        (none - oracle > 0.0).then(|| (none - ens) / (none - oracle))
+        gap(none, ens, oracle)
     }
 
     /// The argument sets whose median time to first output under `v` is above no prefetch's.
@@ -281,6 +281,11 @@ impl Report {
         }
         s.push('\n');
     }
+}
+
+/// (none − x) / (none − oracle), if the oracle is faster than none.
+fn gap(none: f64, x: f64, oracle: f64) -> Option<f64> {
+    (none - oracle > 0.0).then(|| (none - x) / (none - oracle))
 }
 
 #[cfg(test)]

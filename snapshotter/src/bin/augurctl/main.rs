@@ -141,6 +141,11 @@ mod tests {
 
     use super::{Cli, Command, ImageCommand};
 
+    /// `augurctl ARGS…` parsed.
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from([&["augurctl"], args].concat())
+    }
+
     #[test]
     fn flags_are_consistent() {
         Cli::command().debug_assert();
@@ -149,7 +154,7 @@ mod tests {
     #[test]
     fn admin_flags_work_before_and_after_the_subcommand() {
         let socket = |args: &[&str]| {
-            let cli = Cli::try_parse_from([&["augurctl"], args].concat()).expect("parses");
+            let cli = parse(args).expect("parses");
             let Command::Status(status) = cli.command else {
                 panic!("not status: {:?}", cli.command);
             };
@@ -171,8 +176,7 @@ mod tests {
         let (_, address) = socket(&["status", "--address", "http://127.0.0.1:9"]);
         assert_eq!(address.as_deref(), Some("http://127.0.0.1:9"));
         // rpull's own --address (containerd's socket) is not the admin API's.
-        let cli = Cli::try_parse_from([
-            "augurctl",
+        let cli = parse(&[
             "--admin-socket",
             "/a",
             "image",
@@ -190,7 +194,6 @@ mod tests {
 
     #[test]
     fn platform_choices_exclude_each_other_and_ctr_remote_names_work() {
-        let parse = |args: &[&str]| Cli::try_parse_from([&["augurctl"], args].concat());
         let cli = parse(&[
             "--log-level",
             "debug",
