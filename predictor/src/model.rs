@@ -112,6 +112,13 @@ pub trait Predictor: Send + fmt::Debug {
         learn_by_replaying(self, trace);
     }
 
+    /// Whether this model was fitted offline on recorded runs of `header`'s image (the LSTM,
+    /// trained on exported traces), so that its forecasts for a recorded run of that image may
+    /// be in sample. The ensemble does not calibrate on them (see [`crate::ensemble`]).
+    fn trained_on(&self, _header: &RunHeader) -> bool {
+        false
+    }
+
     /// The learned state, serialised (not per-run state).
     fn save_state(&self) -> Result<Vec<u8>, Error>;
 

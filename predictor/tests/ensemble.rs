@@ -243,3 +243,85 @@ fn a_member_added_while_runs_go_on_joins_without_upsetting_them() {
         "markov learned 1 → 2 across the add: {p:?}"
     );
 }
+
+/// A member fitted offline on a program's runs: it names every chunk of branch 0 at 0.95 (in
+/// sample, always right) and counts how often it is asked and taught.
+#[derive(Debug)]
+struct Fitted {
+    image: String,
+    plan: Vec<ChunkId>,
+    claims_fitted: bool,
+    seen: HashSet<ChunkId>,
+    asked: usize,
+    taught: usize,
+}
+
+impl Predictor for Fitted {
+    fn name(&self) -> &str {
+        "fitted"
+    }
+    fn start_run(&mut self, _: RunId, _: &RunContext) {
+        self.seen.clear();
+    }
+    fn observe(&mut self, _: RunId, access: &Access) {
+        self.seen.insert(access.chunk);
+    }
+    fn predict(&mut self, _: RunId, max: usize) -> Vec<Prediction> {
+        self.asked += 1;
+        let mut out: Vec<Prediction> = self
+            .plan
+            .iter()
+            .filter(|c| !self.seen.contains(c))
+            .map(|&chunk| Prediction {
+                chunk,
+                probability: 0.95,
+                expected_in: Duration::from_millis(5),
+            })
+            .collect();
+        augur_predictor::model::rank(&mut out, max);
+        out
+    }
+    fn finish_run(&mut self, _: RunId, _: Option<&Trace>) {
+        self.taught += 1;
+    }
+    fn trained_on(&self, header: &augur_predictor::trace::RunHeader) -> bool {
+        self.claims_fitted && header.image == self.image
+    }
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+    fn load_state(&mut self, _: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_member_fitted_on_a_recorded_run_is_taught_it_but_not_calibrated_on_it() {
+    let prog = Program::new("127.0.0.1:5000/python:esgz", 40, &[30, 30], 1);
+    let style = RunStyle::default();
+    let calibrated_after_learning = |claims_fitted: bool| {
+        let fitted = Fitted {
+            image: prog.image.clone(),
+            plan: prog.plan(0).iter().map(|c| c.digest).collect(),
+            claims_fitted,
+            seen: HashSet::new(),
+            asked: 0,
+            taught: 0,
+        };
+        let mut ensemble = Ensemble::new(vec![Box::new(fitted)], EnsembleConfig::default());
+        let before = ensemble.member_calibration("fitted", Novelty::Known, 0.95);
+        for seed in 0..8 {
+            ensemble.learn(&prog.run(0, &style, seed));
+        }
+        let after = ensemble.member_calibration("fitted", Novelty::Known, 0.95);
+        (before.unwrap(), after.unwrap(), format!("{ensemble:?}"))
+    };
+    // Not fitted on these runs: its in-sample certainty is learned as "always right".
+    let (before, after, _) = calibrated_after_learning(false);
+    assert!(after > before + 0.01, "learned {before} → {after}");
+    // Fitted on them: never asked, so its calibration stays what it was; still taught.
+    let (before, after, debug) = calibrated_after_learning(true);
+    assert_eq!(after, before);
+    assert!(debug.contains("asked: 0"), "{debug}");
+    assert!(debug.contains("taught: 8"), "{debug}");
+}

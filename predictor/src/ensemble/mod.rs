@@ -23,7 +23,11 @@
 //! in. "0.7" then means: of the chunks forecast at 0.7 in a run, 70 % were read afterwards.
 //! The ensemble's own forecasts are the predictions it returned. [`Predictor::learn`] replays
 //! a recorded run the same way, asking for predictions as it goes, so training traces
-//! calibrate too, and always out of sample: a member learns a run only after it was predicted.
+//! calibrate too, and always out of sample: a member learns a run only after it was predicted,
+//! and a member fitted offline on runs of the recorded run's image
+//! ([`Predictor::trained_on`]: the LSTM) is not asked at all in it, only taught, since it may
+//! have been trained on that very run (calibrated there, the LSTM came out nearly always right
+//! and wasted hundreds of MiB on an image it never saw; decision 0028).
 //! Per-run memory is bounded by `max_pending` chunks per member.
 
 mod agreement;
@@ -97,6 +101,8 @@ struct LiveRun {
     answers: FastMap<ChunkId, Vec<Answer>>,
     seen: FastSet<ChunkId>,
     novelty: RunNovelty,
+    /// Per member, whether it is not asked in this run: a recorded run it was fitted on.
+    muted: Vec<bool>,
 }
 
 /// One answer the ensemble gave for a chunk: the code of its combined score
@@ -173,6 +179,7 @@ impl Ensemble {
         });
         for live in self.runs.values_mut() {
             live.members.push(FastMap::default());
+            live.muted.push(false);
         }
         self.stacker = Stacker::new(self.members.len());
     }
@@ -213,6 +220,7 @@ impl Ensemble {
             .iter_mut()
             .zip(live.members.iter_mut())
             .enumerate()
+            .filter(|(i, _)| !live.muted[*i])
         {
             for p in member.model.predict(run, ask) {
                 if live.seen.contains(&p.chunk) {
@@ -296,6 +304,7 @@ impl Predictor for Ensemble {
             answers: FastMap::default(),
             seen: FastSet::default(),
             novelty: RunNovelty::start(ctx, &self.known),
+            muted: vec![false; self.members.len()],
         };
         self.runs.insert(run, live);
         self.members
@@ -398,6 +407,14 @@ impl Predictor for Ensemble {
     fn learn(&mut self, trace: &Trace) {
         let max = self.config.learn_max;
         self.start_run(LEARN_RUN, &RunContext::from_header(&trace.header));
+        let muted: Vec<bool> = self
+            .members
+            .iter()
+            .map(|m| m.model.trained_on(&trace.header))
+            .collect();
+        if let Some(live) = self.runs.get_mut(&LEARN_RUN) {
+            live.muted = muted;
+        }
         let mut seen = FastSet::default();
         self.predict(LEARN_RUN, max);
         for access in trace.model_accesses() {

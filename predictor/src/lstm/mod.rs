@@ -57,7 +57,7 @@ use crate::eval::ModelFactory;
 use crate::model::{
     Access, Prediction, Predictor, RunContext, RunId, decode_state, encode_state, rank,
 };
-use crate::trace::Trace;
+use crate::trace::{RunHeader, Trace};
 pub use engine::{Candidate, Engine, Latency, ModelInfo, StepObserver};
 pub use error::LstmError;
 pub use session::LoadedModel;
@@ -299,6 +299,12 @@ impl Predictor for Lstm {
     fn finish_run(&mut self, run: RunId, _trace: Option<&Trace>) {
         // The pace was learned online in `observe`.
         self.runs.remove(&run);
+    }
+
+    /// The images of the model's training traces; a model that did not record them may have
+    /// seen any recorded run.
+    fn trained_on(&self, header: &RunHeader) -> bool {
+        self.engine.knows_image(&header.image)
     }
 
     fn save_state(&self) -> Result<Vec<u8>, Error> {

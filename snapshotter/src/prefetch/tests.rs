@@ -432,6 +432,16 @@ fn every_lstm_step_is_measured_under_its_model_version() {
         ..LstmConfig::default()
     };
     let mut lstm = Lstm::new(Arc::clone(&engine), config);
+    // The ensemble does not calibrate it on recorded runs of the images it was trained on.
+    let header = |image: &str| augur_predictor::trace::RunHeader {
+        image: image.to_owned(),
+        workload: String::new(),
+        layers: Vec::new(),
+        started_unix_ms: 0,
+        labels: Default::default(),
+    };
+    assert!(lstm.trained_on(&header(&image)));
+    assert!(!lstm.trained_on(&header("127.0.0.1:5000/never-trained:esgz")));
     lstm.start_run(
         RunId(1),
         &RunContext {
