@@ -325,3 +325,31 @@ fn a_member_fitted_on_a_recorded_run_is_taught_it_but_not_calibrated_on_it() {
     assert!(debug.contains("asked: 0"), "{debug}");
     assert!(debug.contains("taught: 8"), "{debug}");
 }
+
+#[test]
+fn a_run_learned_under_another_reference_is_muted_by_the_one_it_was_recorded_under() {
+    let prog = Program::new("127.0.0.1:5000/python:esgz", 40, &[30, 30], 1);
+    let fitted = Fitted {
+        image: prog.image.clone(),
+        plan: prog.plan(0).iter().map(|c| c.digest).collect(),
+        claims_fitted: true,
+        seen: HashSet::new(),
+        asked: 0,
+        taught: 0,
+    };
+    let mut ensemble = Ensemble::new(vec![Box::new(fitted)], EnsembleConfig::default());
+    for seed in 0..4 {
+        ensemble.learn_as(
+            prog.run(0, &RunStyle::default(), seed),
+            "registry.example.com/python:v2",
+        );
+    }
+    let debug = format!("{ensemble:?}");
+    assert!(debug.contains("asked: 0"), "{debug}");
+    assert!(debug.contains("taught: 4"), "{debug}");
+    // Re-keyed first, it would have been asked: the reference is not the one it trained on.
+    let mut rekeyed = prog.run(0, &RunStyle::default(), 9);
+    rekeyed.header.image = "registry.example.com/python:v2".into();
+    ensemble.learn(&rekeyed);
+    assert!(!format!("{ensemble:?}").contains("asked: 0"));
+}

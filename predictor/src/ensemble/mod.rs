@@ -44,7 +44,7 @@ use crate::markov::{Markov, MarkovConfig};
 use crate::model::{Access, LEARN_RUN, Prediction, Predictor, RunContext, RunId, rank};
 use crate::replay::{Replay, ReplayConfig};
 use crate::stacking::{Stacker, Vote};
-use crate::trace::Trace;
+use crate::trace::{RunHeader, Trace};
 use agreement::{Agreement, Pattern};
 use novelty::{Calibrators, KnownKeys, Novelty, RunNovelty};
 
@@ -202,6 +202,42 @@ impl Ensemble {
     /// The novelty class of a live run (`None`: not running).
     pub fn novelty(&self, run: RunId) -> Option<Novelty> {
         self.runs.get(&run).map(|live| live.novelty.class())
+    }
+
+    /// Learns a recorded run as a run of `image` (a node seeded from another node's traces,
+    /// `augurctl predictor train-state --image`). Which members are not asked is decided by
+    /// the image the run was recorded under, the one a member's training knew it by.
+    pub fn learn_as(&mut self, mut trace: Trace, image: &str) {
+        let muted = self.fitted_on(&trace.header);
+        image.clone_into(&mut trace.header.image);
+        self.learn_muted(&trace, muted);
+    }
+
+    /// Per member, whether it was fitted offline on runs like `header`'s.
+    fn fitted_on(&self, header: &RunHeader) -> Vec<bool> {
+        self.members
+            .iter()
+            .map(|m| m.model.trained_on(header))
+            .collect()
+    }
+
+    /// Replays a recorded run, asking for predictions as it goes, with `muted` members not
+    /// asked (only taught).
+    fn learn_muted(&mut self, trace: &Trace, muted: Vec<bool>) {
+        let max = self.config.learn_max;
+        self.start_run(LEARN_RUN, &RunContext::from_header(&trace.header));
+        if let Some(live) = self.runs.get_mut(&LEARN_RUN) {
+            live.muted = muted;
+        }
+        let mut seen = FastSet::default();
+        self.predict(LEARN_RUN, max);
+        for access in trace.model_accesses() {
+            self.observe(LEARN_RUN, &access);
+            if seen.insert(access.chunk) {
+                self.predict(LEARN_RUN, max);
+            }
+        }
+        self.finish_run(LEARN_RUN, Some(trace));
     }
 
     /// Asks every member, notes their forecasts, and merges them per chunk.
@@ -405,25 +441,8 @@ impl Predictor for Ensemble {
     }
 
     fn learn(&mut self, trace: &Trace) {
-        let max = self.config.learn_max;
-        self.start_run(LEARN_RUN, &RunContext::from_header(&trace.header));
-        let muted: Vec<bool> = self
-            .members
-            .iter()
-            .map(|m| m.model.trained_on(&trace.header))
-            .collect();
-        if let Some(live) = self.runs.get_mut(&LEARN_RUN) {
-            live.muted = muted;
-        }
-        let mut seen = FastSet::default();
-        self.predict(LEARN_RUN, max);
-        for access in trace.model_accesses() {
-            self.observe(LEARN_RUN, &access);
-            if seen.insert(access.chunk) {
-                self.predict(LEARN_RUN, max);
-            }
-        }
-        self.finish_run(LEARN_RUN, Some(trace));
+        let muted = self.fitted_on(&trace.header);
+        self.learn_muted(trace, muted);
     }
 
     fn save_state(&self) -> Result<Vec<u8>, Error> {

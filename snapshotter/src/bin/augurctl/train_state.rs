@@ -3,7 +3,8 @@
 //! traces and writes the state file the daemon loads at start (`prefetch::predict::state_file`).
 //! Used to seed a new node from another node's traces, and by the end-to-end predictor
 //! benchmark. `--image` re-keys every trace to the reference the node pulls, because replay
-//! keys what it learned by image reference.
+//! keys what it learned by image reference; whether the LSTM was trained on a run is still
+//! judged by the reference it was recorded under (`Ensemble::learn_as`).
 
 use std::path::PathBuf;
 
@@ -58,11 +59,11 @@ pub fn run(args: TrainStateArgs) -> anyhow::Result<()> {
     let mut ensemble = build_ensemble(&models, lstm);
     let mut runs = 0;
     for path in &args.traces {
-        for mut trace in jsonl::read_file(path)? {
-            if let Some(image) = &args.image {
-                trace.header.image.clone_from(image);
+        for trace in jsonl::read_file(path)? {
+            match &args.image {
+                Some(image) => ensemble.learn_as(trace, image),
+                None => ensemble.learn(&trace),
             }
-            ensemble.learn(&trace);
             runs += 1;
         }
     }
