@@ -5,7 +5,8 @@
 #   e.g. onnx-models/eval-heldout.sh --seed 2 --threshold 0.3,0.5,0.7 --network 50ms,25mbit
 # Defaults: the traces of record-traces.sh (onnx-models/traces/tools-v1.jsonl), held-out
 # argument sets. Steps: split (augurctl predictor eval --write-split), train.py on train.jsonl
-# (the same options as tools-v1: 80 epochs, seed 1), then the evaluation with that model.
+# (the same options as tools-v1: 80 epochs, seed 1, and 4 cross-fitting folds so that the
+# ensemble calibrates the LSTM out of sample, decision 0029), then the evaluation with that model.
 # Needs the venv and libonnxruntime of setup.sh, and a built augurctl (cargo build).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +28,6 @@ trap 'rm -rf "$work"' EXIT
 # The split alone first (one threshold, no output kept), so the LSTM learns the training runs only.
 "$AUGURCTL" predictor eval "${args[@]}" --write-split "$work/split" > /dev/null
 SOURCE_DATE_EPOCH=1798761600 "$CACHE/venv-onnx/bin/python" "$HERE/train.py" \
-  "$work/split/train.jsonl" --out "$work/model" --epochs 80 --quiet \
+  "$work/split/train.jsonl" --out "$work/model" --epochs 80 --folds 4 --quiet \
   --label "held-out evaluation: training runs of the split only"
 "$AUGURCTL" predictor eval "${args[@]}" --lstm-model "$work/model"

@@ -12,6 +12,10 @@ sequence of chunks it read for the first time, after a <start> token. The model 
     meta.json    format version, provenance (trace files and sha256, counts), hyperparameters,
                  seed, library versions, date, input/output names and shapes, opset, file hashes
     golden.json  input token sequences and the logits expected for their top tokens
+    folds/N/     with --folds K: K cross-fitting models, each a model directory trained on the
+                 runs outside fold N (whole argument sets per fold); `augurctl predictor
+                 train-state` and `eval` ask fold N in the model's stead on fold N's runs, so
+                 the model is calibrated on runs it did not see (decision 0029)
 
 Same traces, options and seed give byte-identical model.onnx, vocab.json and golden.json
 (meta.json differs only in `created`, which SOURCE_DATE_EPOCH fixes). See README.md.
@@ -44,6 +48,8 @@ OOV, START = 0, 1
 SPECIAL = ["<oov>", "<start>"]
 GOLDEN_TOLERANCE = 1e-3
 GOLDEN_TOP = 5
+# The label naming a run's arguments (record-traces.sh sets it); folds keep argument sets whole.
+ARGS_LABEL = "containerd.io/snapshot/augur.args"
 
 
 class TraceError(Exception):
@@ -83,7 +89,14 @@ def read_runs(path):
                         raise ValueError(
                             f"trace version {rec['version']}; this trainer reads {TRACE_VERSION}"
                         )
-                    current = {"image": rec["image"], "first": [], "seen": set()}
+                    current = {
+                        "image": rec["image"],
+                        "key": f"{rec['image']} {int(rec['started_unix_ms'])}",
+                        "group": f"{rec['image']} "
+                        + rec.get("labels", {}).get(ARGS_LABEL, rec.get("workload", "")),
+                        "first": [],
+                        "seen": set(),
+                    }
                     chunks = {}
                     runs.append(current)
                 elif kind == "chunk":
@@ -268,7 +281,8 @@ def dump(obj):
 
 
 def write_dir(out, files, force):
-    """Writes the files into a temporary directory beside `out`, then renames it into place."""
+    """Writes the files (names may hold `/`) into a temporary directory beside `out`, then
+    renames it into place."""
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} exists and is not empty (pass --force to replace it)")
@@ -276,6 +290,7 @@ def write_dir(out, files, force):
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, data in files.items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp / name).write_bytes(data)
     if out.exists():
         shutil.rmtree(out)
@@ -296,24 +311,31 @@ def parse_args(argv):
     ap.add_argument("--clip", type=float, default=5.0, help="gradient norm clip (default 5)")
     ap.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     ap.add_argument("--label", default="", help="what the training traces are, for meta.json")
+    ap.add_argument("--folds", type=int, default=0,
+                    help="also train K cross-fitting models in folds/ (K >= 2; default none)")
     ap.add_argument("--force", action="store_true", help="replace --out if it exists")
     ap.add_argument("--quiet", action="store_true", help="print only errors")
     return ap.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    log = (lambda _m: None) if args.quiet else (lambda m: print(f"train: {m}", file=sys.stderr))
-    try:
-        runs, sources = load_traces(args.traces)
-    except TraceError as e:
-        print(f"train: {e}", file=sys.stderr)
-        return 2
+def assign_folds(runs, k, seed):
+    """Each run's fold, 0..k-1: argument sets (image and `augur.args` label, else workload key)
+    shuffled with `seed` and dealt round-robin, so a fold's runs share no argument set with
+    the runs its model trains on, as a held-out argument set does not."""
+    groups = sorted({r["group"] for r in runs})
+    if len(groups) < k:
+        raise TraceError(f"--folds {k}: the traces hold only {len(groups)} argument sets")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    fold = {groups[g]: i % k for i, g in enumerate(order)}
+    return [fold[r["group"]] for r in runs]
+
+
+def build_model(runs, sources, args, log, extra=None):
+    """Trains on `runs`; the model directory's files by name. None if no run read anything."""
     tokens, index = build_vocab(runs, args.vocab_size)
     seqs = [tokenize(r, index) for r in runs if r["first"]]
     if not seqs:
-        print("train: the traces hold no accesses", file=sys.stderr)
-        return 2
+        return None
     data = windows(seqs, args.window)
     first = sum(len(s) - 1 for s in seqs)
     in_vocab = sum(1 for s in seqs for t in s[1:] if t != OOV)
@@ -345,6 +367,7 @@ def main(argv=None):
             "traces": sources,
             "runs": len(runs),
             "images": sorted({r["image"] for r in runs}),
+            "run_keys": sorted(r["key"] for r in runs),
             "first_accesses": first,
             "in_vocabulary": round(in_vocab / max(first, 1), 6),
             "windows": int(len(data[0])),
@@ -355,13 +378,47 @@ def main(argv=None):
         "libraries": libraries(),
         "files": {name: "sha256:" + hashlib.sha256(data).hexdigest() for name, data in files.items()},
     }
+    meta.update(extra or {})
     files["meta.json"] = dump(meta)
+    log(f"trained (loss {losses[-1]:.4f}, onnxruntime within {worst:.2g} of numpy)")
+    return files
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    log = (lambda _m: None) if args.quiet else (lambda m: print(f"train: {m}", file=sys.stderr))
+    if args.folds == 1 or args.folds < 0:
+        print(f"train: --folds {args.folds}: give 0 (none) or at least 2", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        # Refused before training, which takes K + 1 times as long with --folds.
+        print(f"train: {out} exists and is not empty (pass --force to replace it)", file=sys.stderr)
+        return 2
+    try:
+        runs, sources = load_traces(args.traces)
+        folds = assign_folds(runs, args.folds, args.seed) if args.folds else []
+    except TraceError as e:
+        print(f"train: {e}", file=sys.stderr)
+        return 2
+    files = build_model(runs, sources, args, log, {"folds": args.folds} if args.folds else None)
+    if files is None:
+        print("train: the traces hold no accesses", file=sys.stderr)
+        return 2
+    for k in range(args.folds):
+        log(f"fold {k + 1} of {args.folds}: trained on the runs outside it")
+        outside = [r for r, f in zip(runs, folds) if f != k]
+        fold_files = build_model(outside, sources, args, log, {"fold": {"index": k + 1, "of": args.folds}})
+        if fold_files is None:
+            print(f"train: fold {k + 1}: the runs outside it hold no accesses", file=sys.stderr)
+            return 2
+        files.update({f"folds/{k + 1}/{name}": data for name, data in fold_files.items()})
     try:
         write_dir(args.out, files, args.force)
     except FileExistsError as e:
         print(f"train: {e}", file=sys.stderr)
         return 2
-    log(f"wrote {args.out} (loss {losses[-1]:.4f}, onnxruntime within {worst:.2g} of numpy)")
+    log(f"wrote {args.out}")
     return 0
 
 

@@ -29,12 +29,15 @@ def digest(name):
     return "sha256:" + hashlib.sha256(name.encode()).hexdigest()
 
 
-def write_export(path, runs):
-    """Writes runs (image, [chunk names]) as a JSON Lines export, with a re-read per run."""
+def write_export(path, runs, args=None, started=0):
+    """Writes runs (image, [chunk names]) as a JSON Lines export, with a re-read per run; the
+    runs start at `started`, `started` + 1, ... ms and carry `args` as their arguments label."""
+    labels = {train.ARGS_LABEL: args} if args else {}
     with open(path, "w") as f:
-        for image, names in runs:
+        for n, (image, names) in enumerate(runs):
             f.write(json.dumps({"type": "run", "version": 1, "image": image, "workload": "first8:0",
-                                "started_unix_ms": 0, "layers": [], "labels": {}}) + "\n")
+                                "started_unix_ms": started + n, "layers": [],
+                                "labels": labels}) + "\n")
             ids = {}
             for t, name in enumerate(names):
                 if name not in ids:
@@ -55,7 +58,8 @@ def tiny_corpus(directory):
         prefix = [f"p{p}-{i}" for i in range(8)]
         for b in range(2):
             branch = [f"p{p}-b{b}-{i}" for i in range(6)]
-            write_export(Path(directory) / f"p{p}b{b}.jsonl", [(f"img{p}", prefix + branch)] * 3)
+            write_export(Path(directory) / f"p{p}b{b}.jsonl", [(f"img{p}", prefix + branch)] * 3,
+                         args=f"p{p}/b{b}", started=100 * (2 * p + b))
 
 
 class GradientTest(unittest.TestCase):
@@ -143,7 +147,7 @@ class PipelineTest(unittest.TestCase):
     def train_into(self, traces, out, *extra):
         code = train.main([str(traces), "--out", str(out), *self.ARGS, *extra])
         self.assertEqual(code, 0)
-        return {p.name: p.read_bytes() for p in Path(out).iterdir()}
+        return {p.name: p.read_bytes() for p in Path(out).iterdir() if p.is_file()}
 
     def test_same_traces_and_seed_give_the_same_bytes(self):
         with tempfile.TemporaryDirectory() as d:
@@ -188,6 +192,33 @@ class PipelineTest(unittest.TestCase):
         self.assertIn(0, golden["cases"][3]["tokens"])
         # The trained model knows the prefix: after <start> and p0-0 comes p0-1.
         self.assertGreater(golden["cases"][1]["top"][0]["probability"], 0.5)
+
+    def test_folds_hold_out_whole_argument_sets_and_together_cover_every_run(self):
+        with tempfile.TemporaryDirectory() as d:
+            tiny_corpus(Path(d) / "traces")
+            self.train_into(Path(d) / "traces", Path(d) / "m", "--folds", "2")
+            meta = json.loads((Path(d) / "m" / "meta.json").read_bytes())
+            folds = [json.loads((Path(d) / "m" / "folds" / str(k) / "meta.json").read_bytes())
+                     for k in (1, 2)]
+            self.assertTrue((Path(d) / "m" / "folds" / "2" / "model.onnx").is_file())
+            # Fewer argument sets than folds, or one fold, is refused and says why.
+            for bad in ("5", "1"):
+                out = Path(d) / f"bad{bad}"
+                self.assertEqual(train.main([str(Path(d) / "traces"), "--out", str(out), "--folds", bad,
+                                             *self.ARGS]), 2)
+                self.assertFalse(out.exists())
+        every = set(meta["training"]["run_keys"])
+        self.assertEqual(len(every), 12)
+        self.assertEqual(meta["folds"], 2)
+        held_out = [every - set(f["training"]["run_keys"]) for f in folds]
+        self.assertEqual([f["fold"] for f in folds], [{"index": 1, "of": 2}, {"index": 2, "of": 2}])
+        # Each run is held out by exactly one fold, and a fold holds out whole argument sets:
+        # the tiny corpus's sets are three runs 0..2 ms apart, 100 ms from the next set.
+        self.assertEqual(held_out[0] & held_out[1], set())
+        self.assertEqual(held_out[0] | held_out[1], every)
+        for out in held_out:
+            sets = {int(k.split()[1]) // 100 for k in out}
+            self.assertEqual(len(out), 3 * len(sets))
 
 
 if __name__ == "__main__":

@@ -112,10 +112,24 @@ pub trait Predictor: Send + fmt::Debug {
         learn_by_replaying(self, trace);
     }
 
-    /// Whether this model was fitted offline on recorded runs of `header`'s image (the LSTM,
-    /// trained on exported traces), so that its forecasts for a recorded run of that image may
-    /// be in sample. The ensemble does not calibrate on them (see [`crate::ensemble`]).
+    /// Whether this model was (or may have been) fitted offline on the recorded run `header`
+    /// (the LSTM, trained on exported traces), so that its forecasts for it would be in sample.
+    /// The ensemble does not calibrate on them, and asks a cross-fitting fold that was not
+    /// fitted on the run instead if it has one (see [`crate::ensemble`]).
     fn trained_on(&self, _header: &RunHeader) -> bool {
+        false
+    }
+
+    /// Whether this model may say nothing at all about whole runs ([`Predictor::abstains_on`]).
+    /// The ensemble then also learns how it would answer without it (see
+    /// [`crate::ensemble`]). Default: no.
+    fn may_abstain(&self) -> bool {
+        false
+    }
+
+    /// Whether this model says nothing about runs of `image` (the LSTM about an image it was
+    /// not trained on). Only asked of models that [`Predictor::may_abstain`].
+    fn abstains_on(&self, _image: &str) -> bool {
         false
     }
 

@@ -253,9 +253,21 @@ fn a_member_added_while_runs_go_on_joins_without_upsetting_them() {
 struct Fitted {
     image: String,
     plan: Vec<ChunkId>,
-    claims_fitted: bool,
+    claims: Claims,
     seen: HashSet<ChunkId>,
     counts: Arc<Counts>,
+}
+
+/// Which recorded runs a [`Fitted`] member says it was trained on.
+#[derive(Debug, Clone, Copy)]
+enum Claims {
+    /// None.
+    Nothing,
+    /// Every run of its image.
+    Image,
+    /// The runs of its image started at an even (`Even(true)`) or odd millisecond: a
+    /// cross-fitting fold.
+    Even(bool),
 }
 
 /// How often a [`Fitted`] member was asked (`predict`) and taught (`finish_run`).
@@ -277,11 +289,20 @@ impl Counts {
 impl Fitted {
     /// A member of `prog`'s image; `claims_fitted`: whether it says it was trained on it.
     fn member(prog: &Program, claims_fitted: bool) -> (Box<dyn Predictor>, Arc<Counts>) {
+        let claims = if claims_fitted {
+            Claims::Image
+        } else {
+            Claims::Nothing
+        };
+        Self::claiming(prog, claims)
+    }
+
+    fn claiming(prog: &Program, claims: Claims) -> (Box<dyn Predictor>, Arc<Counts>) {
         let counts = Arc::new(Counts::default());
         let member = Fitted {
             image: prog.image.clone(),
             plan: prog.plan(0).iter().map(|c| c.digest).collect(),
-            claims_fitted,
+            claims,
             seen: HashSet::new(),
             counts: Arc::clone(&counts),
         };
@@ -318,7 +339,12 @@ impl Predictor for Fitted {
         self.counts.taught.fetch_add(1, Ordering::Relaxed);
     }
     fn trained_on(&self, header: &augur_predictor::trace::RunHeader) -> bool {
-        self.claims_fitted && header.image == self.image
+        header.image == self.image
+            && match self.claims {
+                Claims::Nothing => false,
+                Claims::Image => true,
+                Claims::Even(even) => header.started_unix_ms.is_multiple_of(2) == even,
+            }
     }
     fn save_state(&self) -> Result<Vec<u8>, Error> {
         Ok(Vec::new())
@@ -367,4 +393,158 @@ fn a_run_learned_under_another_reference_is_muted_by_the_one_it_was_recorded_und
     rekeyed.header.image = "registry.example.com/python:v2".into();
     ensemble.learn(&rekeyed);
     assert!(counts.get().0 > 0);
+}
+
+#[test]
+fn a_fold_that_did_not_see_a_recorded_run_answers_for_the_member_that_did() {
+    let prog = Program::new("127.0.0.1:5000/python:esgz", 40, &[30, 30], 1);
+    let (member, counts) = Fitted::member(&prog, true);
+    let (even, even_counts) = Fitted::claiming(&prog, Claims::Even(true));
+    let (odd, odd_counts) = Fitted::claiming(&prog, Claims::Even(false));
+    let mut ensemble = Ensemble::new(vec![member], EnsembleConfig::default());
+    assert!(!ensemble.add_folds("markov", Vec::new()), "no such member");
+    assert!(ensemble.add_folds("fitted", vec![even, odd]));
+    let before = ensemble.member_calibration("fitted", Novelty::Known, 0.95);
+    // Seeds 0..8 start at even and odd milliseconds in turn: each fold answers for the four
+    // runs it did not see; the member is never asked, and all three are taught each run they
+    // followed.
+    for seed in 0..8 {
+        ensemble.learn(&prog.run(0, &RunStyle::default(), seed));
+    }
+    let after = ensemble.member_calibration("fitted", Novelty::Known, 0.95);
+    assert_eq!(counts.get().0, 0);
+    assert_eq!(counts.get().1, 8);
+    let (even_asked, even_taught) = even_counts.get();
+    let (odd_asked, odd_taught) = odd_counts.get();
+    assert!(even_asked > 0 && odd_asked > 0);
+    assert_eq!((even_taught, odd_taught), (4, 4));
+    // The folds' forecasts calibrated the member.
+    assert!(
+        after.unwrap() > before.unwrap() + 0.01,
+        "{before:?} → {after:?}"
+    );
+    // Live runs are the member's own.
+    ensemble.start_run(
+        RunId(1),
+        &RunContext::from_header(&prog.run(0, &RunStyle::default(), 20).header),
+    );
+    ensemble.predict(RunId(1), 8);
+    assert!(counts.get().0 > 0);
+    assert_eq!(even_counts.get().0, even_asked);
+    assert_eq!(odd_counts.get().0, odd_asked);
+}
+
+/// A member that names a fixed list of chunks at 0.95, in runs of `image` only (any run if
+/// it is empty).
+#[derive(Debug)]
+struct Lists {
+    name: &'static str,
+    image: String,
+    chunks: Vec<ChunkId>,
+    /// Whether it declares that it may abstain from whole runs (of other images).
+    declares: bool,
+    speaking: bool,
+    seen: HashSet<ChunkId>,
+}
+
+impl Lists {
+    fn member(
+        name: &'static str,
+        image: &str,
+        chunks: Vec<ChunkId>,
+        declares: bool,
+    ) -> Box<dyn Predictor> {
+        Box::new(Lists {
+            name,
+            image: image.to_owned(),
+            chunks,
+            declares,
+            speaking: false,
+            seen: HashSet::new(),
+        })
+    }
+}
+
+impl Predictor for Lists {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn start_run(&mut self, _: RunId, ctx: &RunContext) {
+        self.seen.clear();
+        self.speaking = self.image.is_empty() || ctx.image == self.image;
+    }
+    fn observe(&mut self, _: RunId, access: &Access) {
+        self.seen.insert(access.chunk);
+    }
+    fn predict(&mut self, _: RunId, max: usize) -> Vec<Prediction> {
+        let mut out: Vec<Prediction> = self
+            .chunks
+            .iter()
+            .filter(|c| self.speaking && !self.seen.contains(c))
+            .map(|&chunk| Prediction {
+                chunk,
+                probability: 0.95,
+                expected_in: Duration::from_millis(5),
+            })
+            .collect();
+        augur_predictor::model::rank(&mut out, max);
+        out
+    }
+    fn finish_run(&mut self, _: RunId, _: Option<&Trace>) {}
+    fn may_abstain(&self) -> bool {
+        self.declares
+    }
+    fn abstains_on(&self, image: &str) -> bool {
+        !self.image.is_empty() && image != self.image
+    }
+    fn save_state(&self) -> Result<Vec<u8>, Error> {
+        Ok(Vec::new())
+    }
+    fn load_state(&mut self, _: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_run_a_member_abstains_from_is_answered_as_learned_without_it() {
+    // `broad` names what branch-0 runs read and branch 1's chunks besides (right about 70 of
+    // 100); `sharp` names only what they read, but only in runs of its own image.
+    let prog = Program::new("127.0.0.1:5000/python:esgz", 40, &[30, 30], 1);
+    let read: Vec<ChunkId> = prog.plan(0).iter().map(|c| c.digest).collect();
+    let mut broad = read.clone();
+    broad.extend(prog.plan(1).iter().skip(40).map(|c| c.digest));
+    let on_another_image = |declares: bool| {
+        let members = vec![
+            Lists::member("broad", "", broad.clone(), false),
+            Lists::member("sharp", &prog.image, read.clone(), declares),
+        ];
+        let mut ensemble = Ensemble::new(members, EnsembleConfig::default());
+        for seed in 0..8 {
+            ensemble.learn(&prog.run(0, &RunStyle::default(), seed));
+        }
+        // The saved state carries the view.
+        let state = ensemble.save_state().unwrap();
+        ensemble.load_state(&state).unwrap();
+        assert_eq!(ensemble.save_state().unwrap(), state);
+        // The same program under another reference: `sharp` says nothing.
+        let run = prog.run(0, &RunStyle::default(), 20);
+        let mut ctx = RunContext::from_header(&run.header);
+        ctx.image = "127.0.0.1:5000/python:v2".into();
+        ensemble.start_run(RunId(1), &ctx);
+        let first = run.first_accesses();
+        for a in &first[..2] {
+            ensemble.observe(RunId(1), a);
+        }
+        let p = ensemble.predict(RunId(1), 128);
+        probability_of(&p, first[10].chunk)
+    };
+    // Learned with `sharp` speaking, what `broad` alone named was always wrong (the right
+    // chunks had both); without `sharp`, 70 % of it is right, and that view answers.
+    let declared = on_another_image(true);
+    let undeclared = on_another_image(false);
+    assert!(declared > 0.4, "with the view: {declared}");
+    assert!(
+        undeclared < declared - 0.2,
+        "without: {undeclared}, with: {declared}"
+    );
 }

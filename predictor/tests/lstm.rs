@@ -117,7 +117,7 @@ fn the_trainers_own_tests_pass() {
     let text = String::from_utf8_lossy(&out.stderr);
     println!("{text}");
     assert!(out.status.success(), "the trainer's tests failed:\n{text}");
-    assert!(text.contains("Ran 8 tests"), "{text}");
+    assert!(text.contains("Ran 9 tests"), "{text}");
 }
 
 #[test]
@@ -145,6 +145,7 @@ fn a_trained_model_passes_validation_and_prefetches_in_the_evaluation() {
     ));
     let factory = LstmFactory {
         engine: engine.clone(),
+        folds: Vec::new(),
         config: LstmConfig {
             // Deterministic: the evaluation waits for every answer.
             timeout: Duration::from_secs(30),
@@ -230,6 +231,22 @@ fn predictions_are_ranked_fresh_and_never_name_chunks_already_read() {
     other.load_state(&state).unwrap();
     assert_eq!(other.save_state().unwrap(), state);
     assert!(other.load_state(b"{}").is_err());
+    // The same reads in a run of an image it was not trained on get nothing; under its own
+    // repository and tag from another registry, the same answer.
+    for (id, image, speaks) in [
+        (RunId(4), "127.0.0.1:5000/other:esgz", false),
+        (RunId(5), "mirror.example.com/python:esgz", true),
+    ] {
+        let ctx = RunContext {
+            image: image.to_owned(),
+            ..RunContext::from_header(&trace.header)
+        };
+        lstm.start_run(id, &ctx);
+        for access in &first[..20] {
+            lstm.observe(id, access);
+        }
+        assert_eq!(!lstm.predict(id, 8).is_empty(), speaks, "{image}");
+    }
 }
 
 fn refused(dir: &Path) -> String {

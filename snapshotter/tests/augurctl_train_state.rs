@@ -125,3 +125,96 @@ fn lstm_without_a_model_and_unknown_models_are_refused() {
         "nothing is written on error"
     );
 }
+
+/// The test cache's ONNX Runtime library (as `setup.sh` extracts it), or `$AUGUR_ORT_LIB`.
+fn ort_library() -> PathBuf {
+    let cache = std::env::var_os("AUGUR_CACHE")
+        .map_or_else(|| "/var/cache/augur-tests".into(), PathBuf::from);
+    let library = std::env::var_os("AUGUR_ORT_LIB")
+        .map_or_else(|| cache.join("ort/libonnxruntime.so.1.31.1"), PathBuf::from);
+    assert!(
+        library.exists(),
+        "ONNX Runtime not found at {}: run `bash onnx-models/setup.sh`",
+        library.display()
+    );
+    library
+}
+
+/// A copy of the shipped `tools-v1` in `dir` whose `meta.json` names `run_keys` as its
+/// training runs (`meta.json` is not among the hashed files).
+fn tools_v1_trained_on(dir: &Path, run_keys: &[String]) {
+    let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../onnx-models/tools-v1");
+    std::fs::create_dir_all(dir).unwrap();
+    for file in ["model.onnx", "vocab.json", "golden.json"] {
+        std::fs::copy(shipped.join(file), dir.join(file)).unwrap();
+    }
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(shipped.join("meta.json")).unwrap()).unwrap();
+    meta["training"]["run_keys"] = serde_json::json!(run_keys);
+    std::fs::write(dir.join("meta.json"), serde_json::to_vec(&meta).unwrap()).unwrap();
+}
+
+/// `train-state --models lstm` with the model in `model`; its stdout and stderr, and the
+/// state file's bytes.
+fn train_lstm_state(model: &Path, traces: &Path, out: &Path) -> (String, Vec<u8>) {
+    let run = Command::new(env!("CARGO_BIN_EXE_augurctl"))
+        .args([
+            "predictor",
+            "train-state",
+            "--models",
+            "lstm",
+            "--image",
+            IMAGE,
+        ])
+        .arg("--model-dir")
+        .arg(model)
+        .arg("--onnxruntime-library")
+        .arg(ort_library())
+        .arg("--traces")
+        .arg(traces)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .expect("run augurctl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(run.status.success(), "{text}");
+    (text, std::fs::read(out.join("lstm.state.gz")).unwrap())
+}
+
+#[test]
+fn the_lstms_folds_answer_for_it_on_the_runs_it_was_trained_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (trace, traces) = one_run(dir.path());
+    let key = format!("{} {}", trace.header.image, trace.header.started_unix_ms);
+    let model = dir.path().join("model");
+    tools_v1_trained_on(&model, &[key]);
+
+    // Trained on the run, no folds: not asked, so nothing is calibrated.
+    let (said, muted) = train_lstm_state(&model, &traces, &dir.path().join("muted"));
+    assert!(!said.contains("folds"), "{said}");
+    // A fold trained on other runs answers for it, and what it said is calibrated.
+    tools_v1_trained_on(&model.join("folds/1"), &["elsewhere 1".to_owned()]);
+    let (said, folded) = train_lstm_state(&model, &traces, &dir.path().join("folded"));
+    assert!(
+        said.contains("calibrated out of sample by its folds (1)"),
+        "{said}"
+    );
+    assert_ne!(
+        muted, folded,
+        "the fold's forecasts changed the calibration"
+    );
+    // A fold trained on the same run is no better than the model: the state is as without.
+    tools_v1_trained_on(
+        &model.join("folds/1"),
+        &[format!(
+            "{} {}",
+            trace.header.image, trace.header.started_unix_ms
+        )],
+    );
+    let (_, same) = train_lstm_state(&model, &traces, &dir.path().join("same"));
+    assert_eq!(muted, same);
+}

@@ -24,15 +24,23 @@
 //! The ensemble's own forecasts are the predictions it returned. [`Predictor::learn`] replays
 //! a recorded run the same way, asking for predictions as it goes, so training traces
 //! calibrate too, and always out of sample: a member learns a run only after it was predicted,
-//! and a member fitted offline on runs of the recorded run's image
-//! ([`Predictor::trained_on`]: the LSTM) is not asked at all in it, only taught, since it may
-//! have been trained on that very run (calibrated there, the LSTM came out nearly always right
-//! and wasted hundreds of MiB on an image it never saw; decision 0028).
+//! and a member fitted offline on the recorded run ([`Predictor::trained_on`]: the LSTM, by
+//! the runs or images its training names) is not asked at all in it, only taught, since it
+//! was (or may have been) trained on that very run (calibrated there, the LSTM came out nearly always right
+//! and wasted hundreds of MiB on an image it never saw; decision 0028). Unless the member has
+//! cross-fitting folds ([`Ensemble::add_folds`]): models fitted like it on part of its
+//! training runs. Then a fold that did not see the recorded run answers in the member's stead,
+//! so the member's calibration is learned out of sample before the node runs it (decision 0029).
 //! Per-run memory is bounded by `max_pending` chunks per member.
+//!
+//! A member may also say nothing about a whole run (the LSTM on an image it was not trained
+//! on); such runs are answered from a second set of combination calibrators, the view
+//! without the members that may abstain, which learns alongside in every run ([`view`]).
 
 mod agreement;
 pub mod novelty;
 mod state;
+mod view;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -47,6 +55,7 @@ use crate::stacking::{Stacker, Vote};
 use crate::trace::{RunHeader, Trace};
 use agreement::{Agreement, Pattern};
 use novelty::{Calibrators, KnownKeys, Novelty, RunNovelty};
+use view::{Absent, View};
 
 /// How the ensemble asks its members and learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +96,20 @@ pub enum Combine {
 struct Member {
     model: Box<dyn Predictor>,
     calibrators: Calibrators,
+    /// Cross-fitting folds: models fitted like `model` on part of its training runs, asked in
+    /// its stead in a recorded run it was fitted on and they were not.
+    folds: Vec<Box<dyn Predictor>>,
+}
+
+/// Who answers for a member in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Asked {
+    /// The member itself (every live run).
+    Member,
+    /// A recorded run the member was fitted on: this fold, which was not.
+    Fold(usize),
+    /// A recorded run the member and all its folds were fitted on: nobody (only taught).
+    Nobody,
 }
 
 /// The bins a chunk was forecast in during a run, each with its run's novelty class then
@@ -101,8 +124,12 @@ struct LiveRun {
     answers: FastMap<ChunkId, Vec<Answer>>,
     seen: FastSet<ChunkId>,
     novelty: RunNovelty,
-    /// Per member, whether it is not asked in this run: a recorded run it was fitted on.
-    muted: Vec<bool>,
+    /// Per member, who answers for it in this run.
+    asked: Vec<Asked>,
+    /// The members that say nothing about this run's image ([`Predictor::abstains_on`]).
+    absent: Absent,
+    /// What the view without the members that may abstain answered: chunk → one per code.
+    without: FastMap<ChunkId, Vec<Answer>>,
 }
 
 /// One answer the ensemble gave for a chunk: the code of its combined score
@@ -122,6 +149,8 @@ pub struct Ensemble {
     stacker: Stacker,
     combined: Calibrators,
     agreement: Agreement,
+    /// The combination without the members that may abstain ([`view`]).
+    without: View,
     known: KnownKeys,
     runs: FastMap<RunId, LiveRun>,
 }
@@ -130,31 +159,44 @@ pub struct Ensemble {
 struct Merge {
     /// Per member, its calibrated probability.
     votes: Vec<Option<f32>>,
-    /// Which members were certain (raw) or silent.
-    pattern: Pattern,
-    lead_us: f64,
-    weight: f64,
+    /// Per member, its raw probability.
+    raws: Vec<Option<f32>>,
+    /// Per member, when it expects the chunk to be needed, µs.
+    leads: Vec<f64>,
 }
 
 impl Ensemble {
     /// Combines `members` (at least one for useful output; with none it predicts nothing).
     pub fn new(members: Vec<Box<dyn Predictor>>, config: EnsembleConfig) -> Self {
         let stacker = Stacker::new(members.len());
-        Ensemble {
+        let mut ensemble = Ensemble {
             config,
             members: members
                 .into_iter()
                 .map(|model| Member {
                     model,
                     calibrators: Calibrators::default(),
+                    folds: Vec::new(),
                 })
                 .collect(),
             stacker,
             combined: Calibrators::default(),
             agreement: Agreement::default(),
+            without: View::default(),
             known: KnownKeys::default(),
             runs: FastMap::default(),
-        }
+        };
+        ensemble.without = View::without(ensemble.abstainers());
+        ensemble
+    }
+
+    /// The members that may abstain from whole runs ([`Predictor::may_abstain`]).
+    fn abstainers(&self) -> Absent {
+        self.members
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.model.may_abstain())
+            .fold(0, |mask, (i, _)| mask | view::bit(i))
     }
 
     /// Replay and Markov with their defaults: what the daemon runs without the LSTM.
@@ -176,12 +218,31 @@ impl Ensemble {
         self.members.push(Member {
             model,
             calibrators: Calibrators::default(),
+            folds: Vec::new(),
         });
         for live in self.runs.values_mut() {
             live.members.push(FastMap::default());
-            live.muted.push(false);
+            live.asked.push(Asked::Member);
         }
         self.stacker = Stacker::new(self.members.len());
+        if self.abstainers() != self.without.absent {
+            self.without = View::without(self.abstainers());
+        }
+    }
+
+    /// Gives the member named `member` cross-fitting folds: models fitted as it was, each on
+    /// part of its training runs (`onnx-models/train.py --folds`). While a recorded run is
+    /// learned that the member was fitted on, the first fold that was not answers in its
+    /// stead, and its forecasts calibrate the member. Folds are only asked while learning;
+    /// they are not saved with the state. Returns false if there is no such member.
+    pub fn add_folds(&mut self, member: &str, folds: Vec<Box<dyn Predictor>>) -> bool {
+        match self.members.iter_mut().find(|m| m.model.name() == member) {
+            Some(m) => {
+                m.folds.extend(folds);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The members' names, in order.
@@ -208,26 +269,41 @@ impl Ensemble {
     /// `augurctl predictor train-state --image`). Which members are not asked is decided by
     /// the image the run was recorded under, the one a member's training knew it by.
     pub fn learn_as(&mut self, mut trace: Trace, image: &str) {
-        let muted = self.fitted_on(&trace.header);
+        let asked = self.asked_for(&trace.header);
         image.clone_into(&mut trace.header.image);
-        self.learn_muted(&trace, muted);
+        self.learn_asking(&trace, asked);
     }
 
-    /// Per member, whether it was fitted offline on runs like `header`'s.
-    fn fitted_on(&self, header: &RunHeader) -> Vec<bool> {
+    /// Per member, who answers for it in a recorded run like `header`'s: itself unless it
+    /// was fitted offline on it, else its first fold that was not.
+    fn asked_for(&self, header: &RunHeader) -> Vec<Asked> {
         self.members
             .iter()
-            .map(|m| m.model.trained_on(header))
+            .map(|m| {
+                if !m.model.trained_on(header) {
+                    return Asked::Member;
+                }
+                m.folds
+                    .iter()
+                    .position(|f| !f.trained_on(header))
+                    .map_or(Asked::Nobody, Asked::Fold)
+            })
             .collect()
     }
 
-    /// Replays a recorded run, asking for predictions as it goes, with `muted` members not
-    /// asked (only taught).
-    fn learn_muted(&mut self, trace: &Trace, muted: Vec<bool>) {
+    /// Replays a recorded run, asking for predictions as it goes, with each member answered
+    /// for as `asked` says (every member is taught the run).
+    fn learn_asking(&mut self, trace: &Trace, asked: Vec<Asked>) {
         let max = self.config.learn_max;
-        self.start_run(LEARN_RUN, &RunContext::from_header(&trace.header));
+        let ctx = RunContext::from_header(&trace.header);
+        self.start_run(LEARN_RUN, &ctx);
+        for (member, who) in self.members.iter_mut().zip(&asked) {
+            if let Some(fold) = fold_of(member, *who) {
+                fold.start_run(LEARN_RUN, &ctx);
+            }
+        }
         if let Some(live) = self.runs.get_mut(&LEARN_RUN) {
-            live.muted = muted;
+            live.asked = asked;
         }
         let mut seen = FastSet::default();
         self.predict(LEARN_RUN, max);
@@ -256,9 +332,17 @@ impl Ensemble {
             .iter_mut()
             .zip(live.members.iter_mut())
             .enumerate()
-            .filter(|(i, _)| !live.muted[*i])
         {
-            for p in member.model.predict(run, ask) {
+            let forecasts = match live.asked[i] {
+                Asked::Member => member.model.predict(run, ask),
+                Asked::Fold(f) => member
+                    .folds
+                    .get_mut(f)
+                    .map(|fold| fold.predict(run, ask))
+                    .unwrap_or_default(),
+                Asked::Nobody => continue,
+            };
+            for p in forecasts {
                 if live.seen.contains(&p.chunk) {
                     continue;
                 }
@@ -272,17 +356,81 @@ impl Ensemble {
                 let q = member.calibrators.calibrate(class, p.probability);
                 let merge = merged.entry(p.chunk).or_insert_with(|| Merge {
                     votes: vec![None; count],
-                    pattern: Pattern::default(),
-                    lead_us: 0.0,
-                    weight: 0.0,
+                    raws: vec![None; count],
+                    leads: vec![0.0; count],
                 });
                 merge.votes[i] = Some(q);
-                merge.pattern.vote(i, p.probability);
-                merge.lead_us += f64::from(q) * p.expected_in.as_micros() as f64;
-                merge.weight += f64::from(q);
+                merge.raws[i] = Some(p.probability);
+                merge.leads[i] = p.expected_in.as_micros() as f64;
             }
         }
         (merged, active)
+    }
+
+    /// The combination's answers with the members in `absent` left out (0: all present),
+    /// calibrated by that view, ranked, at most `max`; and why each was given.
+    fn answer(
+        &self,
+        merged: &BTreeMap<ChunkId, Merge>,
+        active: &[bool],
+        class: Novelty,
+        absent: Absent,
+        max: usize,
+    ) -> (Vec<Prediction>, FastMap<ChunkId, Answer>) {
+        let (combined, agreement) = if absent == 0 {
+            (&self.combined, &self.agreement)
+        } else {
+            (&self.without.combined, &self.without.agreement)
+        };
+        let mut out = Vec::with_capacity(merged.len());
+        let mut why: FastMap<ChunkId, Answer> = FastMap::default();
+        for (&chunk, merge) in merged {
+            let present = |i: usize| absent & view::bit(i) == 0;
+            let votes: Vec<Option<f32>> = (0..merge.votes.len())
+                .map(|i| merge.votes[i].filter(|_| present(i)))
+                .collect();
+            if votes.iter().all(Option::is_none) {
+                continue;
+            }
+            let mut pattern = Pattern::default();
+            let (mut lead_us, mut weight) = (0.0, 0.0);
+            for (i, vote) in votes.iter().enumerate() {
+                if !active[i] || !present(i) {
+                    pattern.silent(i);
+                } else if let (Some(q), Some(raw)) = (vote, merge.raws[i]) {
+                    pattern.vote(i, raw);
+                    lead_us += f64::from(*q) * merge.leads[i];
+                    weight += f64::from(*q);
+                }
+            }
+            let inputs: Vec<Vote> = votes
+                .iter()
+                .enumerate()
+                .map(|(i, &probability)| Vote {
+                    probability,
+                    active: active[i] && present(i),
+                })
+                .collect();
+            let features = Stacker::features(&inputs);
+            let score = self.combine(&votes, &features);
+            let lead_us = if weight > 0.0 { lead_us / weight } else { 0.0 };
+            out.push(Prediction {
+                chunk,
+                probability: agreement.calibrate(combined, class, pattern, score),
+                expected_in: Duration::from_micros(lead_us as u64),
+            });
+            let code = class.code(Calibrator::bin(score));
+            why.insert(
+                chunk,
+                Answer {
+                    code,
+                    pattern,
+                    features,
+                },
+            );
+        }
+        rank(&mut out, max);
+        (out, why)
     }
 
     fn combine(&self, votes: &[Option<f32>], features: &[f32]) -> f32 {
@@ -301,14 +449,7 @@ impl Ensemble {
             };
             member.calibrators.record_codes(&bins, hit);
         }
-        let answers: Vec<Answer> = match chunk {
-            Some(c) => live.answers.remove(&c).unwrap_or_default(),
-            None => {
-                let mut all: Vec<_> = std::mem::take(&mut live.answers).into_iter().collect();
-                all.sort_by_key(|(c, _)| *c);
-                all.into_iter().flat_map(|(_, a)| a).collect()
-            }
-        };
+        let answers = take(&mut live.answers, chunk);
         let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
         self.combined.record_codes(&codes, hit);
         self.agreement
@@ -316,6 +457,54 @@ impl Ensemble {
         answers
             .iter()
             .for_each(|a| self.stacker.learn(&a.features, hit));
+        let without = take(&mut live.without, chunk);
+        let codes: Vec<u8> = without.iter().map(|a| a.code).collect();
+        self.without.combined.record_codes(&codes, hit);
+        self.without
+            .agreement
+            .record(without.iter().map(|a| (a.pattern, a.code)), hit);
+    }
+}
+
+/// Notes the answers behind `out` (the ones returned or, for a view not answering, that would
+/// have been) so that the run's reads score them; at most `cap` chunks per run.
+fn keep(
+    answers: &mut FastMap<ChunkId, Vec<Answer>>,
+    out: &[Prediction],
+    mut why: FastMap<ChunkId, Answer>,
+    cap: usize,
+) {
+    for p in out {
+        let Some(answer) = why.remove(&p.chunk) else {
+            continue;
+        };
+        if answers.len() >= cap && !answers.contains_key(&p.chunk) {
+            continue;
+        }
+        let kept = answers.entry(p.chunk).or_default();
+        if !kept.iter().any(|a| a.code == answer.code) {
+            kept.push(answer);
+        }
+    }
+}
+
+/// The answers of `chunk` noted in `answers` (of every chunk, at the end), taken out.
+fn take(answers: &mut FastMap<ChunkId, Vec<Answer>>, chunk: Option<ChunkId>) -> Vec<Answer> {
+    match chunk {
+        Some(c) => answers.remove(&c).unwrap_or_default(),
+        None => {
+            let mut all: Vec<_> = std::mem::take(answers).into_iter().collect();
+            all.sort_by_key(|(c, _)| *c);
+            all.into_iter().flat_map(|(_, a)| a).collect()
+        }
+    }
+}
+
+/// The fold that answers for `member` when `who` says one does.
+fn fold_of(member: &mut Member, who: Asked) -> Option<&mut Box<dyn Predictor>> {
+    match who {
+        Asked::Fold(f) => member.folds.get_mut(f),
+        Asked::Member | Asked::Nobody => None,
     }
 }
 
@@ -340,7 +529,14 @@ impl Predictor for Ensemble {
             answers: FastMap::default(),
             seen: FastSet::default(),
             novelty: RunNovelty::start(ctx, &self.known),
-            muted: vec![false; self.members.len()],
+            asked: vec![Asked::Member; self.members.len()],
+            absent: self
+                .members
+                .iter()
+                .enumerate()
+                .filter(|(_, m)| m.model.may_abstain() && m.model.abstains_on(&ctx.image))
+                .fold(0, |mask, (i, _)| mask | view::bit(i)),
+            without: FastMap::default(),
         };
         self.runs.insert(run, live);
         self.members
@@ -356,10 +552,13 @@ impl Predictor for Ensemble {
             self.resolve(&mut live, Some(access.chunk), true);
             live.novelty.observe(access.chunk, &self.known);
         }
+        for (member, who) in self.members.iter_mut().zip(&live.asked) {
+            member.model.observe(run, access);
+            if let Some(fold) = fold_of(member, *who) {
+                fold.observe(run, access);
+            }
+        }
         self.runs.insert(run, live);
-        self.members
-            .iter_mut()
-            .for_each(|m| m.model.observe(run, access));
     }
 
     fn predict(&mut self, run: RunId, max: usize) -> Vec<Prediction> {
@@ -369,80 +568,41 @@ impl Predictor for Ensemble {
         let ask = max.saturating_mul(self.config.fan_out).max(max);
         let (merged, active) = self.gather(run, &mut live, ask);
         let class = live.novelty.class();
-        let mut out = Vec::with_capacity(merged.len());
-        let mut why: FastMap<ChunkId, Answer> = FastMap::default();
-        for (chunk, mut merge) in merged {
-            active
-                .iter()
-                .enumerate()
-                .filter(|(_, a)| !**a)
-                .for_each(|(i, _)| merge.pattern.silent(i));
-            let votes: Vec<Vote> = merge
-                .votes
-                .iter()
-                .zip(&active)
-                .map(|(&probability, &active)| Vote {
-                    probability,
-                    active,
-                })
-                .collect();
-            let features = Stacker::features(&votes);
-            let score = self.combine(&merge.votes, &features);
-            let lead_us = if merge.weight > 0.0 {
-                merge.lead_us / merge.weight
-            } else {
-                0.0
-            };
-            out.push(Prediction {
-                chunk,
-                probability: self
-                    .agreement
-                    .calibrate(&self.combined, class, merge.pattern, score),
-                expected_in: Duration::from_micros(lead_us as u64),
-            });
-            let code = class.code(Calibrator::bin(score));
-            let pattern = merge.pattern;
-            why.insert(
-                chunk,
-                Answer {
-                    code,
-                    pattern,
-                    features,
-                },
-            );
-        }
-        rank(&mut out, max);
-        for p in &out {
-            let Some(answer) = why.remove(&p.chunk) else {
-                continue;
-            };
-            if live.answers.len() >= self.config.max_pending && !live.answers.contains_key(&p.chunk)
-            {
-                continue;
-            }
-            let answers = live.answers.entry(p.chunk).or_default();
-            if !answers.iter().any(|a| a.code == answer.code) {
-                answers.push(answer);
+        let (out, why) = self.answer(&merged, &active, class, 0, max);
+        keep(&mut live.answers, &out, why, self.config.max_pending);
+        let mut answered = out;
+        if self.without.absent != 0 {
+            let absent = self.without.absent;
+            let (out, why) = self.answer(&merged, &active, class, absent, max);
+            keep(&mut live.without, &out, why, self.config.max_pending);
+            // Those members abstain from this run: the view learned without them answers.
+            if live.absent == absent {
+                answered = out;
             }
         }
         self.runs.insert(run, live);
-        out
+        answered
     }
 
     fn finish_run(&mut self, run: RunId, trace: Option<&Trace>) {
+        let mut asked = Vec::new();
         if let Some(mut live) = self.runs.remove(&run) {
             self.resolve(&mut live, None, false);
             let (image, key) = live.novelty.key();
             self.known.remember(image, key);
+            asked = live.asked;
         }
-        self.members
-            .iter_mut()
-            .for_each(|m| m.model.finish_run(run, trace));
+        for (i, member) in self.members.iter_mut().enumerate() {
+            member.model.finish_run(run, trace);
+            if let Some(fold) = fold_of(member, asked.get(i).copied().unwrap_or(Asked::Member)) {
+                fold.finish_run(run, trace);
+            }
+        }
     }
 
     fn learn(&mut self, trace: &Trace) {
-        let muted = self.fitted_on(&trace.header);
-        self.learn_muted(trace, muted);
+        let asked = self.asked_for(&trace.header);
+        self.learn_asking(trace, asked);
     }
 
     fn save_state(&self) -> Result<Vec<u8>, Error> {

@@ -3,13 +3,15 @@
 //! bytes, which may be in any format. Version 2 added the novelty classes, version 3 the class
 //! of images never seen, version 4 the agreement patterns and replay's shrunk shares (its
 //! calibrators learned other scores); an older state is refused (the daemon then starts the
-//! models afresh and says so).
+//! models afresh and says so). The view without the members that may abstain (decision 0029)
+//! is an optional field of version 4: a state without it loads with that view empty.
 
 use serde::{Deserialize, Serialize};
 
 use super::Ensemble;
 use super::agreement::Agreement;
 use super::novelty::{Calibrators, KnownKeys};
+use super::view::View;
 use crate::error::Error;
 use crate::stacking::Stacker;
 
@@ -20,6 +22,10 @@ struct Index {
     version: u32,
     combined: Calibrators,
     agreement: Agreement,
+    /// The view without the members that may abstain (absent from older states: it starts
+    /// empty).
+    #[serde(default)]
+    without: View,
     stacker: Stacker,
     known: KnownKeys,
     members: Vec<MemberIndex>,
@@ -55,6 +61,7 @@ pub(super) fn save(ensemble: &Ensemble) -> Result<Vec<u8>, Error> {
         version: STATE_VERSION,
         combined: ensemble.combined.clone(),
         agreement: ensemble.agreement.clone(),
+        without: ensemble.without.clone(),
         stacker: ensemble.stacker.clone(),
         known: ensemble.known.clone(),
         members,
@@ -126,6 +133,14 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
     let mut agreement = index.agreement;
     agreement.refresh();
     ensemble.agreement = agreement;
+    // A view saved for another set of members that may abstain does not apply.
+    let mut without = index.without;
+    if without.absent == ensemble.without.absent {
+        without.refresh();
+        ensemble.without = without;
+    } else {
+        ensemble.without = View::without(ensemble.without.absent);
+    }
     ensemble.known = index.known;
     // A stacker saved for another set of members does not apply; it starts over.
     if index.stacker.fits(ensemble.members.len()) {

@@ -142,6 +142,11 @@ pub trait ModelFactory {
     fn name(&self) -> &str;
     /// A new, untrained instance.
     fn build(&self) -> Result<Box<dyn Predictor>, Error>;
+    /// Cross-fitting folds for the instance as an ensemble member
+    /// ([`Ensemble::add_folds`]); none by default.
+    fn folds(&self) -> Result<Vec<Box<dyn Predictor>>, Error> {
+        Ok(Vec::new())
+    }
 }
 
 struct Builtin<F> {
@@ -175,7 +180,11 @@ impl ModelFactory for EnsembleFactory<'_> {
             .iter()
             .map(|f| f.build())
             .collect::<Result<_, _>>()?;
-        Ok(Box::new(Ensemble::new(members, self.config)))
+        let mut ensemble = Ensemble::new(members, self.config);
+        for f in &self.members {
+            ensemble.add_folds(f.name(), f.folds()?);
+        }
+        Ok(Box::new(ensemble))
     }
 }
 

@@ -12,6 +12,7 @@
 //! chunk's probability is that of the likeliest chain reaching it (as the Markov model's walk),
 //! and its step count times the run's pace is its expected time of need.
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -21,9 +22,11 @@ use std::time::{Duration, Instant};
 
 use super::error::LstmError;
 use super::latency::{Histogram, Percentiles};
+use super::model_dir::run_key;
 use super::session::LoadedModel;
 use super::vocab::{OOV, START};
 use crate::chunk::{ChunkId, FastMap};
+use crate::trace::RunHeader;
 
 /// Requests waiting for the thread at most; more are refused (the caller keeps its last answer).
 const QUEUE: usize = 64;
@@ -104,13 +107,25 @@ pub struct ModelInfo {
     pub window: usize,
     /// The images it was trained on (empty: not recorded, every image is taken as known).
     pub images: Vec<String>,
+    /// Its training runs ([`super::model_dir::run_key`]; `None`: not recorded).
+    pub run_keys: Option<Arc<BTreeSet<String>>>,
 }
 
 impl ModelInfo {
-    /// Whether the model saw runs of `image` in training (what the start token alone can
-    /// predict is only about those).
+    /// Whether the model saw runs of `image` in training, by repository and tag whatever
+    /// registry served it ([`repository`]): the LSTM predicts only for those (decision 0029).
     pub fn knows_image(&self, image: &str) -> bool {
-        self.images.is_empty() || self.images.iter().any(|i| i == image)
+        let wanted = repository(image);
+        self.images.is_empty() || self.images.iter().any(|i| repository(i) == wanted)
+    }
+
+    /// Whether the model may have been trained on the recorded run `header`: it was if its
+    /// training runs are recorded and name it; if only images are, any run of them may be.
+    pub fn trained_on(&self, header: &RunHeader) -> bool {
+        match &self.run_keys {
+            Some(keys) => keys.contains(&run_key(&header.image, header.started_unix_ms)),
+            None => self.knows_image(&header.image),
+        }
     }
 
     /// The model's version: the name of its directory (links resolved), e.g. `tools-v1` or a
@@ -119,6 +134,16 @@ impl ModelInfo {
         self.dir
             .file_name()
             .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    }
+}
+
+/// An image reference without its registry host: `127.0.0.1:5000/tools:esgz` and
+/// `mirror.example.com/tools:esgz` are both `tools:esgz`. The first path component is a host
+/// if it has a `.` or a `:` or is `localhost`, as containerd's reference parser decides.
+pub fn repository(reference: &str) -> &str {
+    match reference.split_once('/') {
+        Some((host, rest)) if host.contains(['.', ':']) || host == "localhost" => rest,
+        _ => reference,
     }
 }
 
@@ -215,6 +240,12 @@ impl Engine {
         lock(&self.shared.model).knows_image(image)
     }
 
+    /// Whether the current model may have been trained on the recorded run `header`
+    /// ([`ModelInfo::trained_on`]).
+    pub fn trained_on(&self, header: &RunHeader) -> bool {
+        lock(&self.shared.model).trained_on(header)
+    }
+
     /// The current model's window (how many recent chunks a request needs).
     pub fn window(&self) -> usize {
         self.shared.window.load(AtomicOrdering::Acquire)
@@ -265,6 +296,9 @@ fn publish(shared: &Shared, model: &LoadedModel) {
         vocab: model.files.vocab.len(),
         window: meta.window,
         images: meta.images().to_vec(),
+        run_keys: meta
+            .run_keys()
+            .map(|keys| Arc::new(keys.iter().cloned().collect())),
     };
     shared.window.store(meta.window, AtomicOrdering::Release);
     shared
@@ -401,6 +435,50 @@ fn top_tokens(probs: &[f32], window: &[i64], keep: usize) -> Vec<(i64, f32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_model_that_names_its_training_runs_was_trained_on_those_only() {
+        let header = |image: &str, started_unix_ms| RunHeader {
+            image: image.to_owned(),
+            workload: String::new(),
+            layers: Vec::new(),
+            started_unix_ms,
+            labels: Default::default(),
+        };
+        let mut info = ModelInfo {
+            images: vec!["r/a:1".to_owned()],
+            ..ModelInfo::default()
+        };
+        // Images only: any run of them.
+        assert!(info.trained_on(&header("r/a:1", 7)));
+        assert!(!info.trained_on(&header("r/b:1", 7)));
+        info.run_keys = Some(Arc::new(BTreeSet::from([run_key("r/a:1", 5)])));
+        assert_eq!(run_key("r/a:1", 5), "r/a:1 5");
+        assert!(info.trained_on(&header("r/a:1", 5)));
+        assert!(!info.trained_on(&header("r/a:1", 7)));
+        assert!(!info.trained_on(&header("r/b:1", 5)));
+        // Neither recorded: any run at all.
+        assert!(ModelInfo::default().trained_on(&header("r/b:1", 5)));
+    }
+
+    #[test]
+    fn an_image_is_known_by_repository_and_tag_whatever_registry_served_it() {
+        assert_eq!(repository("127.0.0.1:5000/tools:esgz"), "tools:esgz");
+        assert_eq!(
+            repository("mirror.example.com/lib/tools:esgz"),
+            "lib/tools:esgz"
+        );
+        assert_eq!(repository("localhost/tools:esgz"), "tools:esgz");
+        assert_eq!(repository("library/tools:esgz"), "library/tools:esgz");
+        assert_eq!(repository("tools"), "tools");
+        let info = ModelInfo {
+            images: vec!["127.0.0.1:41031/tools:esgz".to_owned()],
+            ..ModelInfo::default()
+        };
+        assert!(info.knows_image("10.0.0.7:5000/tools:esgz"));
+        assert!(!info.knows_image("10.0.0.7:5000/tools:latest"));
+        assert!(!info.knows_image("10.0.0.7:5000/python-big:esgz"));
+    }
 
     #[test]
     fn top_tokens_skip_special_and_recent_tokens() {

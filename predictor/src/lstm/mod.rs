@@ -29,6 +29,15 @@
 //! wheel to take it from, or the model directory's failed check). The daemon logs it once and
 //! runs its ensemble without the LSTM.
 //!
+//! ## Which runs it speaks about
+//!
+//! Only runs of the images it was trained on (`meta.json` `training.images`, compared by
+//! repository and tag whatever registry served them, [`engine::repository`]): its vocabulary
+//! is their chunks, and on an image it never saw its forecasts wasted more than they saved
+//! (decision 0029). [`Predictor::trained_on`] names the recorded runs it was trained on
+//! (`training.run_keys`), and [`load_folds`] loads the cross-fitting folds the ensemble asks
+//! in its stead on those runs while it learns them ([`crate::Ensemble::add_folds`]).
+//!
 //! ## Learned state
 //!
 //! The weights are the model directory, not saved state. What the LSTM learns online is the
@@ -269,9 +278,10 @@ impl Predictor for Lstm {
         let Some(live) = self.runs.get(&run) else {
             return Vec::new();
         };
-        // Before its first read a run is only its image: the start token says how runs of
-        // the images seen in training begin, nothing about others.
-        if max == 0 || (live.total == 0 && !self.engine.knows_image(&live.image)) {
+        // Only for images seen in training: its vocabulary is their chunks, and on an image it
+        // never saw its forecasts wasted more than they saved even when calibrated (decision
+        // 0029).
+        if max == 0 || !self.engine.knows_image(&live.image) {
             return Vec::new();
         }
         self.refresh(run, max);
@@ -301,10 +311,20 @@ impl Predictor for Lstm {
         self.runs.remove(&run);
     }
 
-    /// The images of the model's training traces; a model that did not record them may have
-    /// seen any recorded run.
+    /// The runs of the model's training traces (`meta.json` `training.run_keys`); a model
+    /// that recorded only their images may have seen any run of those, and one that recorded
+    /// neither any run.
     fn trained_on(&self, header: &RunHeader) -> bool {
-        self.engine.knows_image(&header.image)
+        self.engine.trained_on(header)
+    }
+
+    fn may_abstain(&self) -> bool {
+        true
+    }
+
+    /// Images it was not trained on: it predicts nothing in their runs.
+    fn abstains_on(&self, image: &str) -> bool {
+        !self.engine.knows_image(image)
     }
 
     fn save_state(&self) -> Result<Vec<u8>, Error> {
@@ -323,6 +343,8 @@ impl Predictor for Lstm {
 pub struct LstmFactory {
     /// The shared inference thread.
     pub engine: Arc<Engine>,
+    /// The model's cross-fitting folds ([`model_dir::fold_dirs`]), one thread each.
+    pub folds: Vec<Arc<Engine>>,
     /// Each model's configuration.
     pub config: LstmConfig,
 }
@@ -335,4 +357,24 @@ impl ModelFactory for LstmFactory {
     fn build(&self) -> Result<Box<dyn Predictor>, Error> {
         Ok(Box::new(Lstm::new(Arc::clone(&self.engine), self.config)))
     }
+
+    fn folds(&self) -> Result<Vec<Box<dyn Predictor>>, Error> {
+        Ok(self
+            .folds
+            .iter()
+            .map(|e| Box::new(Lstm::new(Arc::clone(e), self.config)) as Box<dyn Predictor>)
+            .collect())
+    }
+}
+
+/// The cross-fitting folds beside the model in `dir` ([`model_dir::fold_dirs`]), each loaded
+/// and served by a thread of its own. None if `dir` has no folds.
+pub fn load_folds(dir: &Path, library: &Path) -> Result<Vec<Arc<Engine>>, LstmError> {
+    let dirs = model_dir::fold_dirs(dir).map_err(|source| LstmError::ModelFile {
+        path: dir.join("folds"),
+        source,
+    })?;
+    dirs.iter()
+        .map(|d| Engine::start(LoadedModel::load(d, library)?))
+        .collect()
 }

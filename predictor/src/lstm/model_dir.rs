@@ -43,6 +43,10 @@ struct Timing {
 struct Training {
     #[serde(default)]
     images: Vec<String>,
+    /// The training runs, each as [`run_key`]; absent in models trained before it was
+    /// recorded.
+    #[serde(default)]
+    run_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -89,6 +93,45 @@ impl Meta {
     pub fn images(&self) -> &[String] {
         &self.training.images
     }
+
+    /// The training runs as [`run_key`]s (`None` if the trainer did not record them).
+    pub fn run_keys(&self) -> Option<&[String]> {
+        self.training.run_keys.as_deref()
+    }
+}
+
+/// How `meta.json` names a training run: `"<image> <started_unix_ms>"`, the run line's
+/// `image` and `started_unix_ms` (`onnx-models/train.py` writes the same).
+pub fn run_key(image: &str, started_unix_ms: u64) -> String {
+    format!("{image} {started_unix_ms}")
+}
+
+/// The cross-fitting folds beside a model (`<dir>/folds/<n>/`, `train.py --folds`), in
+/// order: each a model directory of its own, trained on the runs not in its fold. None if
+/// there is no `folds` directory.
+pub fn fold_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let folds = dir.join("folds");
+    let entries = match std::fs::read_dir(&folds) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut dirs = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.join("meta.json").is_file() {
+            dirs.push(path);
+        }
+    }
+    // `folds/2` before `folds/10`.
+    dirs.sort_by_key(|p| {
+        let name = p.file_name().map(|n| n.to_string_lossy().into_owned());
+        (
+            name.as_deref().and_then(|n| n.parse::<u64>().ok()),
+            p.clone(),
+        )
+    });
+    Ok(dirs)
 }
 
 /// One golden case: an input and what its top tokens' logits must be.
@@ -315,6 +358,24 @@ pub fn check_golden(case: &GoldenCase, logits: &[f32], tolerance: f64) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn folds_are_the_model_directories_under_folds_in_numeric_order() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(
+            fold_dirs(dir.path()).unwrap().is_empty(),
+            "no folds directory"
+        );
+        for fold in ["10", "2", "not-a-model"] {
+            std::fs::create_dir_all(dir.path().join("folds").join(fold)).unwrap();
+        }
+        for fold in ["10", "2"] {
+            std::fs::write(dir.path().join("folds").join(fold).join("meta.json"), b"{}").unwrap();
+        }
+        let found = fold_dirs(dir.path()).unwrap();
+        let names: Vec<_> = found.iter().map(|p| p.file_name().unwrap()).collect();
+        assert_eq!(names, ["2", "10"]);
+    }
 
     fn case() -> GoldenCase {
         GoldenCase {

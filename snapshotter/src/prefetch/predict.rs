@@ -129,8 +129,9 @@ pub enum LoadLstmError {
     },
 }
 
-/// Loads and validates the LSTM of `[predictor] model_dir` with the settings' ONNX Runtime.
-pub fn load_lstm(settings: &PredictorSettings) -> Result<Lstm, LoadLstmError> {
+/// `[predictor] model_dir` and the ONNX Runtime library the settings name (else
+/// `$AUGUR_ORT_LIB`, else the node's default place).
+fn model_and_library(settings: &PredictorSettings) -> Result<(&PathBuf, PathBuf), LoadLstmError> {
     let dir = settings
         .model_dir
         .as_ref()
@@ -139,11 +140,35 @@ pub fn load_lstm(settings: &PredictorSettings) -> Result<Lstm, LoadLstmError> {
         .onnxruntime
         .clone()
         .unwrap_or_else(runtime::library_from_env);
+    Ok((dir, library))
+}
+
+/// Loads and validates the LSTM of `[predictor] model_dir` with the settings' ONNX Runtime.
+pub fn load_lstm(settings: &PredictorSettings) -> Result<Lstm, LoadLstmError> {
+    let (dir, library) = model_and_library(settings)?;
     Lstm::load(dir, &library, LstmConfig::default()).map_err(|source| LoadLstmError::Load {
         dir: dir.clone(),
         library,
         source,
     })
+}
+
+/// The cross-fitting folds beside the configured model (`<model_dir>/folds/<n>/`, written by
+/// `onnx-models/train.py --folds`), each an [`Lstm`] of its own: what `augurctl predictor
+/// train-state` asks in the model's stead on the runs it was trained on. None if the model has
+/// no folds. The daemon itself never loads them.
+pub fn load_lstm_folds(settings: &PredictorSettings) -> Result<Vec<Lstm>, LoadLstmError> {
+    let (dir, library) = model_and_library(settings)?;
+    let engines =
+        augur_predictor::lstm::load_folds(dir, &library).map_err(|source| LoadLstmError::Load {
+            dir: dir.join("folds"),
+            library,
+            source,
+        })?;
+    Ok(engines
+        .into_iter()
+        .map(|e| Lstm::new(e, LstmConfig::default()))
+        .collect())
 }
 
 /// The daemon's LSTM, if a model is configured (or installed at the default place) and loads;

@@ -222,8 +222,11 @@ fn lstm_factory(
             lib.display()
         )
     })?;
+    let folds = augur_predictor::lstm::load_folds(dir, &lib)
+        .with_context(|| format!("load the LSTM's cross-fitting folds in {}", dir.display()))?;
     Ok(LstmFactory {
         engine: Engine::start(model)?,
+        folds,
         // Deterministic: the evaluation waits for every answer.
         config: LstmConfig {
             timeout: Duration::from_secs(30),

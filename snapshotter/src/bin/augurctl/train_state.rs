@@ -4,7 +4,10 @@
 //! Used to seed a new node from another node's traces, and by the end-to-end predictor
 //! benchmark. `--image` re-keys every trace to the reference the node pulls, because replay
 //! keys what it learned by image reference; whether the LSTM was trained on a run is still
-//! judged by the reference it was recorded under (`Ensemble::learn_as`).
+//! judged by the reference it was recorded under (`Ensemble::learn_as`). If the LSTM's model
+//! has cross-fitting folds (`train.py --folds`), a fold that was not trained on a run answers
+//! for the LSTM there, so the state carries the LSTM's out-of-sample calibration (decision
+//! 0029); without folds the LSTM is not asked in its own training runs (decision 0028).
 
 use std::path::PathBuf;
 
@@ -12,7 +15,9 @@ use anyhow::Context;
 use augur_predictor::Predictor;
 use augur_predictor::trace::jsonl;
 use augur_snapshotter::prefetch::PredictorSettings;
-use augur_snapshotter::prefetch::predict::{build_ensemble, load_lstm, state_file};
+use augur_snapshotter::prefetch::predict::{
+    build_ensemble, load_lstm, load_lstm_folds, state_file,
+};
 use augur_snapshotter::prefetch::settings::{ModelKind, parse_models};
 
 /// `augurctl predictor train-state` arguments.
@@ -57,6 +62,17 @@ pub fn run(args: TrainStateArgs) -> anyhow::Result<()> {
         None
     };
     let mut ensemble = build_ensemble(&models, lstm);
+    if models.contains(&ModelKind::Lstm) {
+        let folds = load_lstm_folds(&settings).context("the LSTM's cross-fitting folds")?;
+        let count = folds.len();
+        let folds = folds
+            .into_iter()
+            .map(|f| Box::new(f) as Box<dyn Predictor>)
+            .collect();
+        if ensemble.add_folds("lstm", folds) && count > 0 {
+            eprintln!("train-state: the LSTM is calibrated out of sample by its folds ({count})");
+        }
+    }
     let mut runs = 0;
     for path in &args.traces {
         for trace in jsonl::read_file(path)? {
