@@ -11,13 +11,13 @@
 #                              $AUGUR_CACHE/predict-bench/lstm-<hash of the training traces>
 # and tees the Markdown report into $AUGUR_CACHE/bench-predict-last.md. Progress lines go to
 # stderr. A run takes 3-15 s on 2 cores; the default (3 rounds x 2 profiles x 10 argument sets x
-# 6 variants = 360 runs) takes about 35 min, the quick one below about 5 min.
+# 7 variants = 462 runs) takes about 40 min, the quick one below about 5 min.
 #
 # Usage (as root: network namespace, tc, containerd, FUSE):
 #   integration-tests/scripts/bench-predict.sh [augur-predict-bench args]
 #     --rounds N          runs per profile x argument set x variant (default 3; medians reported)
 #     --profiles LIST     of unshaped,100mbit-20ms,25mbit-50ms (default 100mbit-20ms,25mbit-50ms)
-#     --variants LIST     of none,replay,markov,lstm,ensemble,oracle (default all)
+#     --variants LIST     of none,replay,markov,lstm,online,ensemble,oracle (default all)
 #     --workloads N       the first N test argument sets of the split (default all)
 #     --seed S            seed of the held-out-arguments split (default 1)
 #     --keep-logs DIR     keep each run's daemon and containerd logs

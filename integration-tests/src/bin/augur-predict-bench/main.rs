@@ -6,7 +6,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | `main` | the interleaved loop over rounds × profiles × test argument sets × variants |
-//! | [`opts`] | the command line; the variants (`none`, `replay`, `markov`, `lstm`, `ensemble`, `oracle`) and their daemon configs |
+//! | [`opts`] | the command line; the variants (`none`, `replay`, `markov`, `lstm`, `online` = replay and Markov, `ensemble`, `oracle`) and their daemon configs |
 //! | [`prepare`] | the held-out split of the recorded traces, the LSTM trained on the training runs (cached), the models' state per variant and profile (`augurctl predictor train-state`), the image and its eStargz copy behind `augur_integration_tests::shaped` |
 //! | [`measure`] | one run: fresh daemon root seeded with the variant's state, fresh containerd, lazy pull, `ctr run` with the argument set's label, first output, bytes through the proxy, the prefetcher's counters |
 //! | [`report`] | medians per profile, variant and workload group, the gap closed, the Markdown report |

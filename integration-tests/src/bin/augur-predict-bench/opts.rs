@@ -18,6 +18,9 @@ pub enum Variant {
     Markov,
     /// The LSTM alone, trained on the training runs only.
     Lstm,
+    /// Replay and Markov: the ensemble without the LSTM (`predictor.models` on a node without
+    /// a model), so that what the LSTM adds end to end is measured.
+    Online,
     /// All three, state from the training runs.
     Ensemble,
     /// Replay with state from the test argument set's own recorded runs: it knows the run.
@@ -26,11 +29,12 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in report order.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::None,
         Variant::Replay,
         Variant::Markov,
         Variant::Lstm,
+        Variant::Online,
         Variant::Ensemble,
         Variant::Oracle,
     ];
@@ -42,6 +46,7 @@ impl Variant {
             Variant::Replay => "replay",
             Variant::Markov => "markov",
             Variant::Lstm => "lstm",
+            Variant::Online => "online",
             Variant::Ensemble => "ensemble",
             Variant::Oracle => "oracle",
         }
@@ -54,6 +59,7 @@ impl Variant {
             Variant::Replay | Variant::Oracle => Some(&["replay"]),
             Variant::Markov => Some(&["markov"]),
             Variant::Lstm => Some(&["lstm"]),
+            Variant::Online => Some(&["replay", "markov"]),
             Variant::Ensemble => Some(&["replay", "markov", "lstm"]),
         }
     }
@@ -117,7 +123,7 @@ pub struct Opts {
 /// How to call it.
 pub const USAGE: &str = "usage: augur-predict-bench [--rounds N (3)] \
 [--profiles LIST of unshaped,100mbit-20ms,25mbit-50ms (100mbit-20ms,25mbit-50ms)] \
-[--variants LIST of none,replay,markov,lstm,ensemble,oracle (all)] \
+[--variants LIST of none,replay,markov,lstm,online,ensemble,oracle (all)] \
 [--workloads N (every test argument set)] [--seed S (1)] [--augur-log-level LEVEL (info)] \
 [--keep-logs DIR] [--threshold P (the daemon's default)] [--unseen-image (train on python-big's runs instead: an image never seen)]";
 

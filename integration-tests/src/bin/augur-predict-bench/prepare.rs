@@ -5,7 +5,8 @@
 //!    exactly the argument sets the simulated evaluation holds out. The test argument sets are
 //!    matched to their commands in `onnx-models/workloads.json`.
 //! 2. The LSTM trained on the training runs only (`onnx-models/train.py`, as `eval-heldout.sh`
-//!    does), cached under `$AUGUR_CACHE/predict-bench/lstm-<sha256 of train.jsonl>`.
+//!    does), with its cross-fitting folds (`--folds`, so `train-state` calibrates it out of
+//!    sample), cached under `$AUGUR_CACHE/predict-bench/lstm-<sha256 of train.jsonl>-folds<K>`.
 //! 3. The `tools` image (`images.sh`) and its eStargz copy made with `augurctl image convert`
 //!    (as the recorder made it, so chunk digests match the traces), served through a
 //!    [`ShapedNet`].
@@ -278,11 +279,15 @@ fn arg_sets(test: &[Trace], dir: &Path) -> Result<Vec<ArgSet>> {
     Ok(sets)
 }
 
-/// The LSTM trained on `train` only, from the cache or trained now (seconds to minutes).
+/// Cross-fitting folds trained beside the benchmark's LSTM (decision 0029).
+const FOLDS: u32 = 4;
+
+/// The LSTM trained on `train` only, with its folds, from the cache or trained now (seconds
+/// to minutes).
 fn trained_lstm(train: &Path) -> Result<PathBuf> {
     let digest = Sha256::digest(std::fs::read(train)?);
     let key: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let model = cache_dir().join(format!("predict-bench/lstm-{key}"));
+    let model = cache_dir().join(format!("predict-bench/lstm-{key}-folds{FOLDS}"));
     if model.join("model.onnx").exists() {
         progress(format!(
             "LSTM of the training runs: {} (cached)",
@@ -307,7 +312,14 @@ fn trained_lstm(train: &Path) -> Result<PathBuf> {
             .arg(train)
             .arg("--out")
             .arg(&tmp)
-            .args(["--epochs", "80", "--quiet", "--label"])
+            .args([
+                "--epochs",
+                "80",
+                "--quiet",
+                "--folds",
+                &FOLDS.to_string(),
+                "--label",
+            ])
             .arg("predict-bench: the benchmark's training runs only")
             .env("SOURCE_DATE_EPOCH", "1798761600"),
     );
