@@ -53,7 +53,7 @@ use crate::model::{Access, LEARN_RUN, Prediction, Predictor, RunContext, RunId, 
 use crate::replay::{Replay, ReplayConfig};
 use crate::stacking::{Stacker, Vote};
 use crate::trace::{RunHeader, Trace};
-use agreement::{Agreement, Pattern};
+use agreement::Pattern;
 use novelty::{Calibrators, KnownKeys, Novelty, RunNovelty};
 use view::{Absent, View};
 
@@ -147,8 +147,9 @@ pub struct Ensemble {
     config: EnsembleConfig,
     members: Vec<Member>,
     stacker: Stacker,
-    combined: Calibrators,
-    agreement: Agreement,
+    /// The combination of every member: calibrators of the combined score per novelty class
+    /// and agreement pattern.
+    full: View,
     /// The combination without the members that may abstain ([`view`]).
     without: View,
     known: KnownKeys,
@@ -180,8 +181,7 @@ impl Ensemble {
                 })
                 .collect(),
             stacker,
-            combined: Calibrators::default(),
-            agreement: Agreement::default(),
+            full: View::default(),
             without: View::default(),
             known: KnownKeys::default(),
             runs: FastMap::default(),
@@ -192,10 +192,19 @@ impl Ensemble {
 
     /// The members that may abstain from whole runs ([`Predictor::may_abstain`]).
     fn abstainers(&self) -> Absent {
+        self.members_where(|m| m.may_abstain())
+    }
+
+    /// The members that abstain from runs of `image` ([`Predictor::abstains_on`]).
+    fn abstaining_on(&self, image: &str) -> Absent {
+        self.members_where(|m| m.may_abstain() && m.abstains_on(image))
+    }
+
+    fn members_where(&self, holds: impl Fn(&dyn Predictor) -> bool) -> Absent {
         self.members
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.model.may_abstain())
+            .filter(|(_, m)| holds(m.model.as_ref()))
             .fold(0, |mask, (i, _)| mask | view::bit(i))
     }
 
@@ -333,16 +342,10 @@ impl Ensemble {
             .zip(live.members.iter_mut())
             .enumerate()
         {
-            let forecasts = match live.asked[i] {
-                Asked::Member => member.model.predict(run, ask),
-                Asked::Fold(f) => member
-                    .folds
-                    .get_mut(f)
-                    .map(|fold| fold.predict(run, ask))
-                    .unwrap_or_default(),
-                Asked::Nobody => continue,
+            let Some(model) = answering(member, live.asked[i]) else {
+                continue;
             };
-            for p in forecasts {
+            for p in model.predict(run, ask) {
                 if live.seen.contains(&p.chunk) {
                     continue;
                 }
@@ -367,21 +370,17 @@ impl Ensemble {
         (merged, active)
     }
 
-    /// The combination's answers with the members in `absent` left out (0: all present),
-    /// calibrated by that view, ranked, at most `max`; and why each was given.
+    /// The combination's answers as `view` sees it (its absent members left out), calibrated
+    /// by it, ranked, at most `max`; and why each was given.
     fn answer(
         &self,
+        view: &View,
         merged: &BTreeMap<ChunkId, Merge>,
         active: &[bool],
         class: Novelty,
-        absent: Absent,
         max: usize,
     ) -> (Vec<Prediction>, FastMap<ChunkId, Answer>) {
-        let (combined, agreement) = if absent == 0 {
-            (&self.combined, &self.agreement)
-        } else {
-            (&self.without.combined, &self.without.agreement)
-        };
+        let absent = view.absent;
         let mut out = Vec::with_capacity(merged.len());
         let mut why: FastMap<ChunkId, Answer> = FastMap::default();
         for (&chunk, merge) in merged {
@@ -416,7 +415,9 @@ impl Ensemble {
             let lead_us = if weight > 0.0 { lead_us / weight } else { 0.0 };
             out.push(Prediction {
                 chunk,
-                probability: agreement.calibrate(combined, class, pattern, score),
+                probability: view
+                    .agreement
+                    .calibrate(&view.combined, class, pattern, score),
                 expected_in: Duration::from_micros(lead_us as u64),
             });
             let code = class.code(Calibrator::bin(score));
@@ -450,20 +451,20 @@ impl Ensemble {
             member.calibrators.record_codes(&bins, hit);
         }
         let answers = take(&mut live.answers, chunk);
-        let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
-        self.combined.record_codes(&codes, hit);
-        self.agreement
-            .record(answers.iter().map(|a| (a.pattern, a.code)), hit);
+        record(&mut self.full, &answers, hit);
         answers
             .iter()
             .for_each(|a| self.stacker.learn(&a.features, hit));
-        let without = take(&mut live.without, chunk);
-        let codes: Vec<u8> = without.iter().map(|a| a.code).collect();
-        self.without.combined.record_codes(&codes, hit);
-        self.without
-            .agreement
-            .record(without.iter().map(|a| (a.pattern, a.code)), hit);
+        record(&mut self.without, &take(&mut live.without, chunk), hit);
     }
+}
+
+/// Scores a view's answers that all came out `hit`.
+fn record(view: &mut View, answers: &[Answer], hit: bool) {
+    let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
+    view.combined.record_codes(&codes, hit);
+    view.agreement
+        .record(answers.iter().map(|a| (a.pattern, a.code)), hit);
 }
 
 /// Notes the answers behind `out` (the ones returned or, for a view not answering, that would
@@ -500,6 +501,15 @@ fn take(answers: &mut FastMap<ChunkId, Vec<Answer>>, chunk: Option<ChunkId>) -> 
     }
 }
 
+/// The model that answers for `member` as `who` says: itself, a fold, or none.
+fn answering(member: &mut Member, who: Asked) -> Option<&mut Box<dyn Predictor>> {
+    match who {
+        Asked::Member => Some(&mut member.model),
+        Asked::Fold(f) => member.folds.get_mut(f),
+        Asked::Nobody => None,
+    }
+}
+
 /// The fold that answers for `member` when `who` says one does.
 fn fold_of(member: &mut Member, who: Asked) -> Option<&mut Box<dyn Predictor>> {
     match who {
@@ -530,12 +540,7 @@ impl Predictor for Ensemble {
             seen: FastSet::default(),
             novelty: RunNovelty::start(ctx, &self.known),
             asked: vec![Asked::Member; self.members.len()],
-            absent: self
-                .members
-                .iter()
-                .enumerate()
-                .filter(|(_, m)| m.model.may_abstain() && m.model.abstains_on(&ctx.image))
-                .fold(0, |mask, (i, _)| mask | view::bit(i)),
+            absent: self.abstaining_on(&ctx.image),
             without: FastMap::default(),
         };
         self.runs.insert(run, live);
@@ -568,15 +573,14 @@ impl Predictor for Ensemble {
         let ask = max.saturating_mul(self.config.fan_out).max(max);
         let (merged, active) = self.gather(run, &mut live, ask);
         let class = live.novelty.class();
-        let (out, why) = self.answer(&merged, &active, class, 0, max);
+        let (out, why) = self.answer(&self.full, &merged, &active, class, max);
         keep(&mut live.answers, &out, why, self.config.max_pending);
         let mut answered = out;
         if self.without.absent != 0 {
-            let absent = self.without.absent;
-            let (out, why) = self.answer(&merged, &active, class, absent, max);
+            let (out, why) = self.answer(&self.without, &merged, &active, class, max);
             keep(&mut live.without, &out, why, self.config.max_pending);
             // Those members abstain from this run: the view learned without them answers.
-            if live.absent == absent {
+            if live.absent == self.without.absent {
                 answered = out;
             }
         }

@@ -59,8 +59,8 @@ pub(super) fn save(ensemble: &Ensemble) -> Result<Vec<u8>, Error> {
     }
     let index = Index {
         version: STATE_VERSION,
-        combined: ensemble.combined.clone(),
-        agreement: ensemble.agreement.clone(),
+        combined: ensemble.full.combined.clone(),
+        agreement: ensemble.full.agreement.clone(),
         without: ensemble.without.clone(),
         stacker: ensemble.stacker.clone(),
         known: ensemble.known.clone(),
@@ -127,12 +127,13 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
         calibrators.refresh();
         ensemble.members[i].calibrators = calibrators;
     }
-    let mut combined = index.combined;
-    combined.refresh();
-    ensemble.combined = combined;
-    let mut agreement = index.agreement;
-    agreement.refresh();
-    ensemble.agreement = agreement;
+    let mut full = View {
+        absent: 0,
+        combined: index.combined,
+        agreement: index.agreement,
+    };
+    full.refresh();
+    ensemble.full = full;
     // A view saved for another set of members that may abstain does not apply.
     let mut without = index.without;
     if without.absent == ensemble.without.absent {

@@ -27,7 +27,8 @@ pub(super) fn bit(i: usize) -> Absent {
     if i < 8 { 1 << i } else { 0 }
 }
 
-/// The combination's calibrators for one set of absent members.
+/// The combination's calibrators for one set of absent members (none: the full combination,
+/// which answers every run its abstainers speak in).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub(super) struct View {
     /// The members it leaves out.
