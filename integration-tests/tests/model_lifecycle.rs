@@ -179,6 +179,16 @@ fn retrain_serves_a_validated_model_without_a_restart_and_keeps_the_old_one_on_f
     assert!(install.status.success(), "{}", text(&install));
     let daemon = start_daemon(&node);
     assert_eq!(served(&daemon), "tools-v1", "{}", daemon.log());
+    // An operator can tell on which images the LSTM is silent (decision 0029).
+    let status = augur_integration_tests::run_ok(
+        Command::new(augurctl_bin())
+            .args(["status", "--admin-socket"])
+            .arg(daemon.admin_socket()),
+    );
+    assert!(
+        status.contains("the LSTM predicts for tools:esgz only; other images: replay + markov"),
+        "{status}"
+    );
     let socket = daemon.admin_socket();
     let socket = socket.to_str().unwrap();
 
@@ -193,6 +203,10 @@ fn retrain_serves_a_validated_model_without_a_restart_and_keeps_the_old_one_on_f
     let ok = node.retrain(&["--admin-socket", socket, "--traces", &traces_arg()]);
     let out = text(&ok);
     assert!(ok.status.success(), "{out}");
+    assert!(
+        out.contains("the LSTM predicts for tools:esgz only"),
+        "{out}"
+    );
     let versions = node.versions();
     assert_eq!(versions.len(), 1, "{versions:?}");
     assert_eq!(node.current(), versions[0]);

@@ -102,12 +102,15 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
         None => println!("prefetch:     off"),
     }
     match &s.model {
-        Some(m) => println!(
-            "model:        {} ({}), {}",
-            m.label,
-            m.created,
-            m.dir.display()
-        ),
+        Some(m) => {
+            println!(
+                "model:        {} ({}), {}",
+                m.label,
+                m.created,
+                m.dir.display()
+            );
+            println!("              {}", speaks_for(&m.images));
+        }
         None => println!("model:        none (replay + markov only)"),
     }
     if let Some(i) = s.inference.filter(|i| i.steps > 0) {
@@ -187,6 +190,7 @@ async fn check(common: &AdminArgs, dir: PathBuf, library: Option<PathBuf>) -> an
         "model {shown}: valid (version {version}, {}, created {}, {} tokens, window {})",
         m.label, m.created, m.vocab, m.window
     );
+    println!("{}", speaks_for(&m.images));
     Ok(())
 }
 
@@ -210,5 +214,23 @@ async fn reload(common: &AdminArgs, dir: Option<PathBuf>) -> anyhow::Result<()> 
         m.vocab,
         m.dir.display()
     );
+    println!("{}", speaks_for(&m.images));
     Ok(())
+}
+
+/// Which images the LSTM predicts for: those it was trained on, by repository and tag
+/// whatever registry serves them (decision 0029); on the others replay and Markov answer
+/// alone, which an operator cannot tell from the metrics (an empty step histogram).
+fn speaks_for(images: &[String]) -> String {
+    use augur_predictor::lstm::engine::repository;
+    if images.is_empty() {
+        return "the LSTM predicts for every image (its training images are not recorded)".into();
+    }
+    let mut names: Vec<&str> = images.iter().map(|i| repository(i)).collect();
+    names.sort_unstable();
+    names.dedup();
+    format!(
+        "the LSTM predicts for {} only; other images: replay + markov",
+        names.join(", ")
+    )
 }
