@@ -55,7 +55,7 @@ use crate::stacking::{Stacker, Vote};
 use crate::trace::{RunHeader, Trace};
 use agreement::Pattern;
 use novelty::{Calibrators, KnownKeys, Novelty, RunNovelty};
-use view::{Absent, View};
+use view::{Absent, Answer, Noted, View};
 
 /// How the ensemble asks its members and learns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,25 +120,16 @@ type Forecasts = Vec<u8>;
 struct LiveRun {
     /// Per member: chunk → the bins it was forecast in.
     members: Vec<FastMap<ChunkId, Forecasts>>,
-    /// The ensemble's answers: chunk → one per code of the combined score.
-    answers: FastMap<ChunkId, Vec<Answer>>,
+    /// The ensemble's answers not scored yet.
+    answers: Noted,
     seen: FastSet<ChunkId>,
     novelty: RunNovelty,
     /// Per member, who answers for it in this run.
     asked: Vec<Asked>,
     /// The members that say nothing about this run's image ([`Predictor::abstains_on`]).
     absent: Absent,
-    /// What the view without the members that may abstain answered: chunk → one per code.
-    without: FastMap<ChunkId, Vec<Answer>>,
-}
-
-/// One answer the ensemble gave for a chunk: the code of its combined score
-/// ([`Novelty::code`]), which members were certain or silent, and the stacker's features.
-#[derive(Debug)]
-struct Answer {
-    code: u8,
-    pattern: Pattern,
-    features: Vec<f32>,
+    /// What the view without the members that may abstain answered, not scored yet.
+    without: Noted,
 }
 
 /// Models combined, with calibrated confidence.
@@ -450,54 +441,12 @@ impl Ensemble {
             };
             member.calibrators.record_codes(&bins, hit);
         }
-        let answers = take(&mut live.answers, chunk);
-        record(&mut self.full, &answers, hit);
+        let answers = live.answers.take(chunk);
+        self.full.record(&answers, hit);
         answers
             .iter()
             .for_each(|a| self.stacker.learn(&a.features, hit));
-        record(&mut self.without, &take(&mut live.without, chunk), hit);
-    }
-}
-
-/// Scores a view's answers that all came out `hit`.
-fn record(view: &mut View, answers: &[Answer], hit: bool) {
-    let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
-    view.combined.record_codes(&codes, hit);
-    view.agreement
-        .record(answers.iter().map(|a| (a.pattern, a.code)), hit);
-}
-
-/// Notes the answers behind `out` (the ones returned or, for a view not answering, that would
-/// have been) so that the run's reads score them; at most `cap` chunks per run.
-fn keep(
-    answers: &mut FastMap<ChunkId, Vec<Answer>>,
-    out: &[Prediction],
-    mut why: FastMap<ChunkId, Answer>,
-    cap: usize,
-) {
-    for p in out {
-        let Some(answer) = why.remove(&p.chunk) else {
-            continue;
-        };
-        if answers.len() >= cap && !answers.contains_key(&p.chunk) {
-            continue;
-        }
-        let kept = answers.entry(p.chunk).or_default();
-        if !kept.iter().any(|a| a.code == answer.code) {
-            kept.push(answer);
-        }
-    }
-}
-
-/// The answers of `chunk` noted in `answers` (of every chunk, at the end), taken out.
-fn take(answers: &mut FastMap<ChunkId, Vec<Answer>>, chunk: Option<ChunkId>) -> Vec<Answer> {
-    match chunk {
-        Some(c) => answers.remove(&c).unwrap_or_default(),
-        None => {
-            let mut all: Vec<_> = std::mem::take(answers).into_iter().collect();
-            all.sort_by_key(|(c, _)| *c);
-            all.into_iter().flat_map(|(_, a)| a).collect()
-        }
+        self.without.record(&live.without.take(chunk), hit);
     }
 }
 
@@ -536,12 +485,12 @@ impl Predictor for Ensemble {
     fn start_run(&mut self, run: RunId, ctx: &RunContext) {
         let live = LiveRun {
             members: vec![FastMap::default(); self.members.len()],
-            answers: FastMap::default(),
+            answers: Noted::default(),
             seen: FastSet::default(),
             novelty: RunNovelty::start(ctx, &self.known),
             asked: vec![Asked::Member; self.members.len()],
             absent: self.abstaining_on(&ctx.image),
-            without: FastMap::default(),
+            without: Noted::default(),
         };
         self.runs.insert(run, live);
         self.members
@@ -574,11 +523,11 @@ impl Predictor for Ensemble {
         let (merged, active) = self.gather(run, &mut live, ask);
         let class = live.novelty.class();
         let (out, why) = self.answer(&self.full, &merged, &active, class, max);
-        keep(&mut live.answers, &out, why, self.config.max_pending);
+        live.answers.keep(&out, why, self.config.max_pending);
         let mut answered = out;
         if self.without.absent != 0 {
             let (out, why) = self.answer(&self.without, &merged, &active, class, max);
-            keep(&mut live.without, &out, why, self.config.max_pending);
+            live.without.keep(&out, why, self.config.max_pending);
             // Those members abstain from this run: the view learned without them answers.
             if live.absent == self.without.absent {
                 answered = out;

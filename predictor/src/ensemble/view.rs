@@ -16,8 +16,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::agreement::Agreement;
+use super::agreement::{Agreement, Pattern};
 use super::novelty::Calibrators;
+use crate::chunk::{ChunkId, FastMap};
+use crate::model::Prediction;
 
 /// Members a [`View`] leaves out, one bit per member (the first eight).
 pub(super) type Absent = u8;
@@ -52,5 +54,63 @@ impl View {
     pub(super) fn refresh(&mut self) {
         self.combined.refresh();
         self.agreement.refresh();
+    }
+
+    /// Scores answers of this view that all came out `hit`.
+    pub(super) fn record(&mut self, answers: &[Answer], hit: bool) {
+        let codes: Vec<u8> = answers.iter().map(|a| a.code).collect();
+        self.combined.record_codes(&codes, hit);
+        self.agreement
+            .record(answers.iter().map(|a| (a.pattern, a.code)), hit);
+    }
+}
+
+/// One answer a view gave for a chunk: the code of its combined score
+/// ([`super::novelty::Novelty::code`]), which members were certain or silent, and the
+/// stacker's features.
+#[derive(Debug)]
+pub(super) struct Answer {
+    pub code: u8,
+    pub pattern: Pattern,
+    pub features: Vec<f32>,
+}
+
+/// A run's answers of one view that its reads have not scored yet: chunk → one per code.
+#[derive(Debug, Default)]
+pub(super) struct Noted(FastMap<ChunkId, Vec<Answer>>);
+
+impl Noted {
+    /// Notes the answers behind `out` (the ones returned or, for a view not answering, that
+    /// would have been); at most `cap` chunks per run.
+    pub(super) fn keep(
+        &mut self,
+        out: &[Prediction],
+        mut why: FastMap<ChunkId, Answer>,
+        cap: usize,
+    ) {
+        for p in out {
+            let Some(answer) = why.remove(&p.chunk) else {
+                continue;
+            };
+            if self.0.len() >= cap && !self.0.contains_key(&p.chunk) {
+                continue;
+            }
+            let kept = self.0.entry(p.chunk).or_default();
+            if !kept.iter().any(|a| a.code == answer.code) {
+                kept.push(answer);
+            }
+        }
+    }
+
+    /// The answers of `chunk` (of every chunk, in chunk order, at the end), taken out.
+    pub(super) fn take(&mut self, chunk: Option<ChunkId>) -> Vec<Answer> {
+        match chunk {
+            Some(c) => self.0.remove(&c).unwrap_or_default(),
+            None => {
+                let mut all: Vec<_> = std::mem::take(&mut self.0).into_iter().collect();
+                all.sort_by_key(|(c, _)| *c);
+                all.into_iter().flat_map(|(_, a)| a).collect()
+            }
+        }
     }
 }
