@@ -164,6 +164,96 @@ fn replay_memory_is_bounded() {
 }
 
 #[test]
+fn replay_as_a_member_starts_an_image_it_never_saw_from_the_layers_it_shares() {
+    let prog = program();
+    let sibling = Program::sharing_prefix("127.0.0.1:5000/django:esgz", &prog, &[20], 9);
+    let ctx = |layers: Vec<String>| RunContext {
+        image: sibling.image.clone(),
+        label: None,
+        layers,
+    };
+    let (run, shared) = (RunId(4), ctx(sibling.layers.to_vec()));
+    let mut baseline = trained(Replay::new(ReplayConfig::default()), &prog, &[0, 1]);
+    baseline.start_run(run, &shared);
+    assert!(
+        baseline.predict(run, 64).is_empty(),
+        "the baseline replays per image"
+    );
+
+    let config = ReplayConfig::default().as_member();
+    let mut member = trained(Replay::new(config), &prog, &[0, 1]);
+    let prefix: HashSet<_> = sibling.prefix.iter().map(|c| c.digest).collect();
+    member.start_run(run, &shared);
+    let before = member.predict(run, 64);
+    assert_eq!(
+        before[0].chunk, sibling.prefix[0].digest,
+        "before the first read"
+    );
+    // Both past runs went on into their own image's layer, which this image does not have.
+    assert_eq!(before.len(), prefix.len());
+    assert!(before.iter().all(|p| prefix.contains(&p.chunk)));
+    let start_up = augur_predictor::workload::SIGNATURE_CHUNKS;
+    feed(&mut member, run, &sibling.prefix[..start_up - 1]);
+    assert_eq!(
+        member.predict(run, 64)[0].chunk,
+        sibling.prefix[start_up - 1].digest
+    );
+    feed(&mut member, run, &sibling.prefix[..start_up]);
+    assert!(member.predict(run, 64).is_empty(), "only in its start-up");
+
+    // A base rebuilt with other timestamps has another digest: the same bytes read tell.
+    member.start_run(RunId(5), &ctx(vec!["sha256:rebuilt".into()]));
+    assert!(
+        member.predict(RunId(5), 64).is_empty(),
+        "nothing in common yet"
+    );
+    feed(&mut member, RunId(5), &sibling.prefix[..2]);
+    let after = member.predict(RunId(5), 64);
+    assert_eq!(after[0].chunk, sibling.prefix[2].digest);
+    assert!(after.iter().all(|p| prefix.contains(&p.chunk)));
+
+    // Once the image has runs of its own, only they are replayed, its own layer included.
+    member.learn(&sibling.run(0, &steady(), 7));
+    member.start_run(RunId(6), &shared);
+    feed(&mut member, RunId(6), &sibling.prefix);
+    let own = member.predict(RunId(6), 64);
+    assert_eq!(own[0].chunk, sibling.branches[0][0].digest);
+}
+
+#[test]
+fn replay_state_saved_before_layers_were_kept_loads_and_stays_per_image() {
+    let prog = program();
+    let sibling = Program::sharing_prefix("127.0.0.1:5000/django:esgz", &prog, &[20], 9);
+    let config = ReplayConfig::default().as_member();
+    let member = trained(Replay::new(config), &prog, &[0, 1]);
+    // The state as a build before this one wrote it: steps and runs without layers.
+    let mut state: serde_json::Value =
+        serde_json::from_slice(&member.save_state().unwrap()).unwrap();
+    let runs = state["state"]["images"][IMAGE].as_array_mut().unwrap();
+    assert_eq!(runs.len(), 2);
+    for run in runs {
+        let run = run.as_object_mut().unwrap();
+        assert!(run.remove("layers").is_some());
+        for step in run["steps"].as_array_mut().unwrap() {
+            assert!(step.as_object_mut().unwrap().remove("layer").is_some());
+        }
+    }
+    let mut loaded = Replay::new(config);
+    loaded
+        .load_state(&serde_json::to_vec(&state).unwrap())
+        .unwrap();
+    let ctx = RunContext {
+        image: sibling.image.clone(),
+        label: None,
+        layers: sibling.layers.to_vec(),
+    };
+    loaded.start_run(RunId(1), &ctx);
+    assert!(loaded.predict(RunId(1), 64).is_empty(), "no layers known");
+    start(&mut loaded, RunId(2), IMAGE);
+    assert_eq!(loaded.predict(RunId(2), 64)[0].chunk, prog.prefix[0].digest);
+}
+
+#[test]
 fn markov_learns_a_chain_online_with_its_timing() {
     let prog = program();
     let mut markov = trained(Markov::new(MarkovConfig::default()), &prog, &[0, 0]);

@@ -14,8 +14,10 @@
 //!   known (the label from the start, else after eight distinct chunks); if no past run has
 //!   that key (same image, different arguments whose first reads differ) or the key is not
 //!   known yet, every past run of the image ("same image, any workload"). A never-seen image
-//!   gets no predictions: replay does not generalise across images (the Markov model does,
-//!   through shared chunk digests).
+//!   gets no predictions from the baseline: it does not generalise across images (the Markov
+//!   model does, through shared chunk digests). As the ensemble's member, replay predicts a
+//!   never-seen image's start-up from other images' runs, on the layers they share with it
+//!   ([`across`]).
 //! - **Memory bound**: at most `max_runs_per_image` runs per image and `max_total_steps`
 //!   steps in all (oldest runs are dropped first); about 100 bytes per step, so the default
 //!   of 500,000 steps is about 50 MB. 64 runs per image (8 until the evaluation on real
@@ -35,6 +37,9 @@ use crate::model::{
 };
 use crate::trace::Trace;
 use crate::workload::SignatureBuilder;
+use across::Candidate;
+
+mod across;
 
 const STATE_VERSION: u32 = 1;
 
@@ -54,6 +59,9 @@ pub struct ReplayConfig {
     /// Runs that read nothing, added to the candidates when a chunk's share is taken: 0 for
     /// the baseline, [`MEMBER_PRIOR_RUNS`] as the ensemble's member.
     pub prior_runs: u32,
+    /// Whether a run of an image with no past runs borrows other images' runs during its
+    /// start-up, on shared layers ([`across`]): off for the baseline, on as the member.
+    pub across_images: bool,
 }
 
 /// Runs that read nothing, added to the candidates of replay as an ensemble member (see the
@@ -61,10 +69,12 @@ pub struct ReplayConfig {
 pub const MEMBER_PRIOR_RUNS: u32 = 2;
 
 impl ReplayConfig {
-    /// This configuration as the ensemble's member: shares shrunk by [`MEMBER_PRIOR_RUNS`].
+    /// This configuration as the ensemble's member: shares shrunk by [`MEMBER_PRIOR_RUNS`],
+    /// a new image's start-up predicted across images.
     pub fn as_member(self) -> Self {
         ReplayConfig {
             prior_runs: MEMBER_PRIOR_RUNS,
+            across_images: true,
             ..self
         }
     }
@@ -79,6 +89,7 @@ impl Default for ReplayConfig {
             window: 128,
             align_depth: 16,
             prior_runs: 0,
+            across_images: false,
         }
     }
 }
@@ -87,6 +98,9 @@ impl Default for ReplayConfig {
 struct Step {
     chunk: ChunkId,
     t_us: u64,
+    /// Index into [`PastRun::layers`] (states saved before it was kept: 0, with no layers).
+    #[serde(default)]
+    layer: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +108,10 @@ struct PastRun {
     workload: String,
     learned_seq: u64,
     steps: Vec<Step>,
+    /// The run's layer digests, lowest first (empty in states saved before they were kept:
+    /// such a run serves only its own image).
+    #[serde(default)]
+    layers: Vec<String>,
     #[serde(skip)]
     index: FastMap<ChunkId, u32>,
 }
@@ -118,6 +136,7 @@ struct Learned {
 #[derive(Debug)]
 struct LiveRun {
     image: String,
+    layers: Vec<String>,
     signature: SignatureBuilder,
     seen: FastSet<ChunkId>,
     recent: VecDeque<ChunkId>,
@@ -149,13 +168,17 @@ impl Replay {
     }
 
     fn remember(&mut self, trace: &Trace) {
+        let mut seen = FastSet::default();
         let steps: Vec<Step> = trace
-            .first_accesses()
+            .accesses
             .iter()
+            .filter_map(|a| trace.chunks.get(a.chunk as usize).map(|c| (a, c)))
+            .filter(|(_, c)| seen.insert(c.digest))
             .take(self.config.max_steps_per_run)
-            .map(|a| Step {
-                chunk: a.chunk,
-                t_us: a.at.as_micros() as u64,
+            .map(|(a, c)| Step {
+                chunk: c.digest,
+                t_us: a.t_us,
+                layer: c.layer,
             })
             .collect();
         if steps.is_empty() {
@@ -166,6 +189,7 @@ impl Replay {
             workload: trace.header.workload.clone(),
             learned_seq: self.learned.next_seq,
             steps,
+            layers: trace.header.layers.clone(),
             index: FastMap::default(),
         };
         run.reindex();
@@ -204,18 +228,22 @@ impl Replay {
         }
     }
 
-    fn candidates<'a>(&'a self, live: &LiveRun) -> Vec<&'a PastRun> {
+    fn candidates<'a>(&'a self, live: &LiveRun) -> Vec<Candidate<'a>> {
         let Some(runs) = self.learned.images.get(&live.image) else {
-            return Vec::new();
+            return match self.config.across_images {
+                true => across::candidates(&self.learned.images, live),
+                false => Vec::new(),
+            };
         };
+        let mut chosen: Vec<&PastRun> = Vec::new();
         if live.signature.is_complete() {
             let key = live.signature.signature();
-            let same: Vec<_> = runs.iter().filter(|r| r.workload == key).collect();
-            if !same.is_empty() {
-                return same;
-            }
+            chosen = runs.iter().filter(|r| r.workload == key).collect();
         }
-        runs.iter().collect()
+        if chosen.is_empty() {
+            chosen = runs.iter().collect();
+        }
+        chosen.into_iter().map(Candidate::own).collect()
     }
 }
 
@@ -246,6 +274,7 @@ impl Predictor for Replay {
             run,
             LiveRun {
                 image: ctx.image.clone(),
+                layers: ctx.layers.clone(),
                 signature: SignatureBuilder::new(ctx.label.as_deref()),
                 seen: FastSet::default(),
                 recent: VecDeque::new(),
@@ -277,12 +306,13 @@ impl Predictor for Replay {
         }
         let window = self.config.window.max(2 * max);
         let mut votes: FastMap<ChunkId, Vote> = FastMap::default();
-        for past in &candidates {
+        for candidate in &candidates {
+            let past = candidate.run;
             let (from, anchor_us) = align(past, live, self.config.align_depth);
             let upcoming = past.steps.get(from..).unwrap_or_default();
             for step in upcoming
                 .iter()
-                .filter(|s| !live.seen.contains(&s.chunk))
+                .filter(|s| candidate.covers(s) && !live.seen.contains(&s.chunk))
                 .take(window)
             {
                 let vote = votes.entry(step.chunk).or_default();
