@@ -10,6 +10,7 @@
 //! | [`background`] | the low-priority whole-layer fetch, in spans sized to the link |
 //! | [`activity`] | demand fetches (and prefetches) in flight across all layers: when the background and the prefetcher may run |
 //! | [`progress`] | a mounted layer's whole-fetch progress, and fetching one now (admin API) |
+//! | [`saved`] | what a resolved layer keeps on disk (its TOC, inherited directory attributes), for mounts after a restart |
 //! | [`locator`] | chunk digest → a mounted layer's data and chunk index, for the prefetcher |
 //! | [`source`] | ranged reads: registry (daemon) or file (tests) |
 //! | [`warmed`] | TOCs the warmer (`crate::warm`) fetched ahead of a pull; resolve looks there first |
@@ -28,6 +29,7 @@ pub mod locator;
 pub mod manager;
 pub mod mount;
 pub mod progress;
+pub mod saved;
 pub mod source;
 pub mod warmed;
 
@@ -35,7 +37,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use manager::{InheritedDir, LayerTotals, LazyConfig, LazyLayers, Resolved};
+pub use manager::{LayerTotals, LazyConfig, LazyLayers, Resolved};
+pub use saved::InheritedDir;
 
 use crate::estargz::FormatError;
 use crate::registry::RegistryError;
