@@ -43,7 +43,8 @@ impl Node {
         self.dir.join("lib")
     }
     fn ort(&self) -> PathBuf {
-        self.lib().join("libonnxruntime.so.1.31.1")
+        self.lib()
+            .join(augur_predictor::lstm::runtime::ORT_LIB_FILE)
     }
     fn current(&self) -> String {
         std::fs::read_link(self.models().join("current"))

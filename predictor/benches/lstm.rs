@@ -17,14 +17,7 @@ fn main() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let model = std::env::var_os("AUGUR_LSTM_MODEL")
         .map_or_else(|| repo.join("onnx-models/synthetic-v0"), PathBuf::from);
-    let library = std::env::var_os("AUGUR_ORT_LIB").map_or_else(
-        || {
-            let cache = std::env::var_os("AUGUR_CACHE")
-                .map_or_else(|| PathBuf::from("/var/cache/augur-tests"), PathBuf::from);
-            cache.join("ort/libonnxruntime.so.1.31.1")
-        },
-        PathBuf::from,
-    );
+    let library = augur_predictor::lstm::runtime::test_library();
     let started = Instant::now();
     let mut lstm = match Lstm::load(&model, &library, LstmConfig::default()) {
         Ok(lstm) => lstm,

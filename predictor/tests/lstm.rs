@@ -41,11 +41,10 @@ fn python() -> PathBuf {
 }
 
 fn ort_lib() -> PathBuf {
-    let path = std::env::var_os("AUGUR_ORT_LIB").map_or_else(
-        || cache().join("ort/libonnxruntime.so.1.31.1"),
-        PathBuf::from,
-    );
-    need(path, "the ONNX Runtime library")
+    need(
+        augur_predictor::lstm::runtime::test_library(),
+        "the ONNX Runtime library",
+    )
 }
 
 const IMAGE: &str = "127.0.0.1:5000/python:esgz";

@@ -128,10 +128,7 @@ fn lstm_without_a_model_and_unknown_models_are_refused() {
 
 /// The test cache's ONNX Runtime library (as `setup.sh` extracts it), or `$AUGUR_ORT_LIB`.
 fn ort_library() -> PathBuf {
-    let cache = std::env::var_os("AUGUR_CACHE")
-        .map_or_else(|| "/var/cache/augur-tests".into(), PathBuf::from);
-    let library = std::env::var_os("AUGUR_ORT_LIB")
-        .map_or_else(|| cache.join("ort/libonnxruntime.so.1.31.1"), PathBuf::from);
+    let library = augur_predictor::lstm::runtime::test_library();
     assert!(
         library.exists(),
         "ONNX Runtime not found at {}: run `bash onnx-models/setup.sh`",

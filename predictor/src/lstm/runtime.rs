@@ -22,6 +22,10 @@ pub const ORT_VERSION: &str = "1.31.1";
 pub const ORT_LIB_ENV: &str = "AUGUR_ORT_LIB";
 /// Where a node operator puts the library (`docs/operations.md`).
 pub const DEFAULT_ORT_LIB: &str = "/usr/local/lib/augur/libonnxruntime.so.1.31.1";
+/// The library's file name.
+pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.31.1";
+/// Where this repository's scripts cache what tests need, unless `AUGUR_CACHE` says otherwise.
+pub const TEST_CACHE: &str = "/var/cache/augur-tests";
 
 static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
 
@@ -30,6 +34,21 @@ pub fn library_from_env() -> PathBuf {
     std::env::var_os(ORT_LIB_ENV)
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_ORT_LIB))
+}
+
+/// The library this repository's tests, benchmarks and tools load: `AUGUR_ORT_LIB`, else the
+/// one `onnx-models/setup.sh` caches under `$AUGUR_CACHE/ort` ([`TEST_CACHE`] by default).
+/// The daemon never uses it (it reads `[predictor] onnxruntime_library`).
+pub fn test_library() -> PathBuf {
+    std::env::var_os(ORT_LIB_ENV).map_or_else(
+        || {
+            std::env::var_os("AUGUR_CACHE")
+                .map_or_else(|| PathBuf::from(TEST_CACHE), PathBuf::from)
+                .join("ort")
+                .join(ORT_LIB_FILE)
+        },
+        PathBuf::from,
+    )
 }
 
 /// The process's ONNX Runtime environment, loading the library at `path` the first time.

@@ -11,10 +11,7 @@ use super::*;
 use crate::prefetch::{Parts, PredictorSettings, PrefetchSettings};
 
 fn ort_library() -> PathBuf {
-    let cache = std::env::var_os("AUGUR_CACHE")
-        .map_or_else(|| "/var/cache/augur-tests".into(), PathBuf::from);
-    let library = std::env::var_os("AUGUR_ORT_LIB")
-        .map_or_else(|| cache.join("ort/libonnxruntime.so.1.31.1"), PathBuf::from);
+    let library = augur_predictor::lstm::runtime::test_library();
     assert!(
         library.exists(),
         "ONNX Runtime not found at {}: run `bash onnx-models/setup.sh` \

@@ -380,12 +380,7 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
 
 /// `[predictor]` settings naming `model_dir` and the test cache's ONNX Runtime library.
 fn predictor_with(model_dir: std::path::PathBuf, state: &std::path::Path) -> PredictorSettings {
-    let cache = std::env::var_os("AUGUR_CACHE")
-        .map_or_else(|| "/var/cache/augur-tests".into(), std::path::PathBuf::from);
-    let library = std::env::var_os("AUGUR_ORT_LIB").map_or_else(
-        || cache.join("ort/libonnxruntime.so.1.31.1"),
-        std::path::PathBuf::from,
-    );
+    let library = augur_predictor::lstm::runtime::test_library();
     assert!(
         library.exists(),
         "ONNX Runtime not found at {}: run `bash onnx-models/setup.sh` \

@@ -204,10 +204,7 @@ impl Prepared {
 
 /// ONNX Runtime's library: `$AUGUR_ORT_LIB`, else the one `onnx-models/setup.sh` caches.
 fn ort_library() -> PathBuf {
-    std::env::var_os("AUGUR_ORT_LIB").map_or_else(
-        || cache_dir().join("ort/libonnxruntime.so.1.31.1"),
-        PathBuf::from,
-    )
+    augur_predictor::lstm::runtime::test_library()
 }
 
 /// Writes the split into `dir`; returns (train file, its run count) and the test runs.
