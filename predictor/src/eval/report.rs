@@ -156,7 +156,8 @@ impl Report {
         let _ = writeln!(
             out,
             "# Predictor evaluation\n\n{} training runs, {} test runs; link {} ms, {:.1} Mbit/s; \
-             prefetch threshold {}, {} predictions per call.\n",
+             prefetch threshold {}, {} predictions per call. Each test run starts from the \
+             trained state and is not learned: a run of an image never seen is its first.\n",
             self.train_runs,
             self.test_runs,
             n.latency_us as f64 / 1000.0,
