@@ -185,6 +185,40 @@ fn on_a_new_image_only_shared_chunks_carry_over() {
 }
 
 #[test]
+fn learning_test_runs_makes_only_the_first_run_of_a_new_image_new() {
+    let prog = program();
+    let sibling = Program::sharing_prefix("127.0.0.1:5000/django:esgz", &prog, &[30], 5);
+    let train = runs(&prog, &[&[0, 3], &[1, 4]], 2, 0);
+    // Two runs of the same workload on the new image; the later one listed first.
+    let test = vec![
+        labelled_run(&sibling, &[0], 19),
+        labelled_run(&sibling, &[0], 9),
+    ];
+    assert!(test[1].header.started_unix_ms < test[0].header.started_unix_ms);
+    let fresh = opts(NetworkProfile::DATACENTER, 0.5);
+    let report = eval::run_traces(&train, &test, &fresh, &[]).unwrap();
+    assert!(!report.learn_test_runs);
+    assert_eq!(report.row("new image", "replay").unwrap().prefetched, 0);
+    assert!(report.row("seen image, seen workload", "replay").is_none());
+
+    let learning = EvalOptions {
+        learn_test_runs: true,
+        ..fresh
+    };
+    let report = eval::run_traces(&train, &test, &learning, &[]).unwrap();
+    assert!(report.learn_test_runs);
+    assert!(
+        report
+            .to_markdown()
+            .contains("Test runs are learned when they end")
+    );
+    let first = row(&report, "new image", "replay");
+    assert_eq!((report.groups[1].runs, first.prefetched), (1, 0));
+    let second = row(&report, "seen image, seen workload", "replay");
+    assert!(second.recall > 0.9, "{}", report.to_markdown());
+}
+
+#[test]
 fn a_thin_link_makes_even_the_oracle_late() {
     let prog = program();
     let train = runs(&prog, &[&[0, 3]], 2, 0);

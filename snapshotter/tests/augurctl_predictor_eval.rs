@@ -134,6 +134,33 @@ fn pooled_over_twelve_splits_the_ensemble_beats_replay_at_no_more_waste() {
 }
 
 #[test]
+fn learning_test_runs_as_a_node_does_makes_later_runs_of_a_held_out_set_known() {
+    let seen = |args: &[&str]| {
+        let out = eval(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let reports: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let report = &reports[0];
+        let runs = report["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["category"] == "seen image, seen workload")
+            .map_or(0, |g| g["runs"].as_u64().unwrap());
+        (report["learn_test_runs"].as_bool().unwrap(), runs)
+    };
+    let (fresh, learned) = (seen(&["--json"]), seen(&["--json", "--learn-test-runs"]));
+    assert!(!fresh.0 && learned.0);
+    // Each held-out argument set ran twice; a run's workload key is its first eight chunks,
+    // which many sets of one program share (12 of the 22 test runs are known without
+    // learning). Learned, the second run of a set whose key is its own is known too.
+    assert!(learned.1 > fresh.1, "{fresh:?} then {learned:?}");
+}
+
+#[test]
 fn bad_options_are_refused_with_a_reason() {
     let out = eval(&["--threshold", "1.5"]);
     assert!(!out.status.success());

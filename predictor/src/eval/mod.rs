@@ -4,7 +4,10 @@
 //! - **Training**: each model learns every training trace, oldest first, then its state is
 //!   saved. Every test trace is evaluated against a fresh copy of that state, so one test run
 //!   never teaches another (within a run, online models do learn as they go, as they would
-//!   live).
+//!   live). With [`EvalOptions::learn_test_runs`] the test runs are instead run one after
+//!   another on one copy, oldest first, each learned when it ends, as a node learns its runs:
+//!   then only the first run of an image never seen is new, and each run's category counts
+//!   the test runs before it as known.
 //! - **Simulation** ([`sim`]): predictions at or above the threshold become prefetches, queued
 //!   by expected time of need and fetched one at a time over a link with a latency and a
 //!   bandwidth ([`NetworkProfile`]); demand misses go first. A first access to a chunk is a
@@ -121,6 +124,9 @@ pub struct EvalOptions {
     pub markov: MarkovConfig,
     /// The ensemble's configuration.
     pub ensemble: EnsembleConfig,
+    /// Learn each test run when it ends, in the order the runs started (see the module map);
+    /// off: every test run starts from the trained state.
+    pub learn_test_runs: bool,
 }
 
 impl Default for EvalOptions {
@@ -132,6 +138,7 @@ impl Default for EvalOptions {
             replay: ReplayConfig::default(),
             markov: MarkovConfig::default(),
             ensemble: EnsembleConfig::default(),
+            learn_test_runs: false,
         }
     }
 }
@@ -353,7 +360,22 @@ fn sweep_rows(
     let mut ordered: Vec<&Trace> = train.iter().collect();
     ordered.sort_by_key(|t| t.header.started_unix_ms);
     let catalogue = Catalogue::new(train.iter().chain(test));
-    let categories: Vec<Category> = test.iter().map(|t| Category::of(t, train)).collect();
+    let mut in_order;
+    let test = if opts.learn_test_runs {
+        in_order = test.to_vec();
+        in_order.sort_by_key(|t| t.header.started_unix_ms);
+        &in_order[..]
+    } else {
+        test
+    };
+    let categories: Vec<Category> = test
+        .iter()
+        .enumerate()
+        .map(|(i, t)| match opts.learn_test_runs {
+            true => Category::of(t, train.iter().chain(&test[..i])),
+            false => Category::of(t, train),
+        })
+        .collect();
     let at = |threshold: f32| EvalOptions { threshold, ..*opts };
 
     // rows[threshold] = (model, one tally per test run)
@@ -420,7 +442,8 @@ fn train_state(factory: &dyn ModelFactory, train: &[&Trace]) -> Result<Vec<u8>, 
     model.save_state()
 }
 
-/// Replays each test trace against a fresh copy of the trained state.
+/// Replays each test trace against a fresh copy of the trained state, or, learning test runs,
+/// all of them in order against one copy.
 fn evaluate(
     factory: &dyn ModelFactory,
     state: &[u8],
@@ -428,6 +451,15 @@ fn evaluate(
     opts: &EvalOptions,
     catalogue: &Catalogue,
 ) -> Result<Vec<Tally>, Error> {
+    if opts.learn_test_runs {
+        let mut model = factory.build()?;
+        model.load_state(state)?;
+        let max = opts.max_predictions;
+        return Ok(test
+            .iter()
+            .map(|trace| sim::simulate(model.as_mut(), trace, opts, catalogue, max))
+            .collect());
+    }
     test.iter()
         .map(|trace| {
             let mut fresh = factory.build()?;
@@ -461,16 +493,20 @@ pub enum Category {
 }
 
 impl Category {
-    /// The category of `test` given the training traces.
-    pub fn of(test: &Trace, train: &[Trace]) -> Self {
-        let images: BTreeSet<&str> = train.iter().map(|t| t.header.image.as_str()).collect();
+    /// The category of `test` given the runs learned before it.
+    pub fn of<'a>(test: &Trace, learned: impl IntoIterator<Item = &'a Trace> + Clone) -> Self {
+        let images: BTreeSet<&str> = learned
+            .clone()
+            .into_iter()
+            .map(|t| t.header.image.as_str())
+            .collect();
         if !images.contains(test.header.image.as_str()) {
             return Category::NewImage;
         }
-        let same = |t: &&Trace| {
+        let same = |t: &Trace| {
             t.header.image == test.header.image && t.header.workload == test.header.workload
         };
-        if train.iter().any(|t| same(&t)) {
+        if learned.into_iter().any(same) {
             Category::SeenWorkload
         } else {
             Category::NewWorkload

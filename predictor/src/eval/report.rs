@@ -21,6 +21,8 @@ pub struct Report {
     pub train_runs: usize,
     /// Test runs.
     pub test_runs: usize,
+    /// Whether each test run was learned when it ended ([`EvalOptions::learn_test_runs`]).
+    pub learn_test_runs: bool,
     /// `all` first, then each category that has runs.
     pub groups: Vec<Group>,
     /// Torn or skipped trace files.
@@ -133,6 +135,7 @@ impl Report {
             max_predictions: opts.max_predictions,
             train_runs,
             test_runs: categories.len(),
+            learn_test_runs: opts.learn_test_runs,
             groups,
             notes: Vec::new(),
         }
@@ -156,14 +159,21 @@ impl Report {
         let _ = writeln!(
             out,
             "# Predictor evaluation\n\n{} training runs, {} test runs; link {} ms, {:.1} Mbit/s; \
-             prefetch threshold {}, {} predictions per call. Each test run starts from the \
-             trained state and is not learned: a run of an image never seen is its first.\n",
+             prefetch threshold {}, {} predictions per call. {}\n",
             self.train_runs,
             self.test_runs,
             n.latency_us as f64 / 1000.0,
             n.bandwidth_bytes_per_s as f64 / 125_000.0,
             self.threshold,
             self.max_predictions,
+            match self.learn_test_runs {
+                true =>
+                    "Test runs are learned when they end, oldest first, as a node learns: \
+                         only the first run of an image never seen is new.",
+                false =>
+                    "Each test run starts from the trained state and is not learned: a run \
+                          of an image never seen is its first.",
+            },
         );
         for group in &self.groups {
             let _ = writeln!(out, "## {} ({} runs)\n", group.category, group.runs);

@@ -219,7 +219,7 @@ pub fn simulate(
     }
     link.advance_to(end_us, &mut tally);
     settle(&link, &mut tally);
-    model.finish_run(RUN, None);
+    model.finish_run(RUN, opts.learn_test_runs.then_some(trace));
     tally
 }
 

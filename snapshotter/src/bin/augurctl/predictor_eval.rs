@@ -69,6 +69,10 @@ pub struct EvalArgs {
     /// Print the reports as a JSON array (one per threshold) instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Learn each test run when it ends, oldest first, as a node would; without it every test
+    /// run starts from the trained state, so every run of an image never seen is its first.
+    #[arg(long)]
+    learn_test_runs: bool,
 }
 
 /// Runs the evaluation and prints its report.
@@ -100,6 +104,7 @@ pub fn run(args: EvalArgs) -> anyhow::Result<()> {
     let opts = EvalOptions {
         network,
         threshold: args.threshold[0],
+        learn_test_runs: args.learn_test_runs,
         ..EvalOptions::default()
     };
     if let Some(list) = &args.seeds {
