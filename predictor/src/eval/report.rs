@@ -8,6 +8,13 @@ use serde::Serialize;
 use super::metrics::{Percentiles, Tally};
 use super::{Category, EvalOptions, NetworkProfile};
 
+/// The header's words for test runs learned in turn ([`EvalOptions::learn_test_runs`]).
+const LEARNED: &str = "Test runs are learned when they end, oldest first, as a node learns: only \
+                       the first run of an image never seen is new.";
+/// The header's words for test runs that each start from the trained state.
+const FRESH: &str = "Each test run starts from the trained state and is not learned: a run of an \
+                     image never seen is its first.";
+
 /// The whole evaluation.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -156,24 +163,17 @@ impl Report {
     pub fn to_markdown(&self) -> String {
         let mut out = String::new();
         let n = &self.network;
+        let learning = if self.learn_test_runs { LEARNED } else { FRESH };
         let _ = writeln!(
             out,
             "# Predictor evaluation\n\n{} training runs, {} test runs; link {} ms, {:.1} Mbit/s; \
-             prefetch threshold {}, {} predictions per call. {}\n",
+             prefetch threshold {}, {} predictions per call. {learning}\n",
             self.train_runs,
             self.test_runs,
             n.latency_us as f64 / 1000.0,
             n.bandwidth_bytes_per_s as f64 / 125_000.0,
             self.threshold,
             self.max_predictions,
-            match self.learn_test_runs {
-                true =>
-                    "Test runs are learned when they end, oldest first, as a node learns: \
-                         only the first run of an image never seen is new.",
-                false =>
-                    "Each test run starts from the trained state and is not learned: a run \
-                          of an image never seen is its first.",
-            },
         );
         for group in &self.groups {
             let _ = writeln!(out, "## {} ({} runs)\n", group.category, group.runs);
