@@ -371,9 +371,13 @@ fn sweep_rows(
     let categories: Vec<Category> = test
         .iter()
         .enumerate()
-        .map(|(i, t)| match opts.learn_test_runs {
-            true => Category::of(t, train.iter().chain(&test[..i])),
-            false => Category::of(t, train),
+        .map(|(i, t)| {
+            let learned_before = if opts.learn_test_runs {
+                &test[..i]
+            } else {
+                &[]
+            };
+            Category::of(t, train.iter().chain(learned_before))
         })
         .collect();
     let at = |threshold: f32| EvalOptions { threshold, ..*opts };

@@ -168,12 +168,8 @@ impl Replay {
     }
 
     fn remember(&mut self, trace: &Trace) {
-        let mut seen = FastSet::default();
         let steps: Vec<Step> = trace
-            .accesses
-            .iter()
-            .filter_map(|a| trace.chunks.get(a.chunk as usize).map(|c| (a, c)))
-            .filter(|(_, c)| seen.insert(c.digest))
+            .first_reads()
             .take(self.config.max_steps_per_run)
             .map(|(a, c)| Step {
                 chunk: c.digest,

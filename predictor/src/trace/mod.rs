@@ -91,6 +91,18 @@ pub struct AccessRecord {
     pub source: AccessSource,
 }
 
+impl AccessRecord {
+    /// This access to `chunk` as a model sees it.
+    fn as_seen(&self, chunk: &ChunkRecord) -> Access {
+        Access {
+            chunk: chunk.digest,
+            at: Duration::from_micros(self.t_us),
+            size: chunk.size,
+            source: self.source,
+        }
+    }
+}
+
 /// One container run's accesses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Trace {
@@ -143,23 +155,26 @@ impl Trace {
 
     /// The accesses as a model sees them (chunk digest, time, size, source).
     pub fn model_accesses(&self) -> impl Iterator<Item = Access> + '_ {
-        self.accesses.iter().filter_map(|a| {
-            let chunk = self.chunks.get(a.chunk as usize)?;
-            Some(Access {
-                chunk: chunk.digest,
-                at: Duration::from_micros(a.t_us),
-                size: chunk.size,
-                source: a.source,
-            })
-        })
+        self.reads().map(|(a, c)| a.as_seen(c))
     }
 
     /// Each distinct chunk digest once, at its first access, in order.
     pub fn first_accesses(&self) -> Vec<Access> {
+        self.first_reads().map(|(a, c)| a.as_seen(c)).collect()
+    }
+
+    /// Each distinct chunk digest once, at its first access, in order, with its chunk record
+    /// (its layer, file and offset, which [`Access`] leaves out).
+    pub fn first_reads(&self) -> impl Iterator<Item = (&AccessRecord, &ChunkRecord)> + '_ {
         let mut seen = FastSet::default();
-        self.model_accesses()
-            .filter(|a| seen.insert(a.chunk))
-            .collect()
+        self.reads().filter(move |(_, c)| seen.insert(c.digest))
+    }
+
+    /// Each access with the chunk it names (accesses naming none are skipped).
+    fn reads(&self) -> impl Iterator<Item = (&AccessRecord, &ChunkRecord)> + '_ {
+        self.accesses
+            .iter()
+            .filter_map(|a| Some((a, self.chunks.get(a.chunk as usize)?)))
     }
 
     /// Microseconds from the run's start to its last access.
