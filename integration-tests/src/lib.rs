@@ -58,8 +58,7 @@ pub fn workspace() -> PathBuf {
 
 /// Where slow-to-build test inputs are cached (`$AUGUR_CACHE`, default `/var/cache/augur-tests`).
 pub fn cache_dir() -> PathBuf {
-    std::env::var_os("AUGUR_CACHE")
-        .map_or_else(|| PathBuf::from("/var/cache/augur-tests"), PathBuf::from)
+    augur_predictor::lstm::runtime::test_cache()
 }
 
 /// A script under `integration-tests/scripts/`.

@@ -24,7 +24,7 @@ fn repo() -> PathBuf {
 }
 
 fn cache() -> PathBuf {
-    std::env::var_os("AUGUR_CACHE").map_or_else(|| "/var/cache/augur-tests".into(), PathBuf::from)
+    augur_predictor::lstm::runtime::test_cache()
 }
 
 fn need(path: PathBuf, what: &str) -> PathBuf {

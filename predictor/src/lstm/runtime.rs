@@ -24,7 +24,8 @@ pub const ORT_LIB_ENV: &str = "AUGUR_ORT_LIB";
 pub const DEFAULT_ORT_LIB: &str = "/usr/local/lib/augur/libonnxruntime.so.1.31.1";
 /// The library's file name.
 pub const ORT_LIB_FILE: &str = "libonnxruntime.so.1.31.1";
-/// Where this repository's scripts cache what tests need, unless `AUGUR_CACHE` says otherwise.
+/// Where this repository's scripts cache what tests need, unless `AUGUR_CACHE` says otherwise
+/// ([`test_cache`]).
 pub const TEST_CACHE: &str = "/var/cache/augur-tests";
 
 static LOADED: Mutex<Option<(PathBuf, Environment)>> = Mutex::new(None);
@@ -41,14 +42,15 @@ pub fn library_from_env() -> PathBuf {
 /// The daemon never uses it (it reads `[predictor] onnxruntime_library`).
 pub fn test_library() -> PathBuf {
     std::env::var_os(ORT_LIB_ENV).map_or_else(
-        || {
-            std::env::var_os("AUGUR_CACHE")
-                .map_or_else(|| PathBuf::from(TEST_CACHE), PathBuf::from)
-                .join("ort")
-                .join(ORT_LIB_FILE)
-        },
+        || test_cache().join("ort").join(ORT_LIB_FILE),
         PathBuf::from,
     )
+}
+
+/// Where this repository's scripts cache what tests need (the venv, ONNX Runtime, images):
+/// `$AUGUR_CACHE`, else [`TEST_CACHE`].
+pub fn test_cache() -> PathBuf {
+    std::env::var_os("AUGUR_CACHE").map_or_else(|| PathBuf::from(TEST_CACHE), PathBuf::from)
 }
 
 /// The process's ONNX Runtime environment, loading the library at `path` the first time.
