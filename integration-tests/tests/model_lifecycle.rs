@@ -187,7 +187,7 @@ fn retrain_serves_a_validated_model_without_a_restart_and_keeps_the_old_one_on_f
             .arg(daemon.admin_socket()),
     );
     assert!(
-        status.contains("the LSTM predicts for tools:esgz only; other images: replay + markov"),
+        status.contains("the LSTM predicts for tools:esgz only; other images: the other models"),
         "{status}"
     );
     let socket = daemon.admin_socket();

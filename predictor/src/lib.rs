@@ -13,6 +13,7 @@
 //! | [`deploy`] | deployment-level prediction: which images the node pulls next (transitions, periodicity, decayed popularity), its evaluator against baselines, synthetic pull logs |
 //! | [`ensemble`] | any set of models combined, with per-model and final calibration |
 //! | [`replay`], [`markov`] | the record-and-replay baseline and the online first/second-order Markov model |
+//! | [`continuation`], [`layout`] | the rest of a multi-chunk file a run has begun to read, from the image's [`Layout`] (its TOCs; recorded runs' chunk records in the evaluator) |
 //! | [`lstm`] | the ONNX LSTM trained offline (`onnx-models/`): model directories validated against golden outputs, ONNX Runtime loaded at run time, inference on the `augur-lstm` thread, hot model swaps, per-step latency |
 //! | [`calibration`], [`stacking`] | reliability bins with an isotonic map (scores in, probabilities out); the logistic stacker that weighs members |
 //! | [`model`] | the [`Predictor`] trait the daemon uses (and the LSTM implements), [`Access`], [`Prediction`], saved state |
@@ -39,10 +40,12 @@
 
 pub mod calibration;
 pub mod chunk;
+pub mod continuation;
 pub mod deploy;
 pub mod ensemble;
 pub mod error;
 pub mod eval;
+pub mod layout;
 pub mod lstm;
 pub mod markov;
 pub mod model;
@@ -54,8 +57,10 @@ pub mod trace;
 pub mod workload;
 
 pub use chunk::ChunkId;
+pub use continuation::Continuation;
 pub use ensemble::{Combine, Ensemble, EnsembleConfig};
 pub use error::{Error, Result};
+pub use layout::Layout;
 pub use lstm::{Lstm, LstmConfig};
 pub use markov::{Markov, MarkovConfig};
 pub use model::{Access, Prediction, Predictor, RunContext, RunId};

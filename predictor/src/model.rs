@@ -10,6 +10,7 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flate2::Compression;
@@ -20,6 +21,7 @@ use serde::de::DeserializeOwned;
 
 use crate::chunk::ChunkId;
 use crate::error::Error;
+use crate::layout::Layout;
 use crate::trace::{AccessSource, RunHeader, Trace};
 use crate::workload::WORKLOAD_LABEL;
 
@@ -63,6 +65,9 @@ pub struct RunContext {
     pub label: Option<String>,
     /// Layer digests, lowest first.
     pub layers: Vec<String>,
+    /// The image's multi-chunk files (from the layers' TOCs; empty for a recorded run, whose
+    /// trace has no TOC).
+    pub layout: Arc<Layout>,
 }
 
 impl RunContext {
@@ -72,6 +77,7 @@ impl RunContext {
             image: header.image.clone(),
             label: header.labels.get(WORKLOAD_LABEL).cloned(),
             layers: header.layers.clone(),
+            layout: Arc::default(),
         }
     }
 }
@@ -117,6 +123,14 @@ pub trait Predictor: Send + fmt::Debug {
     /// The ensemble does not calibrate on them, and asks a cross-fitting fold that was not
     /// fitted on the run instead if it has one (see [`crate::ensemble`]).
     fn trained_on(&self, _header: &RunHeader) -> bool {
+        false
+    }
+
+    /// Whether this model's forecasts owe nothing to learned history (continuation: the rest
+    /// of a file begun, from the image's layout), so that its own calibration holds whatever
+    /// the run's novelty and whoever else speaks. The ensemble then answers a chunk it predicts
+    /// with at least that calibrated probability (see [`crate::ensemble`]). Default: no.
+    fn history_free(&self) -> bool {
         false
     }
 

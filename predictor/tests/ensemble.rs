@@ -548,3 +548,66 @@ fn a_run_a_member_abstains_from_is_answered_as_learned_without_it() {
         "without: {undeclared}, with: {declared}"
     );
 }
+
+#[test]
+fn on_an_image_never_seen_the_rest_of_a_begun_file_is_answered_as_continuation_learned_it() {
+    use augur_predictor::policy::worth_prefetching;
+    use augur_predictor::{Continuation, Layout, Markov, MarkovConfig, Replay, ReplayConfig};
+
+    // Training: one image; four runs read all of it, then four stop early, at a file's end,
+    // so that much of what replay and Markov are sure of is not read, while every file begun
+    // is read whole.
+    let known = Program::new("127.0.0.1:5000/python:esgz", 24, &[24], 3);
+    let steady = RunStyle {
+        swap: 0.0,
+        reread: 0.0,
+        ..RunStyle::default()
+    };
+    let training: Vec<Trace> = (0..8u64)
+        .map(|seed| {
+            let mut run = known.run(0, &steady, seed);
+            if seed >= 4 {
+                let cut = 4 * (seed as usize - 2);
+                run.chunks.truncate(cut);
+                run.accesses.retain(|a| (a.chunk as usize) < cut);
+            }
+            run
+        })
+        .collect();
+    let layout = Arc::new(Layout::from_traces(&training));
+    let members: Vec<Box<dyn Predictor>> = vec![
+        Box::new(Replay::new(ReplayConfig::default().as_member())),
+        Box::new(Markov::new(MarkovConfig::default())),
+        Box::new(Continuation::with_layout(layout)),
+    ];
+    let mut ensemble = Ensemble::new(members, EnsembleConfig::default());
+    training.iter().for_each(|t| ensemble.learn(t));
+
+    // A run of another image, whose TOC says its first file is four chunks of 4 MiB.
+    let new = Program::new("127.0.0.1:5000/tools:esgz", 8, &[8], 9);
+    let plan = new.plan(0);
+    let big: Vec<(ChunkId, u32)> = plan[..4].iter().map(|c| (c.digest, 4 << 20)).collect();
+    let ctx = RunContext {
+        image: new.image.clone(),
+        layers: new.layers.to_vec(),
+        layout: Arc::new(Layout::new([big])),
+        ..RunContext::default()
+    };
+    let run = RunId(7);
+    ensemble.start_run(run, &ctx);
+    assert_eq!(ensemble.novelty(run), Some(Novelty::NewImage));
+    let access = Access {
+        chunk: plan[0].digest,
+        at: Duration::from_millis(1),
+        size: 4 << 20,
+        source: AccessSource::Miss,
+    };
+    ensemble.observe(run, &access);
+    let answers = ensemble.predict(run, 64);
+    // Continuation was right in every training run; the combination's pool at such scores
+    // learned mostly replay's and Markov's misses, and alone it keeps a 4 MiB chunk out at 0.5.
+    for c in &plan[1..4] {
+        let p = probability_of(&answers, c.digest);
+        assert!(worth_prefetching(p, 4 << 20, 0.5), "{p}");
+    }
+}

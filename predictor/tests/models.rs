@@ -134,6 +134,7 @@ fn replay_uses_only_runs_with_the_same_labelled_workload() {
         image: IMAGE.into(),
         label: Some("report".into()),
         layers: vec![],
+        layout: Default::default(),
     };
     replay.start_run(RunId(1), &ctx);
     feed(&mut replay, RunId(1), &prog.prefix);
@@ -171,6 +172,7 @@ fn replay_as_a_member_starts_an_image_it_never_saw_from_the_layers_it_shares() {
         image: sibling.image.clone(),
         label: None,
         layers,
+        layout: Default::default(),
     };
     let (run, shared) = (RunId(4), ctx(sibling.layers.to_vec()));
     let mut baseline = trained(Replay::new(ReplayConfig::default()), &prog, &[0, 1]);
@@ -246,6 +248,7 @@ fn replay_state_saved_before_layers_were_kept_loads_and_stays_per_image() {
         image: sibling.image.clone(),
         label: None,
         layers: sibling.layers.to_vec(),
+        layout: Default::default(),
     };
     loaded.start_run(RunId(1), &ctx);
     assert!(loaded.predict(RunId(1), 64).is_empty(), "no layers known");

@@ -26,15 +26,20 @@ fn one_run(dir: &Path) -> (Trace, PathBuf) {
     (trace, path)
 }
 
-/// What the daemon's models, with state from `state_dir`, predict for a new run of `trace`
-/// (as `IMAGE`) once they saw its first 8 chunks.
+/// What the daemon's replay and Markov, with state from `state_dir`, predict for a new run of
+/// `trace` (as `IMAGE`) once they saw its first 8 chunks.
 fn daemon_predicts(state_dir: &Path, trace: &Trace) -> Vec<ChunkId> {
+    daemon_with_predicts(&[ModelKind::Replay, ModelKind::Markov], state_dir, trace)
+}
+
+/// [`daemon_predicts`] with the daemon's `models`.
+fn daemon_with_predicts(models: &[ModelKind], state_dir: &Path, trace: &Trace) -> Vec<ChunkId> {
     let mut models = load_models(&PredictorSettings {
         model_dir: None,
         model_dir_is_default: false,
         onnxruntime: None,
         state_dir: state_dir.to_path_buf(),
-        models: vec![ModelKind::Replay, ModelKind::Markov],
+        models: models.to_vec(),
     });
     let ensemble = models.ensemble_mut();
     let mut ctx = RunContext::from_header(&trace.header);
@@ -95,6 +100,22 @@ fn the_state_written_is_loaded_by_the_daemon_and_predicts_the_trained_run() {
         right >= 32.min(read.len()),
         "{right} of {} predictions are chunks the run read next",
         predicted.len()
+    );
+
+    // A node upgraded to a build with continuation keeps what replay and Markov learned: the
+    // set with it has no file yet, so the one saved without it is loaded.
+    let upgraded = [
+        ModelKind::Replay,
+        ModelKind::Markov,
+        ModelKind::Continuation,
+    ];
+    assert!(!state.join("replay+markov+continuation.state.gz").exists());
+    let after_upgrade = daemon_with_predicts(&upgraded, &state, &trace);
+    let right = after_upgrade.iter().filter(|c| read.contains(c)).count();
+    assert!(
+        right >= 32.min(read.len()),
+        "after the upgrade {right} of {} predictions are chunks the run read next",
+        after_upgrade.len()
     );
 }
 

@@ -57,15 +57,18 @@ pub(super) struct Agreement {
 
 impl Agreement {
     /// The calibrated probability of a combined `score` in `class` and `pattern`, given the
-    /// `pooled` calibrators of all patterns.
+    /// `pooled` calibrators of all patterns; a pattern with little evidence leans on the pooled
+    /// calibration or on `floor` if higher (a history-free member's own calibrated vote,
+    /// decision 0031; 0 for none).
     pub(super) fn calibrate(
         &self,
         pooled: &Calibrators,
         class: Novelty,
         pattern: Pattern,
         score: f32,
+        floor: f32,
     ) -> f32 {
-        let pool = pooled.calibrate(class, score);
+        let pool = pooled.calibrate(class, score).max(floor);
         let Some(own) = self.patterns.get(&pattern) else {
             return pool;
         };
@@ -126,8 +129,8 @@ mod tests {
             record(&mut agreement, &mut pooled, (class, pattern, 0.97, hits));
         }
         let pool = pooled.calibrate(class, 0.97);
-        let sure_p = agreement.calibrate(&pooled, class, sure, 0.97);
-        let unsure_p = agreement.calibrate(&pooled, class, unsure, 0.97);
+        let sure_p = agreement.calibrate(&pooled, class, sure, 0.97, 0.0);
+        let unsure_p = agreement.calibrate(&pooled, class, unsure, 0.97, 0.0);
         assert!(sure_p > 0.85 && sure_p > pool, "{sure_p} vs pool {pool}");
         assert!(
             unsure_p < 0.65 && unsure_p < pool,
@@ -136,12 +139,12 @@ mod tests {
         // A pattern never seen is the pool's answer; silence is a pattern of its own.
         let mut both = sure;
         both.vote(1, 0.9);
-        assert_eq!(agreement.calibrate(&pooled, class, both, 0.97), pool);
+        assert_eq!(agreement.calibrate(&pooled, class, both, 0.97, 0.0), pool);
         let mut alone = Pattern::default();
         alone.vote(1, 0.99);
         alone.silent(0);
         assert_ne!(alone, unsure);
-        assert_eq!(agreement.calibrate(&pooled, class, alone, 0.97), pool);
+        assert_eq!(agreement.calibrate(&pooled, class, alone, 0.97, 0.0), pool);
     }
 
     #[test]
@@ -157,7 +160,7 @@ mod tests {
         );
         // The Known bin has seen none of `sure`'s forecasts: the pool answers.
         assert_eq!(
-            agreement.calibrate(&pooled, Novelty::Known, sure, 0.97),
+            agreement.calibrate(&pooled, Novelty::Known, sure, 0.97, 0.0),
             pooled.calibrate(Novelty::Known, 0.97)
         );
     }

@@ -11,7 +11,10 @@
 //!    calibrated whatever the combination did: per novelty class, blended with one per
 //!    [`agreement`] pattern (which members were certain of the chunk, which were silent), so
 //!    that what one member is reliably sure of is not pooled with what another is wrongly
-//!    sure of.
+//!    sure of. In a run of an image never seen, where a pattern has little evidence the
+//!    answer leans on the pooled calibration or, if higher, on the calibrated vote of a member
+//!    whose forecasts owe nothing to history ([`Predictor::history_free`]: continuation,
+//!    decision 0031).
 //!
 //! Calibration is kept per novelty class ([`novelty`]): a run of a workload seen before, a new
 //! one, or one whose key is not fixed yet; the same score means less in a run nobody has seen.
@@ -404,11 +407,16 @@ impl Ensemble {
             let features = Stacker::features(&inputs);
             let score = self.combine(&votes, &features);
             let lead_us = if weight > 0.0 { lead_us / weight } else { 0.0 };
+            let floor = if class == Novelty::NewImage {
+                self.history_free_floor(&votes)
+            } else {
+                0.0
+            };
             out.push(Prediction {
                 chunk,
                 probability: view
                     .agreement
-                    .calibrate(&view.combined, class, pattern, score),
+                    .calibrate(&view.combined, class, pattern, score, floor),
                 expected_in: Duration::from_micros(lead_us as u64),
             });
             let code = class.code(Calibrator::bin(score));
@@ -423,6 +431,24 @@ impl Ensemble {
         }
         rank(&mut out, max);
         (out, why)
+    }
+
+    /// The highest calibrated vote of a member whose forecasts owe nothing to history
+    /// ([`Predictor::history_free`]); 0 if none voted. Asked in runs of an image never seen
+    /// only: where their agreement pattern has little evidence in that class (after training
+    /// on one image it has seen almost nothing), the answer leans on the pooled calibration
+    /// of the combined score, learned from scores built from other images' history; such a
+    /// member's own calibration is the better reference there, so it is the least the answer
+    /// leans on. In a run of a known image the other members' silence about the chunk is
+    /// evidence (replay knows which chunks of a file this workload reads), and the patterns
+    /// learn it (decision 0031).
+    fn history_free_floor(&self, votes: &[Option<f32>]) -> f32 {
+        self.members
+            .iter()
+            .zip(votes)
+            .filter(|(m, _)| m.model.history_free())
+            .filter_map(|(_, v)| *v)
+            .fold(0.0, f32::max)
     }
 
     fn combine(&self, votes: &[Option<f32>], features: &[f32]) -> f32 {

@@ -93,6 +93,13 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
             index.version
         )));
     }
+    // Agreement patterns name members by position: saved for another list of members, they
+    // would be read as other members' votes, so they start over (the pooled calibrators stay).
+    let same_members = index
+        .members
+        .iter()
+        .map(|m| m.name.as_str())
+        .eq(ensemble.members.iter().map(|m| m.model.name()));
     let mut at = 8 + json_len;
     let mut blobs = Vec::new();
     for saved in index.members {
@@ -130,13 +137,17 @@ pub(super) fn load(ensemble: &mut Ensemble, bytes: &[u8]) -> Result<(), Error> {
     let mut full = View {
         absent: 0,
         combined: index.combined,
-        agreement: index.agreement,
+        agreement: if same_members {
+            index.agreement
+        } else {
+            Agreement::default()
+        },
     };
     full.refresh();
     ensemble.full = full;
     // A view saved for another set of members that may abstain does not apply.
     let mut without = index.without;
-    if without.absent == ensemble.without.absent {
+    if same_members && without.absent == ensemble.without.absent {
         without.refresh();
         ensemble.without = without;
     } else {

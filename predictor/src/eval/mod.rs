@@ -32,12 +32,15 @@ pub mod split;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::chunk::{ChunkId, FastMap};
+use crate::continuation::Continuation;
 use crate::ensemble::{Ensemble, EnsembleConfig};
 use crate::error::Error;
+use crate::layout::Layout;
 use crate::markov::{Markov, MarkovConfig};
 use crate::model::Predictor;
 use crate::replay::{Replay, ReplayConfig};
@@ -346,9 +349,18 @@ fn sweep_rows(
         name: "replay",
         make: move || Box::new(Replay::new(replay_cfg.as_member())) as Box<dyn Predictor>,
     };
-    let mut members: Vec<&dyn ModelFactory> = vec![&replay, &markov];
+    // A recorded run has no TOC: the chunks the runs read of each file stand in for the
+    // image's layout, as they do for where chunks live (`Catalogue`).
+    let layout = Arc::new(Layout::from_traces(train.iter().chain(test)));
+    let continuation = Builtin {
+        name: "continuation",
+        make: move || {
+            Box::new(Continuation::with_layout(Arc::clone(&layout))) as Box<dyn Predictor>
+        },
+    };
+    let mut members: Vec<&dyn ModelFactory> = vec![&replay, &markov, &continuation];
     members.extend_from_slice(extra);
-    let mut ensemble_members: Vec<&dyn ModelFactory> = vec![&member_replay, &markov];
+    let mut ensemble_members: Vec<&dyn ModelFactory> = vec![&member_replay, &markov, &continuation];
     ensemble_members.extend_from_slice(extra);
     let ensemble = EnsembleFactory {
         members: ensemble_members,

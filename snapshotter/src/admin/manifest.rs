@@ -239,6 +239,7 @@ fn plan(
         image: image.to_owned(),
         label: None,
         layers: layers.iter().map(|l| l.layer.digest.clone()).collect(),
+        layout: Default::default(),
     };
     let Some(predictions) = p.plan(ctx, PLAN_MAX) else {
         return note(

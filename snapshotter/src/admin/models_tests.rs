@@ -181,6 +181,7 @@ async fn predictions_name_an_active_run_and_refuse_others() {
         key: "c1".into(),
         image: "example.com/app:1".into(),
         layers: vec![],
+        layout: Default::default(),
         labels: Default::default(),
         started: std::time::Instant::now(),
         started_unix_ms: 0,

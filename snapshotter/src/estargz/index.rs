@@ -341,6 +341,16 @@ impl LayerIndex {
         path_in(&self.nodes, id)
     }
 
+    /// The chunks of each file stored in more than one chunk, in file order (hard links once).
+    pub fn multi_chunk_files(&self) -> impl Iterator<Item = &[Chunk]> + '_ {
+        self.nodes.iter().filter_map(|n| match &n.kind {
+            NodeKind::File { chunks, .. } if chunks.len() > 1 => {
+                Some(&self.chunks[chunks.start as usize..chunks.end as usize])
+            }
+            _ => None,
+        })
+    }
+
     /// The file holding chunk `chunk` (an index in [`LayerIndex::chunks`]); a scan of the
     /// nodes, for the admin API's occasional look-ups.
     pub fn file_of_chunk(&self, chunk: u32) -> Option<NodeId> {

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use fuser::BackgroundSession;
@@ -28,6 +28,8 @@ use crate::lazy::source::{BlobSource, RegistrySource};
 use crate::lazy::warmed::{WarmedToc, WarmedTocs};
 use crate::lazy::{LazyError, mount};
 use crate::metrics::hot::HOT;
+use crate::predictor::ChunkId;
+use crate::predictor::layout::FileChunks;
 use crate::registry::{Registry, RegistryConfig};
 use crate::store::RemoteLayer;
 use crate::trace::Recorder;
@@ -88,9 +90,30 @@ struct Mounted {
     digest: String,
     image_ref: String,
     data: Arc<LayerData>,
+    /// The layer's multi-chunk files, built when a run first asks.
+    files: OnceLock<Arc<[FileChunks]>>,
     // Dropped in this order: the fetch stops, then the session ends.
     fetch: Option<BackgroundFetch>,
     _session: BackgroundSession,
+}
+
+/// A lazily mounted layer, as a run starting on it is told.
+#[derive(Debug, Clone)]
+pub struct MountedLayer {
+    /// The layer's digest.
+    pub digest: String,
+    /// The image it was pulled for.
+    pub image_ref: String,
+    /// Its files stored in more than one chunk (the predictor's [`crate::predictor::Layout`]).
+    pub files: Arc<[FileChunks]>,
+}
+
+/// A file's chunks as the predictor names them.
+fn file_chunks(chunks: &[crate::estargz::Chunk]) -> FileChunks {
+    chunks
+        .iter()
+        .map(|c| (ChunkId(c.digest), u32::try_from(c.size).unwrap_or(u32::MAX)))
+        .collect()
 }
 
 /// The lazily mounted layers of one daemon.
@@ -153,13 +176,19 @@ impl LazyLayers {
         self
     }
 
-    /// The digest and image reference of snapshot `id`'s layer, if it is mounted lazily.
-    pub fn mounted_layer(&self, id: u64) -> Option<(String, String)> {
-        self.mounted
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .map(|m| (m.digest.clone(), m.image_ref.clone()))
+    /// Snapshot `id`'s layer, if it is mounted lazily.
+    pub fn mounted_layer(&self, id: u64) -> Option<MountedLayer> {
+        let all = self.mounted.lock().unwrap_or_else(|p| p.into_inner());
+        let m = all.get(&id)?;
+        let files = m.files.get_or_init(|| {
+            let index = m.data.index();
+            index.multi_chunk_files().map(file_chunks).collect()
+        });
+        Some(MountedLayer {
+            digest: m.digest.clone(),
+            image_ref: m.image_ref.clone(),
+            files: Arc::clone(files),
+        })
     }
 
     /// Demand-side registry activity across all layers.
@@ -401,6 +430,7 @@ impl LazyLayers {
             digest: remote.layer_digest.clone(),
             image_ref: remote.image_ref.clone(),
             data,
+            files: OnceLock::new(),
             fetch,
             _session: session,
         };

@@ -37,7 +37,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub use manager::{LayerTotals, LazyConfig, LazyLayers, Resolved};
+pub use manager::{LayerTotals, LazyConfig, LazyLayers, MountedLayer, Resolved};
 pub use saved::InheritedDir;
 
 use crate::estargz::FormatError;

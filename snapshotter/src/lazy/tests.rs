@@ -603,6 +603,7 @@ fn reads_are_reported_to_the_trace_as_misses_then_hits() {
         key: "ns/1/c".into(),
         image: "img".into(),
         layers: vec!["sha256:l".into()],
+        layout: Default::default(),
         labels: Default::default(),
         started: Instant::now(),
         started_unix_ms: 1,

@@ -151,6 +151,7 @@ mod tests {
             image: image.into(),
             label: None,
             layers: vec![],
+            layout: Default::default(),
         }
     }
 

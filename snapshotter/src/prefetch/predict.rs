@@ -3,7 +3,8 @@
 //! learned.
 //!
 //! - **Models**: an [`Ensemble`] of the models `[predictor] models` selects (default all):
-//!   record-and-replay, the online Markov model, and the ONNX LSTM when `[predictor] model_dir`
+//!   record-and-replay, the online Markov model, continuation (the rest of a multi-chunk file
+//!   a run has begun, from the layers' TOCs), and the ONNX LSTM when `[predictor] model_dir`
 //!   (default `<root>/models/current`) holds a valid model and ONNX Runtime loads. If the LSTM
 //!   does not load, one line says what is missing and that the daemon runs on the other models:
 //!   a warning, or info when no model is installed at the default place or `model_dir = ""`
@@ -16,7 +17,9 @@
 //!   these predictions no longer admit are retracted (the model changed its mind before a
 //!   worker took them; measured in `augurctl predictor eval`, where it cut wasted bytes).
 //! - **State**: `<root>/predictor/<members>.state.gz`, loaded at start (a corrupt file is
-//!   logged and ignored), saved every [`SAVE_EVERY`] and at stop.
+//!   logged and ignored), saved every [`SAVE_EVERY`] and at stop. A set with continuation whose
+//!   file is missing loads the file of the same set without it (saved before continuation
+//!   existed), so an upgrade keeps what replay and Markov learned.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
@@ -26,8 +29,8 @@ use std::time::{Duration, Instant};
 
 use augur_predictor::lstm::{Engine, runtime};
 use augur_predictor::{
-    Access, ChunkId, Ensemble, EnsembleConfig, Lstm, LstmConfig, Markov, MarkovConfig, Predictor,
-    Replay, ReplayConfig, RunContext, RunId, Trace,
+    Access, ChunkId, Continuation, Ensemble, EnsembleConfig, Layout, Lstm, LstmConfig, Markov,
+    MarkovConfig, Predictor, Replay, ReplayConfig, RunContext, RunId, Trace,
 };
 
 use crate::prefetch::PredictorSettings;
@@ -90,7 +93,7 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
         None
     };
     let engine = lstm.as_ref().map(|l| Arc::clone(l.engine()));
-    let mut ensemble = build_ensemble(&settings.models, lstm);
+    let mut ensemble = build_ensemble(&settings.models, lstm, Arc::default());
     if ensemble.member_names().is_empty() {
         tracing::warn!(
             "no models: predictor.models names only the LSTM and it did not load; nothing is \
@@ -98,7 +101,16 @@ pub fn load_models(settings: &PredictorSettings) -> Models {
         );
     }
     let state_file = state_file(&ensemble, &settings.state_dir);
-    load_state(&mut ensemble, &state_file);
+    if state_file.exists() {
+        load_state(&mut ensemble, &state_file);
+    } else if let Some(before) = state_file_before_continuation(&ensemble, &settings.state_dir) {
+        tracing::info!(
+            file = %before.display(),
+            "loading the state saved before the continuation model joined; it is saved \
+             under the new set's file from now on"
+        );
+        load_state(&mut ensemble, &before);
+    }
     tracing::info!(
         models = %ensemble.member_names().join(", "),
         state = %state_file.display(),
@@ -214,14 +226,19 @@ fn daemon_lstm(settings: &PredictorSettings) -> Option<Lstm> {
 
 /// The daemon's ensemble of the `selected` models, in member order; the LSTM joins only if
 /// selected and given. Shared with `augurctl predictor train-state`, which must build the same
-/// members to write state the daemon loads.
-pub fn build_ensemble(selected: &[ModelKind], lstm: Option<Lstm>) -> Ensemble {
+/// members to write state the daemon loads. `layout` is continuation's for runs whose context
+/// has none (recorded runs: train-state builds it from their chunk records; the daemon's
+/// live runs bring their own, so it passes an empty one).
+pub fn build_ensemble(selected: &[ModelKind], lstm: Option<Lstm>, layout: Arc<Layout>) -> Ensemble {
     let mut members: Vec<Box<dyn Predictor>> = Vec::new();
     if selected.contains(&ModelKind::Replay) {
         members.push(Box::new(Replay::new(ReplayConfig::default().as_member())));
     }
     if selected.contains(&ModelKind::Markov) {
         members.push(Box::new(Markov::new(MarkovConfig::default())));
+    }
+    if selected.contains(&ModelKind::Continuation) {
+        members.push(Box::new(Continuation::with_layout(layout)));
     }
     if selected.contains(&ModelKind::Lstm)
         && let Some(l) = lstm
@@ -234,6 +251,23 @@ pub fn build_ensemble(selected: &[ModelKind], lstm: Option<Lstm>) -> Ensemble {
 /// `<state_dir>/<member>+<member>....state.gz`: state saved for one set of members.
 pub fn state_file(ensemble: &Ensemble, state_dir: &Path) -> PathBuf {
     state_dir.join(format!("{}.state.gz", ensemble.member_names().join("+")))
+}
+
+/// The state file of `ensemble`'s set without continuation, if continuation is a member and
+/// that file exists (a node upgraded from a build without it).
+fn state_file_before_continuation(ensemble: &Ensemble, state_dir: &Path) -> Option<PathBuf> {
+    let names = ensemble.member_names();
+    let cont = ModelKind::Continuation.name();
+    if !names.iter().any(|n| n == cont) {
+        return None;
+    }
+    let before: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .filter(|n| *n != cont)
+        .collect();
+    let file = state_dir.join(format!("{}.state.gz", before.join("+")));
+    file.exists().then_some(file)
 }
 
 /// Adds the LSTM loaded after start. What the other members learned so far is saved first
@@ -397,6 +431,7 @@ fn queue_warm(model: &mut Ensemble, warm: &super::warmed::WarmUp, shared: &Share
         image: warm.image.clone(),
         label: None,
         layers: warm.layers.iter().map(|(d, _)| d.clone()).collect(),
+        layout: Default::default(),
     };
     model.start_run(WARM_MODEL_RUN, &ctx);
     let predictions = model.predict(WARM_MODEL_RUN, PREDICT_MAX);

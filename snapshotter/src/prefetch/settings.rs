@@ -40,7 +40,7 @@ pub struct RawPredictor {
     pub model_dir: Option<PathBuf>,
     /// ONNX Runtime's library (`""`: `$AUGUR_ORT_LIB`, else the default path).
     pub onnxruntime_library: Option<PathBuf>,
-    /// The models to run (`replay`, `markov`, `lstm`).
+    /// The models to run (`replay`, `markov`, `continuation`, `lstm`).
     pub models: Option<Vec<String>>,
 }
 
@@ -52,19 +52,27 @@ pub enum ModelKind {
     Replay,
     /// The online Markov model.
     Markov,
+    /// The rest of a multi-chunk file a run has begun (from the layers' TOCs).
+    Continuation,
     /// The ONNX LSTM (only when `model_dir` validates).
     Lstm,
 }
 
 impl ModelKind {
     /// Every model, in member order (the default selection).
-    pub const ALL: [ModelKind; 3] = [ModelKind::Replay, ModelKind::Markov, ModelKind::Lstm];
+    pub const ALL: [ModelKind; 4] = [
+        ModelKind::Replay,
+        ModelKind::Markov,
+        ModelKind::Continuation,
+        ModelKind::Lstm,
+    ];
 
     /// The name in the config (and the model's [`augur_predictor::Predictor::name`]).
     pub fn name(self) -> &'static str {
         match self {
             ModelKind::Replay => "replay",
             ModelKind::Markov => "markov",
+            ModelKind::Continuation => "continuation",
             ModelKind::Lstm => "lstm",
         }
     }
@@ -262,7 +270,7 @@ mod tests {
     }
 
     #[test]
-    fn all_three_models_by_default() {
+    fn every_model_by_default() {
         assert_eq!(models("").unwrap(), ModelKind::ALL.to_vec());
     }
 
@@ -273,8 +281,8 @@ mod tests {
             vec![ModelKind::Markov]
         );
         assert_eq!(
-            models("models = [\"lstm\", \"replay\", \"lstm\"]").unwrap(),
-            vec![ModelKind::Replay, ModelKind::Lstm]
+            models("models = [\"lstm\", \"replay\", \"lstm\", \"continuation\"]").unwrap(),
+            vec![ModelKind::Replay, ModelKind::Continuation, ModelKind::Lstm]
         );
     }
 

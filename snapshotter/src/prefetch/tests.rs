@@ -68,6 +68,7 @@ fn context() -> RunContext {
         image: "127.0.0.1:5000/prefetch-test:esgz".into(),
         label: Some("test".into()),
         layers: vec![DIGEST.into()],
+        layout: Default::default(),
     }
 }
 
@@ -358,7 +359,10 @@ fn learned_state_is_saved_at_stop_and_loaded_at_start() {
     let bed = Bed::new();
     bed.teach();
     bed.prefetcher.stop();
-    let saved = bed.state_dir.path().join("replay+markov.state.gz");
+    let saved = bed
+        .state_dir
+        .path()
+        .join("replay+markov+continuation.state.gz");
     assert!(saved.exists(), "{}", saved.display());
     // A corrupt file is ignored, not fatal.
     std::fs::write(&saved, b"not gzip").unwrap();
@@ -443,6 +447,7 @@ fn every_lstm_step_is_measured_under_its_model_version() {
             image,
             label: None,
             layers: Vec::new(),
+            layout: Default::default(),
         },
     );
     assert!(
@@ -549,6 +554,7 @@ fn a_plan_names_what_a_taught_image_reads_first_and_teaches_the_models_nothing()
         image: "127.0.0.1:5000/never-run:1".into(),
         label: None,
         layers: vec![format!("sha256:{}", "9".repeat(64))],
+        layout: Default::default(),
     };
     assert_eq!(bed.prefetcher.plan(unknown, 64), Some(Vec::new()));
 }

@@ -2,11 +2,14 @@
 //! lazily mounted layer, and that is not a layer being unpacked (no `containerd.io/snapshot.ref`
 //! label). What the run's trace header says about it comes from here: its image
 //! (the Prepare's own image labels, else the reference the lazy layers were pulled from), its
-//! lazy layers lowest first, and the labels a trace keeps.
+//! lazy layers lowest first, the labels a trace keeps, and the layers' multi-chunk files (the
+//! predictor's layout).
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::lazy::LazyLayers;
+use crate::lazy::{LazyLayers, MountedLayer};
+use crate::predictor::Layout;
 use crate::store::Labels;
 use crate::trace::recorder::{kept_labels, unix_ms_now};
 use crate::trace::runs::RunStart;
@@ -32,21 +35,24 @@ pub fn run_start(
         return None;
     }
     // Nearest first in the chain; a trace lists layers lowest first.
-    let lazy_layers: Vec<(String, String)> = parent_ids
+    let lazy_layers: Vec<MountedLayer> = parent_ids
         .iter()
         .rev()
         .filter_map(|&id| lazy.mounted_layer(id))
         .collect();
-    let (_, top_image) = lazy_layers.last()?;
+    let top_image = &lazy_layers.last()?.image_ref;
     let image = IMAGE_LABELS
         .iter()
         .find_map(|l| labels.get(*l))
         .unwrap_or(top_image)
         .clone();
+    let files = lazy_layers.iter().flat_map(|l| l.files.iter().cloned());
+    let layout = Arc::new(Layout::new(files));
     Some(RunStart {
         key: key.to_owned(),
         image,
-        layers: lazy_layers.into_iter().map(|(digest, _)| digest).collect(),
+        layers: lazy_layers.into_iter().map(|l| l.digest).collect(),
+        layout,
         labels: kept_labels(labels),
         started,
         started_unix_ms: unix_ms_now(),

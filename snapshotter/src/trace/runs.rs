@@ -6,11 +6,12 @@
 //! workload signature as accesses arrive.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::predictor::trace::{AccessSource, ChunkRecord, RunHeader, TraceBuilder};
 use crate::predictor::workload::{SignatureBuilder, WORKLOAD_LABEL};
-use crate::predictor::{self, Access, RunContext, RunId};
+use crate::predictor::{self, Access, Layout, RunContext, RunId};
 
 /// At most this many accesses are kept per run (about 40 MiB in memory); later ones are counted
 /// as truncated. A container reading in a loop for days must not grow the daemon without bound.
@@ -25,6 +26,8 @@ pub struct RunStart {
     pub image: String,
     /// Digests of the run's lazily mounted layers, lowest first.
     pub layers: Vec<String>,
+    /// Their multi-chunk files, for the models (not kept in the trace).
+    pub layout: Arc<Layout>,
     /// Labels kept in the trace header (the workload label among them, if set).
     pub labels: BTreeMap<String, String>,
     /// When the snapshot was prepared (time zero of the run).
@@ -40,6 +43,7 @@ impl RunStart {
             image: self.image.clone(),
             label: self.labels.get(WORKLOAD_LABEL).cloned(),
             layers: self.layers.clone(),
+            layout: Arc::clone(&self.layout),
         }
     }
 }

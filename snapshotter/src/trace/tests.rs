@@ -73,6 +73,7 @@ fn start(key: &str, layers: &[&str], label: Option<&str>) -> RunStart {
         key: key.into(),
         image: "127.0.0.1:5000/python:esgz".into(),
         layers: layers.iter().map(|l| (*l).to_owned()).collect(),
+        layout: Default::default(),
         labels: label
             .map(|l| BTreeMap::from([(WORKLOAD_LABEL.to_owned(), l.to_owned())]))
             .unwrap_or_default(),

@@ -60,7 +60,7 @@ impl Variant {
             Variant::Markov => Some(&["markov"]),
             Variant::Lstm => Some(&["lstm"]),
             Variant::Online => Some(&["replay", "markov"]),
-            Variant::Ensemble => Some(&["replay", "markov", "lstm"]),
+            Variant::Ensemble => Some(&["replay", "markov", "continuation", "lstm"]),
         }
     }
 

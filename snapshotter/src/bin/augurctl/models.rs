@@ -111,7 +111,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
             );
             println!("              {}", speaks_for(&m.images));
         }
-        None => println!("model:        none (replay + markov only)"),
+        None => println!("model:        none (the other models only)"),
     }
     if let Some(i) = s.inference.filter(|i| i.steps > 0) {
         println!(
@@ -219,7 +219,7 @@ async fn reload(common: &AdminArgs, dir: Option<PathBuf>) -> anyhow::Result<()> 
 }
 
 /// Which images the LSTM predicts for: those it was trained on, by repository and tag
-/// whatever registry serves them (decision 0029); on the others replay and Markov answer
+/// whatever registry serves them (decision 0029); on the others the other models answer
 /// alone, which an operator cannot tell from the metrics (an empty step histogram).
 fn speaks_for(images: &[String]) -> String {
     use augur_predictor::lstm::engine::repository;
@@ -230,7 +230,7 @@ fn speaks_for(images: &[String]) -> String {
     names.sort_unstable();
     names.dedup();
     format!(
-        "the LSTM predicts for {} only; other images: replay + markov",
+        "the LSTM predicts for {} only; other images: the other models",
         names.join(", ")
     )
 }

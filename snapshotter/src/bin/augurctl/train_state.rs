@@ -8,12 +8,15 @@
 //! has cross-fitting folds (`train.py --folds`), a fold that was not trained on a run answers
 //! for the LSTM there, so the state carries the LSTM's out-of-sample calibration (decision
 //! 0029); without folds the LSTM is not asked in its own training runs (decision 0028).
+//! Continuation learns from the runs' own chunk records which files hold several chunks
+//! (decision 0031): a recorded run has no TOC.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
-use augur_predictor::Predictor;
 use augur_predictor::trace::jsonl;
+use augur_predictor::{Layout, Predictor};
 use augur_snapshotter::prefetch::PredictorSettings;
 use augur_snapshotter::prefetch::predict::{
     build_ensemble, load_lstm, load_lstm_folds, state_file,
@@ -27,7 +30,11 @@ pub struct TrainStateArgs {
     #[arg(long = "traces", value_name = "FILE", required = true, num_args = 1..)]
     traces: Vec<PathBuf>,
     /// The models, as `[predictor] models` names them on the node that will load the state.
-    #[arg(long, value_delimiter = ',', default_value = "replay,markov,lstm")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "replay,markov,continuation,lstm"
+    )]
     models: Vec<String>,
     /// The node's state directory (`<root>/predictor`); created if missing.
     #[arg(long, value_name = "DIR")]
@@ -61,7 +68,14 @@ pub fn run(args: TrainStateArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut ensemble = build_ensemble(&models, lstm);
+    let mut traces = Vec::new();
+    for path in &args.traces {
+        traces.extend(jsonl::read_file(path)?);
+    }
+    anyhow::ensure!(!traces.is_empty(), "the trace files hold no runs");
+    // Continuation's layout for these recorded runs: the chunks they read of each file.
+    let layout = Arc::new(Layout::from_traces(&traces));
+    let mut ensemble = build_ensemble(&models, lstm, layout);
     if models.contains(&ModelKind::Lstm) {
         let folds = load_lstm_folds(&settings).context("the LSTM's cross-fitting folds")?;
         let count = folds.len();
@@ -73,17 +87,13 @@ pub fn run(args: TrainStateArgs) -> anyhow::Result<()> {
             eprintln!("train-state: the LSTM is calibrated out of sample by its folds ({count})");
         }
     }
-    let mut runs = 0;
-    for path in &args.traces {
-        for trace in jsonl::read_file(path)? {
-            match &args.image {
-                Some(image) => ensemble.learn_as(trace, image),
-                None => ensemble.learn(&trace),
-            }
-            runs += 1;
+    let runs = traces.len();
+    for trace in traces {
+        match &args.image {
+            Some(image) => ensemble.learn_as(trace, image),
+            None => ensemble.learn(&trace),
         }
     }
-    anyhow::ensure!(runs > 0, "the trace files hold no runs");
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let file = state_file(&ensemble, &args.out);

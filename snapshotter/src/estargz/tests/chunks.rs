@@ -35,6 +35,9 @@ fn a_big_file_is_split_into_chunks_each_in_its_own_member() {
     assert!(entries[1..].iter().all(|e| e.kind == "chunk"));
     assert_eq!(entries[4].chunk_size, 0);
     assert_eq!(entries[3].chunk_size, 65536);
+    // The predictor's layout: only the file of several chunks, in file order.
+    let multi: Vec<&[Chunk]> = l.index.multi_chunk_files().collect();
+    assert_eq!(multi, vec![chunks]);
 }
 
 #[test]
