@@ -40,6 +40,7 @@ pub struct Continuation {
 #[derive(Debug)]
 struct Live {
     layout: Arc<Layout>,
+    /// Chunks of the layout's files read so far.
     read: FastSet<ChunkId>,
     /// Files begun, by index in the layout.
     begun: FastSet<usize>,
@@ -64,12 +65,13 @@ impl Continuation {
 
 impl Live {
     /// Notes a read of `chunk`; the first read of a multi-chunk file queues its other chunks:
-    /// those after it, then those before.
+    /// those after it, then those before. Only chunks of such files are kept (what a run
+    /// keeps is bounded by its layout, not by how long it runs).
     fn read(&mut self, chunk: ChunkId) {
-        self.read.insert(chunk);
         let Some((f, k)) = self.layout.locate(chunk) else {
             return;
         };
+        self.read.insert(chunk);
         if !self.begun.insert(f) {
             return;
         }

@@ -6,8 +6,8 @@
 //! The daemon builds a run's layout from the TOCs of its lazily mounted layers. A recorded
 //! run carries no TOC, so the evaluator and `augurctl predictor train-state` stand the chunk
 //! records of the recorded runs in for it ([`Layout::from_traces`]): the chunks some run read
-//! of each file. On the project's traces that is all of every multi-chunk file but two chunks
-//! of 108 (measured against the images' files; see the decision).
+//! of each file. On the project's traces that names the same chunks as the images' files do
+//! (checked against the `tools` image's files; see the decision).
 
 use std::collections::BTreeMap;
 

@@ -17,6 +17,10 @@
 //!   daemon can only fetch chunks of the layers mounted for the container.
 //! - **Baselines**: `none` (no prefetch) and `oracle` (knows the test run; fetches every chunk
 //!   it will read in order of need, over the same link).
+//! - **Layout**: a recorded run has no TOC, so continuation (decision 0031) is given the chunks
+//!   all loaded runs read of each file, per layer, as the image's multi-chunk files: what the
+//!   catalogue does for where chunks live. So it cannot name a chunk no loaded run read, and
+//!   may waste less here than on a node; on the project's traces both name the same chunks.
 //! - **Categories**: each test run is reported under whether the training set had its image
 //!   and its workload key (`seen image, seen workload`; `seen image, new workload`, i.e.
 //!   held-out arguments whose first reads differ; `new image`), and under `all`.

@@ -1,5 +1,5 @@
-//! `augurctl predictor eval`: the chunk models (no prefetch, replay, Markov, the LSTM when a
-//! model is given, the ensemble, the oracle) trained on some exported runs and tested on held-out
+//! `augurctl predictor eval`: the chunk models (no prefetch, replay, Markov, continuation, the
+//! LSTM when a model is given, the ensemble, the oracle) trained on some exported runs and tested on held-out
 //! ones, in simulated time over a network profile. Pure computation on files; no daemon.
 
 use std::path::PathBuf;
