@@ -1,6 +1,8 @@
 //! Prefetching end to end, through real containerd, the registry, FUSE and the daemon: a
 //! container's first run teaches the models (through its access trace), and its second run, on
-//! a cold cache, reads chunks the prefetcher fetched ahead of it.
+//! a cold cache, reads more chunks the prefetcher fetched ahead of it. The first run, of an
+//! image no model knows, reads prefetched chunks too: continuation's, the rest of the files it
+//! begins that the layers' TOCs list in several chunks (decision 0031).
 
 use std::process::Command;
 use std::time::Duration;
@@ -78,13 +80,13 @@ fn a_second_run_on_a_cold_cache_reads_prefetched_chunks() {
     assert_eq!(runs.len(), 2, "{runs:?}");
     let (first, second) = (runs[0], runs[1]);
     eprintln!("(misses, hits, prefetch hits): first run {first:?}, second run {second:?}");
-    assert_eq!(
-        first.2, 0,
-        "nothing was prefetched for the first run: {first:?}"
+    assert!(
+        first.2 > 0,
+        "continuation prefetched nothing of the files the first run began: {first:?}"
     );
     assert!(
-        second.2 > 0,
-        "the second run read no prefetched chunk (misses, hits, prefetch hits): {second:?}\n--- augur log ---\n{}",
+        second.2 > first.2,
+        "the second run read no more prefetched chunks than the first (misses, hits, prefetch hits): {first:?} then {second:?}\n--- augur log ---\n{}",
         bed.daemon
             .log()
             .lines()
