@@ -250,7 +250,13 @@ pub fn build_ensemble(selected: &[ModelKind], lstm: Option<Lstm>, layout: Arc<La
 
 /// `<state_dir>/<member>+<member>....state.gz`: state saved for one set of members.
 pub fn state_file(ensemble: &Ensemble, state_dir: &Path) -> PathBuf {
-    state_dir.join(format!("{}.state.gz", ensemble.member_names().join("+")))
+    set_state_file(state_dir, &ensemble.member_names())
+}
+
+/// `<state_dir>/<name>+<name>....state.gz` for the set of members `names`, in member order.
+fn set_state_file(state_dir: &Path, names: &[impl AsRef<str>]) -> PathBuf {
+    let names: Vec<&str> = names.iter().map(AsRef::as_ref).collect();
+    state_dir.join(format!("{}.state.gz", names.join("+")))
 }
 
 /// The state file of `ensemble`'s set without continuation, if continuation is a member and
@@ -266,7 +272,7 @@ fn state_file_before_continuation(ensemble: &Ensemble, state_dir: &Path) -> Opti
         .map(String::as_str)
         .filter(|n| *n != cont)
         .collect();
-    let file = state_dir.join(format!("{}.state.gz", before.join("+")));
+    let file = set_state_file(state_dir, &before);
     file.exists().then_some(file)
 }
 
